@@ -1,0 +1,88 @@
+//! The shared vocabulary of the wsguard crates.
+//!
+//! wsguard guards WebSocket endpoints (and any long-lived HTTP stream) with small tower
+//! layers. This crate is what they have in common, and what an application needs to mix
+//! them with its own code:
+//!
+//! - [`Rejection`] and [`Reason`]: one answer type for every guard, mapped to an HTTP
+//!   status before the upgrade, a WebSocket close code after it, or a gRPC status, with the
+//!   typed reason in the response's extensions. [`OnRejection`] policies change the answer
+//!   in one place.
+//! - Identity: [`ClientIp`], [`Principal`], [`TokenExpiry`] as request extensions, and
+//!   [`KeyExtractor`]s that name the bucket a request is counted in (global, client IP or
+//!   IPv6 /64, principal, header, or a closure).
+//! - The connection scope: [`ConnectionScope`] holds guards (such as connection permits) for
+//!   exactly as long as the connection lives. The hand-offs, [`axum::GuardedUpgrade`] and
+//!   [`tungstenite::GuardedUpgrade`] (behind the `axum` and `tokio-tungstenite` features),
+//!   carry it into the upgraded socket's task as part of a [`Connection`].
+//!
+//! The threat this crate's scope stops is the leaking or premature release of per-connection
+//! state: with `tower::limit::ConcurrencyLimit` a permit is released when the `101
+//! Switching Protocols` response goes out, long before the socket closes, so a "3
+//! connections per user" limit holds nothing at all.
+//!
+//! # Example
+//!
+//! A handshake layer holds a guard in the request's scope; the hand-off moves the scope into
+//! the socket's [`Connection`], and the guard is released when that connection is dropped.
+//!
+//! ```
+//! use std::sync::{atomic::{AtomicUsize, Ordering}, Arc};
+//! use wsguard_core::{Connection, ConnectionScope, Rejection, Reason};
+//!
+//! struct Permit(Arc<AtomicUsize>);
+//! impl Drop for Permit {
+//!     fn drop(&mut self) { self.0.fetch_sub(1, Ordering::SeqCst); }
+//! }
+//!
+//! let open = Arc::new(AtomicUsize::new(0));
+//! let mut req = http::Request::new(());
+//!
+//! // In a layer, before the upgrade:
+//! open.fetch_add(1, Ordering::SeqCst);
+//! ConnectionScope::of(&mut req).hold(Permit(open.clone()));
+//!
+//! // In the hand-off (done for you by the axum and tungstenite `GuardedUpgrade`s):
+//! let (mut parts, _body) = req.into_parts();
+//! let conn = Connection::from_parts(&mut parts);
+//! drop(parts); // the handler returns its 101; the socket lives on
+//! assert_eq!(open.load(Ordering::SeqCst), 1);
+//!
+//! drop(conn); // the socket's task ends, however it ends
+//! assert_eq!(open.load(Ordering::SeqCst), 0);
+//!
+//! // Every guard answers through the same type:
+//! let limited = Rejection::new(Reason::TooManyConnections);
+//! assert_eq!(limited.status(), http::StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(limited.close_code(), Some(4429));
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` | [`axum::GuardedUpgrade`], and axum extractors for [`ClientIp`] and [`Principal`] |
+//! | `tokio-tungstenite` | [`tungstenite::GuardedUpgrade`] for raw hyper 1 + tokio-tungstenite |
+//! | `metrics` | the counters of [`telemetry`] through the `metrics` facade |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod handshake;
+pub mod identity;
+pub mod key;
+pub mod reject;
+pub mod scope;
+pub mod telemetry;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
+
+#[cfg(feature = "tokio-tungstenite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-tungstenite")))]
+pub mod tungstenite;
+
+pub use handshake::is_websocket_upgrade;
+pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
+pub use key::{Key, KeyError, KeyExtractor};
+pub use reject::{GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
+pub use scope::{Connection, ConnectionScope, PendingRejection, ScopedBody};

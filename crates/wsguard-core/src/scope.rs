@@ -1,0 +1,468 @@
+//! The connection scope: guards that live exactly as long as the connection.
+//!
+//! A handshake layer that must hold something for the socket's whole life (a connection
+//! permit, a gauge) puts it into the request's [`ConnectionScope`] with
+//! [`ConnectionScope::hold`]. The scope is shared: the request carries it, a hand-off
+//! ([`axum::GuardedUpgrade`](crate::axum::GuardedUpgrade) or
+//! [`tungstenite::GuardedUpgrade`](crate::tungstenite::GuardedUpgrade)) moves it into the task
+//! that serves the upgraded socket, and a layer that answers with a streamed body can move it
+//! into the body with [`ScopedBody`]. The guards are dropped when the last of these lets go:
+//! when the socket task ends (clean close, error, client abort, panic), when the body ends or
+//! is dropped, or when a plain response is done.
+//!
+//! A response `101 Switching Protocols` whose scope no hand-off [claimed](ConnectionScope::is_claimed)
+//! means the application upgraded the socket without wsguard's hand-off: the guards would be
+//! released while the socket stays open. Layers detect this and log it.
+
+use std::{
+    any::Any,
+    fmt,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock, PoisonError,
+    },
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use bytes::Buf;
+use http::{request::Parts, Extensions, HeaderMap, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::{
+    key::RequestHead,
+    reject::{respond, OnRejection, Rejection},
+    ClientIp, Principal, TokenExpiry,
+};
+
+/// Guards that must live as long as the connection; see the [module docs](self).
+///
+/// Cloning is cheap and shares the same guards.
+#[derive(Clone, Default)]
+pub struct ConnectionScope {
+    inner: Arc<ScopeInner>,
+}
+
+#[derive(Default)]
+struct ScopeInner {
+    guards: Mutex<Vec<Box<dyn Any + Send>>>,
+    claimed: AtomicBool,
+}
+
+impl Drop for ScopeInner {
+    fn drop(&mut self) {
+        // Release in the reverse order of acquisition, like a stack.
+        let guards = self
+            .guards
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(guard) = guards.pop() {
+            drop(guard);
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionScope")
+            .field("guards", &self.len())
+            .field("claimed", &self.is_claimed())
+            .finish()
+    }
+}
+
+impl ConnectionScope {
+    /// The scope of a request, created and inserted if it has none yet.
+    pub fn of<B>(req: &mut Request<B>) -> Self {
+        Self::from_extensions(req.extensions_mut())
+    }
+
+    /// The scope in `extensions`, created and inserted if there is none yet.
+    pub fn from_extensions(extensions: &mut Extensions) -> Self {
+        extensions.get_or_insert_default::<Self>().clone()
+    }
+
+    /// Keeps `guard` alive until the connection ends. Guards are dropped in reverse order.
+    pub fn hold<T>(&self, guard: T)
+    where
+        T: Send + 'static,
+    {
+        self.inner
+            .guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(guard));
+    }
+
+    /// How many guards the scope holds.
+    pub fn len(&self) -> usize {
+        self.inner
+            .guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the scope holds no guard.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks the scope as taken over by a hand-off that keeps it for the socket's life.
+    ///
+    /// Called by the hand-offs of this crate; call it yourself only if you wrote your own
+    /// hand-off that keeps a clone of the scope (or the [`Connection`]) in the socket's task.
+    pub fn claim(&self) {
+        self.inner.claimed.store(true, Ordering::Release);
+    }
+
+    /// Whether a hand-off has taken over the scope.
+    pub fn is_claimed(&self) -> bool {
+        self.inner.claimed.load(Ordering::Acquire)
+    }
+
+    /// Whether two handles share the same guards.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+pin_project! {
+    /// A response body that keeps a [`ConnectionScope`] alive until the body ends or is
+    /// dropped: how guards follow a streamed response (SSE, gRPC server streams).
+    pub struct ScopedBody<B> {
+        #[pin]
+        inner: B,
+        scope: Option<ConnectionScope>,
+    }
+}
+
+impl<B> ScopedBody<B> {
+    /// Wraps `inner`, holding `scope` until it ends.
+    pub const fn new(inner: B, scope: Option<ConnectionScope>) -> Self {
+        Self { inner, scope }
+    }
+
+    /// Wraps a whole response's body.
+    pub fn wrap(res: Response<B>, scope: Option<ConnectionScope>) -> Response<Self> {
+        res.map(|body| Self::new(body, scope))
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ScopedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedBody")
+            .field("inner", &self.inner)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl<B: Default> Default for ScopedBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
+impl<B> Body for ScopedBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            // The stream is over: release the guards now rather than when hyper drops us.
+            *this.scope = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A rejection decided on the handshake but delivered after the upgrade, as a close frame.
+///
+/// Browsers cannot read the status of a refused WebSocket handshake, only a close code. In
+/// the opt-in "close" mode of the authentication and limit layers, a rejected WebSocket
+/// handshake is let through with this marker in its extensions; the hand-off completes the
+/// upgrade, sends the close frame and never calls the application's socket callback.
+///
+/// If no hand-off delivers it (the application upgraded by other means, or answered
+/// without upgrading), the layer must answer the HTTP form instead: see [`finish_deferred`].
+#[derive(Clone, Debug)]
+pub struct PendingRejection {
+    rejection: Rejection,
+    delivered: Arc<AtomicBool>,
+}
+
+impl PendingRejection {
+    /// Marks `extensions` to be closed with `rejection` after the upgrade, unless an outer
+    /// layer deferred a rejection already (the first one decided wins). Returns the marker
+    /// that is in force.
+    pub fn defer(extensions: &mut Extensions, rejection: Rejection) -> Self {
+        extensions
+            .get_or_insert_with(|| Self {
+                rejection,
+                delivered: Arc::default(),
+            })
+            .clone()
+    }
+
+    /// The rejection to deliver.
+    pub const fn rejection(&self) -> &Rejection {
+        &self.rejection
+    }
+
+    /// Records that a hand-off will deliver the rejection as a close frame.
+    pub fn mark_delivered(&self) {
+        self.delivered.store(true, Ordering::Release);
+    }
+
+    /// Whether a hand-off took the rejection over.
+    pub fn is_delivered(&self) -> bool {
+        self.delivered.load(Ordering::Acquire)
+    }
+}
+
+/// Completes a deferred rejection: keeps `res` if a hand-off took `pending` over, otherwise
+/// logs the misconfiguration and answers the HTTP (or gRPC) form through `policy`.
+///
+/// This is what makes the close mode fail closed: an application that does not use a
+/// wsguard hand-off gets the plain rejection, never an unguarded socket.
+pub fn finish_deferred<B, P>(
+    res: Response<B>,
+    pending: &PendingRejection,
+    policy: &P,
+) -> Response<B>
+where
+    P: OnRejection<B>,
+{
+    if pending.is_delivered() {
+        return res;
+    }
+    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        tracing::error!(
+            reason = pending.rejection().reason().as_str(),
+            "a rejected handshake was upgraded without a wsguard hand-off; refusing it over HTTP"
+        );
+    }
+    respond(policy, *pending.rejection())
+}
+
+/// What the message plane knows about an upgraded connection.
+///
+/// Built by the hand-offs from the handshake request: it keeps the request's URI and a copy
+/// of its extensions (with [`ClientIp`], [`Principal`], [`TokenExpiry`], claims and the
+/// [`ConnectionScope`]), not its headers. It owns a handle on the scope, so the guards live
+/// as long as the `Connection`: keep it in the socket's task and let it drop when the socket
+/// ends. It is deliberately not `Clone`.
+pub struct Connection {
+    uri: Uri,
+    extensions: Extensions,
+    scope: ConnectionScope,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("uri", &self.uri.path())
+            .field("client_ip", &self.client_ip())
+            .field("authenticated", &self.principal().is_some())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// The connection of a handshake, from its request parts. Claims the scope.
+    pub fn from_parts(parts: &mut Parts) -> Self {
+        Self::new(parts.uri.clone(), &mut parts.extensions)
+    }
+
+    /// The connection of a handshake from its URI and extensions. Claims the scope.
+    pub fn new(uri: Uri, extensions: &mut Extensions) -> Self {
+        let scope = ConnectionScope::from_extensions(extensions);
+        scope.claim();
+        Self {
+            uri,
+            extensions: extensions.clone(),
+            scope,
+        }
+    }
+
+    /// The handshake's URI (with any credentials already removed by the layers).
+    pub const fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The handshake's extensions.
+    pub const fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The client IP resolved by `wsguard-client-ip`, if that layer ran.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.extensions.get::<ClientIp>().map(|ip| ip.0)
+    }
+
+    /// The authenticated principal, if an authentication layer ran.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.extensions.get::<Principal>()
+    }
+
+    /// When the connection's credentials expire, if an authentication layer said so.
+    pub fn token_expiry(&self) -> Option<SystemTime> {
+        self.extensions.get::<TokenExpiry>().map(|e| e.0)
+    }
+
+    /// The rejection to deliver as a close frame instead of serving the socket, if any.
+    pub fn pending_rejection(&self) -> Option<&PendingRejection> {
+        self.extensions.get::<PendingRejection>()
+    }
+
+    /// The guards of this connection.
+    pub const fn scope(&self) -> &ConnectionScope {
+        &self.scope
+    }
+
+    /// The connection as a request head for [`KeyExtractor`](crate::KeyExtractor)s. Its
+    /// headers are empty: they are not kept after the handshake.
+    pub fn head(&self) -> RequestHead<'_> {
+        static NO_HEADERS: OnceLock<HeaderMap> = OnceLock::new();
+        RequestHead::new(
+            &self.uri,
+            NO_HEADERS.get_or_init(HeaderMap::new),
+            &self.extensions,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Drops(Arc<AtomicUsize>);
+    struct Guard(Drops);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0 .0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl Drops {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn guards_live_until_the_last_handle_is_gone() {
+        let drops = Drops::default();
+        let mut req = Request::new(());
+        let scope = ConnectionScope::of(&mut req);
+        scope.hold(Guard(drops.clone()));
+        assert!(ConnectionScope::of(&mut req).ptr_eq(&scope));
+        assert_eq!(scope.len(), 1);
+        let (mut parts, ()) = req.into_parts();
+        let conn = Connection::from_parts(&mut parts);
+        assert!(scope.is_claimed());
+        drop(parts);
+        drop(scope);
+        assert_eq!(drops.count(), 0);
+        drop(conn);
+        assert_eq!(drops.count(), 1);
+    }
+
+    #[test]
+    fn guards_drop_in_reverse_order() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        struct Named(&'static str, Arc<Mutex<Vec<&'static str>>>);
+        impl Drop for Named {
+            fn drop(&mut self) {
+                self.1.lock().unwrap().push(self.0);
+            }
+        }
+        let scope = ConnectionScope::default();
+        scope.hold(Named("first", order.clone()));
+        scope.hold(Named("second", order.clone()));
+        drop(scope);
+        assert_eq!(*order.lock().unwrap(), ["second", "first"]);
+    }
+
+    #[tokio::test]
+    async fn scoped_body_releases_at_end_of_stream() {
+        let drops = Drops::default();
+        let scope = ConnectionScope::default();
+        scope.hold(Guard(drops.clone()));
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, std::convert::Infallible>>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut body = ScopedBody::new(StreamBody::new(stream), Some(scope));
+        tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(drops.count(), 0, "held while the stream is open");
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(
+            drops.count(),
+            1,
+            "released at the end, before the body is dropped"
+        );
+        drop(body);
+
+        let scope = ConnectionScope::default();
+        scope.hold(Guard(drops.clone()));
+        let body = ScopedBody::new(Full::new(bytes::Bytes::from_static(b"x")), Some(scope));
+        drop(body);
+        assert_eq!(drops.count(), 2, "released when the body is dropped unread");
+    }
+
+    #[test]
+    fn the_first_deferred_rejection_wins_and_fails_closed() {
+        use crate::{HttpRejection, Reason};
+        let mut ext = Extensions::new();
+        let first = PendingRejection::defer(&mut ext, Rejection::new(Reason::TokenExpired));
+        let second = PendingRejection::defer(&mut ext, Rejection::new(Reason::TooManyConnections));
+        assert_eq!(second.rejection().reason(), Reason::TokenExpired);
+
+        let upgraded = Response::builder().status(101).body(String::new()).unwrap();
+        let res = finish_deferred(upgraded, &first, &HttpRejection);
+        assert_eq!(
+            res.status(),
+            401,
+            "not delivered: the HTTP form instead of the 101"
+        );
+
+        second.mark_delivered();
+        assert!(first.is_delivered(), "one marker shared by every handle");
+        let upgraded = Response::builder().status(101).body(String::new()).unwrap();
+        assert_eq!(
+            finish_deferred(upgraded, &first, &HttpRejection).status(),
+            101
+        );
+    }
+}
