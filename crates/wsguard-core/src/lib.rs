@@ -69,6 +69,7 @@
 pub mod handshake;
 pub mod identity;
 pub mod key;
+pub mod message;
 pub mod reject;
 pub mod scope;
 pub mod telemetry;
@@ -84,5 +85,6 @@ pub mod tungstenite;
 pub use handshake::is_websocket_upgrade;
 pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
 pub use key::{Key, KeyError, KeyExtractor};
+pub use message::{MessageKind, WsMessage};
 pub use reject::{GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
 pub use scope::{Connection, ConnectionScope, PendingRejection, ScopedBody};

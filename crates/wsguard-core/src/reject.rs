@@ -291,7 +291,7 @@ impl Rejection {
     /// The retry hint in whole seconds as sent in `Retry-After`: rounded up, never 0.
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after.map(|d| {
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
             secs.max(1)
         })
     }

@@ -419,7 +419,7 @@ mod tests {
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        let mut body = ScopedBody::new(StreamBody::new(stream), Some(scope));
+        let mut body = ScopedBody::new(StreamBody::new(Box::pin(stream)), Some(scope));
         tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"a"))))
             .await
             .unwrap();

@@ -21,7 +21,7 @@
 //!     };
 //!     Ok(upgrade.on_upgrade(|mut socket, _conn| async move {
 //!         while let Some(Ok(msg)) = socket.next().await {
-//!             if msg.is_data() && socket.send(msg).await.is_err() {
+//!             if (msg.is_text() || msg.is_binary()) && socket.send(msg).await.is_err() {
 //!                 break;
 //!             }
 //!         }

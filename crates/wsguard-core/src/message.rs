@@ -1,0 +1,160 @@
+//! One view of a WebSocket message over axum's and tungstenite's `Message` types.
+//!
+//! Socket adapters (connection hygiene, the message plane) are written once against
+//! [`WsMessage`] and work over axum's `WebSocket` (feature `axum`) and tokio-tungstenite's
+//! `WebSocketStream` (feature `tokio-tungstenite`) alike.
+
+use bytes::Bytes;
+
+use crate::Rejection;
+
+/// The kind of a WebSocket message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// A UTF-8 text message.
+    Text,
+    /// A binary message.
+    Binary,
+    /// A ping control frame.
+    Ping,
+    /// A pong control frame.
+    Pong,
+    /// A close control frame.
+    Close,
+    /// A raw frame (only seen when reading raw frames).
+    Frame,
+}
+
+impl MessageKind {
+    /// Whether the message carries application data (text or binary).
+    pub const fn is_data(self) -> bool {
+        matches!(self, Self::Text | Self::Binary)
+    }
+}
+
+/// A WebSocket message as the wsguard socket adapters see it.
+pub trait WsMessage: Sized + Send + 'static {
+    /// The message's kind.
+    fn kind(&self) -> MessageKind;
+
+    /// The payload's length in bytes.
+    fn payload_len(&self) -> usize;
+
+    /// The text of a text message.
+    fn as_text(&self) -> Option<&str>;
+
+    /// The payload of a binary message.
+    fn as_binary(&self) -> Option<&[u8]>;
+
+    /// A text message.
+    fn text(text: String) -> Self;
+
+    /// A ping with `payload` (at most 125 bytes).
+    fn ping(payload: Bytes) -> Self;
+
+    /// A pong answering a ping with `payload`.
+    fn pong(payload: Bytes) -> Self;
+
+    /// A close frame for `rejection` (1008 "policy violation" when it has no close code).
+    fn close(rejection: &Rejection) -> Self;
+}
+
+#[cfg(feature = "axum")]
+impl WsMessage for axum::extract::ws::Message {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::Text(_) => MessageKind::Text,
+            Self::Binary(_) => MessageKind::Binary,
+            Self::Ping(_) => MessageKind::Ping,
+            Self::Pong(_) => MessageKind::Pong,
+            Self::Close(_) => MessageKind::Close,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Binary(b) | Self::Ping(b) | Self::Pong(b) => b.len(),
+            Self::Close(c) => c.as_ref().map_or(0, |c| 2 + c.reason.len()),
+        }
+    }
+
+    fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Self::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn text(text: String) -> Self {
+        Self::Text(text.into())
+    }
+
+    fn ping(payload: Bytes) -> Self {
+        Self::Ping(payload)
+    }
+
+    fn pong(payload: Bytes) -> Self {
+        Self::Pong(payload)
+    }
+
+    fn close(rejection: &Rejection) -> Self {
+        Self::Close(crate::axum::close_frame(rejection))
+    }
+}
+
+#[cfg(feature = "tokio-tungstenite")]
+impl WsMessage for tokio_tungstenite::tungstenite::Message {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::Text(_) => MessageKind::Text,
+            Self::Binary(_) => MessageKind::Binary,
+            Self::Ping(_) => MessageKind::Ping,
+            Self::Pong(_) => MessageKind::Pong,
+            Self::Close(_) => MessageKind::Close,
+            Self::Frame(_) => MessageKind::Frame,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        self.len()
+    }
+
+    fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Self::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn text(text: String) -> Self {
+        Self::Text(text.into())
+    }
+
+    fn ping(payload: Bytes) -> Self {
+        Self::Ping(payload)
+    }
+
+    fn pong(payload: Bytes) -> Self {
+        Self::Pong(payload)
+    }
+
+    fn close(rejection: &Rejection) -> Self {
+        Self::Close(Some(crate::tungstenite::close_frame(rejection)))
+    }
+}
