@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn recognises_handshakes() {
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        type Case = (&'static str, &'static [(&'static str, &'static str)], bool);
+        let cases: &[Case] = &[
             ("GET", &[("upgrade", "websocket")], true),
             ("GET", &[("upgrade", "WebSocket")], true),
             ("GET", &[("upgrade", "h2c, websocket")], true),

@@ -108,14 +108,12 @@ mod axum_handoff {
     async fn echo(mut socket: WebSocket, conn: Connection) {
         assert!(conn.scope().is_claimed());
         while let Some(Ok(msg)) = socket.recv().await {
-            match msg {
-                Message::Text(t) if t.as_str() == "panic" => panic!("handler panics on purpose"),
-                Message::Text(_) | Message::Binary(_) => {
-                    if socket.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                _ => {}
+            if matches!(&msg, Message::Text(t) if t.as_str() == "panic") {
+                panic!("handler panics on purpose");
+            }
+            let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+            if data && socket.send(msg).await.is_err() {
+                break;
             }
         }
     }
@@ -190,14 +188,12 @@ mod hyper_handoff {
 
     async fn echo(mut socket: GuardedStream) {
         while let Some(Ok(msg)) = socket.next().await {
-            match msg {
-                Message::Text(t) if t.as_str() == "panic" => panic!("handler panics on purpose"),
-                msg if msg.is_text() || msg.is_binary() => {
-                    if socket.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                _ => {}
+            if matches!(&msg, Message::Text(t) if t.as_str() == "panic") {
+                panic!("handler panics on purpose");
+            }
+            let data = msg.is_text() || msg.is_binary();
+            if data && socket.send(msg).await.is_err() {
+                break;
             }
         }
     }
