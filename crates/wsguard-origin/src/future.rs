@@ -1,0 +1,170 @@
+//! The response future.
+
+use std::{
+    fmt,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use wsguard_core::OnRejection;
+
+use crate::{
+    layer::Config,
+    service::{log_rejection, Cause},
+    Origin, OriginPredicate,
+};
+
+pin_project! {
+    /// Response future of [`OriginGuard`](crate::OriginGuard).
+    pub struct ResponseFuture<S, ReqBody, P, C>
+    where
+        S: Service<Request<ReqBody>>,
+        C: OriginPredicate,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody, P, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody, P, C>
+    where
+        S: Service<Request<ReqBody>>,
+        C: OriginPredicate,
+    {
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Check {
+            #[pin]
+            check: C::Future,
+            pending: Option<Pending<S, ReqBody, P, C>>,
+        },
+        Rejected {
+            response: Option<S::Response>,
+        },
+    }
+}
+
+/// What an asynchronous check needs once it has answered.
+struct Pending<S, ReqBody, P, C> {
+    inner: S,
+    req: Request<ReqBody>,
+    config: Arc<Config<P, C>>,
+    origin: Origin,
+    peer: Option<IpAddr>,
+}
+
+impl<S, ReqBody, P, C> ResponseFuture<S, ReqBody, P, C>
+where
+    S: Service<Request<ReqBody>>,
+    C: OriginPredicate,
+{
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    pub(crate) fn rejected(response: S::Response) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn check(
+        check: C::Future,
+        inner: S,
+        req: Request<ReqBody>,
+        config: Arc<Config<P, C>>,
+        origin: Origin,
+        peer: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            kind: Kind::Check {
+                check,
+                pending: Some(Pending {
+                    inner,
+                    req,
+                    config,
+                    origin,
+                    peer,
+                }),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody, P, C> Future for ResponseFuture<S, ReqBody, P, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: OnRejection<ResBody>,
+    C: OriginPredicate,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            let next = match this.kind.as_mut().project() {
+                KindProj::Inner { future } => return future.poll(cx),
+                KindProj::Rejected { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response));
+                }
+                KindProj::Check { check, pending } => {
+                    let allowed = ready!(check.poll(cx));
+                    let Pending {
+                        mut inner,
+                        req,
+                        config,
+                        origin,
+                        peer,
+                    } = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    if allowed {
+                        Kind::Inner {
+                            future: inner.call(req),
+                        }
+                    } else {
+                        log_rejection(peer, Cause::Predicate, Some(&origin), None);
+                        Kind::Rejected {
+                            response: Some(config.reject()),
+                        }
+                    }
+                }
+            };
+            this.kind.set(next);
+        }
+    }
+}
+
+impl<S, ReqBody, P, C> fmt::Debug for ResponseFuture<S, ReqBody, P, C>
+where
+    S: Service<Request<ReqBody>>,
+    C: OriginPredicate,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Check { .. } => "check",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

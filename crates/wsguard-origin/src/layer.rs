@@ -1,0 +1,164 @@
+//! The layer and its configuration.
+
+use std::{fmt, sync::Arc};
+
+use tower_layer::Layer;
+use wsguard_core::HttpRejection;
+
+use crate::{AllowList, NoPredicate, OriginGuard, OriginPredicate};
+
+/// Applies [`OriginGuard`], which rejects requests whose `Origin` is not allowed with 403.
+///
+/// Cheap to clone: the configuration lives behind one `Arc`.
+/// See the [crate docs](crate) for an example.
+pub struct OriginGuardLayer<P = HttpRejection, C = NoPredicate> {
+    config: Arc<Config<P, C>>,
+}
+
+/// Everything a layer and its services share.
+#[derive(Clone)]
+pub(crate) struct Config<P, C> {
+    pub(crate) allow: AllowList,
+    pub(crate) allow_missing: bool,
+    pub(crate) every_request: bool,
+    pub(crate) policy: P,
+    pub(crate) predicate: Option<C>,
+}
+
+impl OriginGuardLayer {
+    /// A layer that lets through the origins `allow` allows, checks WebSocket handshakes
+    /// only, allows requests without `Origin`, and answers rejections with
+    /// [`HttpRejection`] (403).
+    #[must_use]
+    pub fn new(allow: AllowList) -> Self {
+        Self {
+            config: Arc::new(Config {
+                allow,
+                allow_missing: true,
+                every_request: false,
+                policy: HttpRejection::default(),
+                predicate: None,
+            }),
+        }
+    }
+}
+
+impl<P, C> OriginGuardLayer<P, C>
+where
+    P: Clone,
+    C: Clone,
+{
+    /// Whether a request without an `Origin` header passes (default `true`).
+    ///
+    /// Browsers always send `Origin` on WebSocket handshakes, so a missing header means a
+    /// non-browser client (a mobile app, a server, a CLI), which cross-site WebSocket
+    /// hijacking cannot involve. Set `false` to serve browsers only, or when a proxy in front
+    /// is known to keep the header (see the
+    /// [deployment caveats](crate#deployment-caveats)).
+    #[must_use]
+    pub fn allow_missing_origin(self, allow: bool) -> Self {
+        self.map(|config| Config {
+            allow_missing: allow,
+            ..config
+        })
+    }
+
+    /// Whether every request is checked (default `false`: only WebSocket handshakes, as
+    /// [`wsguard_core::is_websocket_upgrade`] recognises them, including HTTP/2 extended
+    /// `CONNECT`).
+    ///
+    /// Set `true` to guard other long-lived streams (server-sent events, streaming
+    /// responses) that browsers open with credentials.
+    #[must_use]
+    pub fn check_every_request(self, every: bool) -> Self {
+        self.map(|config| Config {
+            every_request: every,
+            ..config
+        })
+    }
+
+    /// Replaces the allow-list.
+    #[must_use]
+    pub fn with_allow_list(self, allow: AllowList) -> Self {
+        self.map(|config| Config { allow, ..config })
+    }
+
+    /// Answers rejections with `policy` instead (for example
+    /// [`GrpcRejection`](wsguard_core::GrpcRejection), or a closure `Fn(&Rejection) ->
+    /// Response<B>`). The [`Rejection`](wsguard_core::Rejection) is put into the response's
+    /// extensions whatever the policy returns.
+    #[must_use]
+    pub fn on_rejection<Q>(self, policy: Q) -> OriginGuardLayer<Q, C> {
+        self.map(|config| Config {
+            allow: config.allow,
+            allow_missing: config.allow_missing,
+            every_request: config.every_request,
+            policy,
+            predicate: config.predicate,
+        })
+    }
+
+    /// Consults `predicate` for origins the allow-list refuses (see [`OriginPredicate`]).
+    #[must_use]
+    pub fn with_predicate<D>(self, predicate: D) -> OriginGuardLayer<P, D>
+    where
+        D: OriginPredicate,
+    {
+        self.map(|config| Config {
+            allow: config.allow,
+            allow_missing: config.allow_missing,
+            every_request: config.every_request,
+            policy: config.policy,
+            predicate: Some(predicate),
+        })
+    }
+
+    fn map<Q, D>(self, f: impl FnOnce(Config<P, C>) -> Config<Q, D>) -> OriginGuardLayer<Q, D> {
+        OriginGuardLayer {
+            config: Arc::new(f(Arc::unwrap_or_clone(self.config))),
+        }
+    }
+}
+
+impl<P, C> OriginGuardLayer<P, C> {
+    /// The allow-list.
+    pub fn allow_list(&self) -> &AllowList {
+        &self.config.allow
+    }
+}
+
+impl<P, C> Clone for OriginGuardLayer<P, C> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<P, C> fmt::Debug for OriginGuardLayer<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginGuardLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<P, C> fmt::Debug for Config<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("allow", &self.allow)
+            .field("allow_missing", &self.allow_missing)
+            .field("every_request", &self.every_request)
+            .field("policy", &std::any::type_name::<P>())
+            .field("predicate", &self.predicate.is_some())
+            .finish()
+    }
+}
+
+impl<S, P, C> Layer<S> for OriginGuardLayer<P, C> {
+    type Service = OriginGuard<S, P, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OriginGuard::from_config(inner, Arc::clone(&self.config))
+    }
+}
