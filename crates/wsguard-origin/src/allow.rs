@@ -117,7 +117,11 @@ impl AllowList {
     pub fn add_origin(mut self, pattern: &str) -> Result<Self, ConfigError> {
         match parse_pattern(pattern)? {
             Rule::Null => self.null = true,
-            Rule::Exact { scheme, host, ports } => {
+            Rule::Exact {
+                scheme,
+                host,
+                ports,
+            } => {
                 let rules = self.exact.entry(host).or_default();
                 let rule = SchemePorts { scheme, ports };
                 if !rules.contains(&rule) {
@@ -393,14 +397,20 @@ mod tests {
             ("HTTPS://example.com:443", "https://example.com"),
             ("https://example.com/", "https://example.com"),
             ("  https://example.com  ", "https://example.com"),
-            ("http://localhost:{3000, 8080,3000}", "http://localhost:{3000,8080}"),
+            (
+                "http://localhost:{3000, 8080,3000}",
+                "http://localhost:{3000,8080}",
+            ),
             ("http://localhost:{80,3000}", "http://localhost:{80,3000}"),
             ("http://localhost:{80}", "http://localhost"),
             ("http://localhost:*", "http://localhost:*"),
             ("https://*.Example.com:8443", "https://*.example.com:8443"),
             ("https://bücher.example", "https://xn--bcher-kva.example"),
             ("http://[0:0:0:0:0:0:0:1]:3000", "http://[::1]:3000"),
-            ("chrome-extension://abcdefghijklmnop", "chrome-extension://abcdefghijklmnop"),
+            (
+                "chrome-extension://abcdefghijklmnop",
+                "chrome-extension://abcdefghijklmnop",
+            ),
         ];
         for (pattern, normalised) in cases {
             let list = AllowList::new().add_origin(pattern).unwrap();

@@ -157,11 +157,12 @@ fn parse_entry(raw: &str) -> Result<Box<str>, ConfigError> {
     if domain.is_empty() {
         return Err(invalid("empty"));
     }
-    let ascii = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL).map_err(
-        |_| ConfigError::Idna {
-            pattern: raw.to_owned(),
-        },
-    )?;
+    let ascii =
+        idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL).map_err(|_| {
+            ConfigError::Idna {
+                pattern: raw.to_owned(),
+            }
+        })?;
     let host = parse_host(&ascii).map_err(|_| invalid("not a valid host name"))?;
     if host.name.ends_with('.') {
         return Err(invalid("not a valid host name"));

@@ -316,7 +316,10 @@ pub(crate) fn parse_origin(input: &str) -> Result<OriginRef<'_>, ParseOriginErro
         return Err(ParseOriginError::Opaque);
     }
     let (scheme, rest) = input
-        .split_once("://")
+        .split_once(':')
+        .ok_or(ParseOriginError::MissingScheme)?;
+    let rest = rest
+        .strip_prefix("//")
         .ok_or(ParseOriginError::MissingScheme)?;
     let scheme = parse_scheme(scheme)?;
     let authority = authority_only(rest)?;
@@ -340,14 +343,17 @@ pub(crate) fn parse_scheme(scheme: &str) -> Result<Cow<'_, str>, ParseOriginErro
 
 /// Checks that `rest` (what follows `scheme://`) is an authority and nothing else.
 pub(crate) fn authority_only(rest: &str) -> Result<&str, ParseOriginError> {
-    if let Some(at) = rest.find(['/', '?', '#']) {
-        return Err(match rest.as_bytes().get(at) {
-            Some(b'?') => ParseOriginError::Query,
-            Some(b'#') => ParseOriginError::Fragment,
-            _ => ParseOriginError::Path,
-        });
+    let mut userinfo = false;
+    for b in rest.bytes() {
+        match b {
+            b'/' => return Err(ParseOriginError::Path),
+            b'?' => return Err(ParseOriginError::Query),
+            b'#' => return Err(ParseOriginError::Fragment),
+            b'@' => userinfo = true,
+            _ => {}
+        }
     }
-    if rest.contains('@') {
+    if userinfo {
         return Err(ParseOriginError::Userinfo);
     }
     Ok(rest)
@@ -411,16 +417,21 @@ pub(crate) fn parse_host(host: &str) -> Result<Host<'_>, ParseOriginError> {
             kind: HostKind::Ipv6,
         });
     }
-    let valid_chars = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !valid_chars {
-        return Err(ParseOriginError::InvalidHost);
+    // One pass: allowed characters, no empty label (one trailing dot is allowed), case.
+    let mut label_len = 0usize;
+    let mut upper = false;
+    for b in host.bytes() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label_len += 1,
+            b'A'..=b'Z' => {
+                upper = true;
+                label_len += 1;
+            }
+            b'.' if label_len > 0 => label_len = 0,
+            _ => return Err(ParseOriginError::InvalidHost),
+        }
     }
     let without_root = host.strip_suffix('.').unwrap_or(host);
-    if without_root.is_empty() || without_root.split('.').any(str::is_empty) {
-        return Err(ParseOriginError::InvalidHost);
-    }
     if ends_in_number(without_root) {
         // The URL Standard parses such a host as IPv4 and serialises it as a dotted quad;
         // anything else is not what a browser sends.
@@ -436,8 +447,13 @@ pub(crate) fn parse_host(host: &str) -> Result<Host<'_>, ParseOriginError> {
             Err(ParseOriginError::InvalidHost)
         };
     }
+    let name = if upper {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
     Ok(Host {
-        name: lowercase(host),
+        name,
         kind: HostKind::Domain,
     })
 }
@@ -570,7 +586,9 @@ mod tests {
             parse_port(Some("0000000000000000000008080")),
             Ok(Some(8080))
         );
-        for bad in ["", "65536", "99999", "123456", "-1", "+80", "8o", " 80", "80 "] {
+        for bad in [
+            "", "65536", "99999", "123456", "-1", "+80", "8o", " 80", "80 ",
+        ] {
             assert_eq!(
                 parse_port(Some(bad)),
                 Err(ParseOriginError::InvalidPort),
