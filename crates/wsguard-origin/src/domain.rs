@@ -25,6 +25,8 @@ use crate::{
 ///   (which no browser sends) never matches, nor does a homoglyph such as
 ///   `xn--80ak6aa92e.com` (Cyrillic "аррӏе.com") for `apple.com`. A host with a trailing dot
 ///   (`example.com.`) is a distinct origin for a browser and does not match either.
+/// - An entry that is a public suffix (`com`, `co.uk`) covers every site under it; the
+///   Public Suffix List is not consulted.
 ///
 /// ```
 /// use wsguard_origin::{DomainSet, Origin};

@@ -121,8 +121,9 @@
 //! the request's extensions. [`OriginGuardLayer::with_predicate`] takes an asynchronous
 //! [`OriginPredicate`] (any `Fn(&Origin, &RequestHead<'_>) -> impl Future<Output = bool>`)
 //! that is consulted for well-formed origins the allow-list refused. [`DomainSet`] holds such
-//! a list of domains, each matching itself and its subdomains. Without a predicate the layer
-//! stores none and its futures never box.
+//! a list of domains, each matching itself and its subdomains. Nothing is boxed: the
+//! predicate's future is a variant of the layer's [`ResponseFuture`], and the default
+//! [`NoPredicate`] is never called.
 //!
 //! # Rejections and logs
 //!
