@@ -68,7 +68,10 @@ where
     /// `CONNECT`).
     ///
     /// Set `true` to guard other long-lived streams (server-sent events, streaming
-    /// responses) that browsers open with credentials.
+    /// responses) that browsers open with credentials. Browsers omit `Origin` on
+    /// same-origin `GET` and `HEAD` requests (Fetch Standard, "append a request `Origin`
+    /// header"), so keep [missing origins allowed](Self::allow_missing_origin) when every
+    /// request is checked, or same-origin page loads are refused too.
     #[must_use]
     pub fn check_every_request(self, every: bool) -> Self {
         self.map(|config| Config {
