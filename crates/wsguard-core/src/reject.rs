@@ -394,7 +394,6 @@ pub trait OnRejection<B>: Clone + Send + Sync + 'static {
 
 /// The HTTP form of a rejection: see [`Rejection::to_http_response`].
 #[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
 pub struct HttpRejection;
 
 impl<B> OnRejection<B> for HttpRejection
@@ -408,7 +407,6 @@ where
 
 /// The gRPC form of a rejection, for tonic stacks: see [`Rejection::to_grpc_response`].
 #[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
 pub struct GrpcRejection;
 
 impl<B> OnRejection<B> for GrpcRejection
