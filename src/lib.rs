@@ -1,5 +1,75 @@
-//! wsguard: tower middleware that guards WebSocket endpoints.
+//! Tower middleware that guards WebSocket endpoints, and any long-lived HTTP stream, in
+//! hyper, axum and tonic stacks.
+//!
+//! This is the facade of the wsguard crates: turn protections on with features and reach
+//! them under one name. Every piece is an ordinary tower `Layer` and mixes with tower-http's
+//! layers and your own in any `ServiceBuilder`.
+//!
+//! | feature | module | protects against |
+//! |---|---|---|
+//! | `client-ip` | [`client_ip`] | spoofed client addresses: proxy headers are read only from trusted proxies |
+//! | `origin` | [`origin`] | cross-site WebSocket hijacking: `Origin` allow-listing before the upgrade |
+//! | `full` | all of the above | |
+//!
+//! Integrations: `axum` (the [`axum::GuardedUpgrade`] hand-off and extractors),
+//! `tokio-tungstenite` (the [`tungstenite::GuardedUpgrade`] hand-off for raw hyper 1),
+//! `tonic` (peers from tonic's connect info), `metrics` (counters through the `metrics`
+//! facade).
+//!
+//! The shared vocabulary of [`wsguard_core`] is re-exported at the top: one [`Rejection`]
+//! type for every guard (an HTTP status before the upgrade, a close code after it, a gRPC
+//! status for tonic), identity extensions ([`ClientIp`], [`Principal`]) and the
+//! [`ConnectionScope`] that keeps per-connection guards alive exactly as long as the socket.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(all(feature = "origin", feature = "axum"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::get, Router};
+//! use wsguard::{axum::GuardedUpgrade, origin::{AllowList, OriginGuardLayer}};
+//!
+//! async fn ws(upgrade: GuardedUpgrade) -> axum::response::Response {
+//!     upgrade.on_upgrade(|socket, conn| async move {
+//!         // serve `socket`; `conn` holds the handshake's identity and guards
+//!         # let _ = (socket, conn);
+//!     })
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/ws", get(ws))
+//!     .layer(OriginGuardLayer::new(AllowList::new().add_origin("https://app.example.com")?));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "origin", feature = "axum")))]
+//! # fn main() {}
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
-pub use wsguard_core as core;
+pub use wsguard_core::{
+    handshake, identity, is_websocket_upgrade, key, message, reject, scope, telemetry, ClientIp,
+    Connection, ConnectionScope, GrpcRejection, HttpRejection, Key, KeyError, KeyExtractor,
+    MessageKind, OnRejection, PeerAddr, PendingRejection, Principal, Reason, Rejection, ScopedBody,
+    TokenExpiry, WsMessage,
+};
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[doc(inline)]
+pub use wsguard_core::axum;
+
+#[cfg(feature = "tokio-tungstenite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-tungstenite")))]
+#[doc(inline)]
+pub use wsguard_core::tungstenite;
+
+#[cfg(feature = "origin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "origin")))]
+#[doc(inline)]
+pub use wsguard_origin as origin;
+
+#[cfg(feature = "client-ip")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client-ip")))]
+#[doc(inline)]
+pub use wsguard_client_ip as client_ip;
