@@ -1,6 +1,6 @@
 //! The handshake plane across crates, over real sockets: guards stacked on an axum router in
 //! front of the `GuardedUpgrade` hand-off, mixed with a tower-http layer.
-#![cfg(all(feature = "origin", feature = "axum"))]
+#![cfg(all(feature = "origin", feature = "client-ip", feature = "axum"))]
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,8 +8,10 @@ use axum::{extract::ws::Message, routing::get, Router};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpListener, time::timeout};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use tower::ServiceBuilder;
 use wsguard::{
     axum::GuardedUpgrade,
+    client_ip::{ClientIpLayer, TrustedProxies},
     origin::{AllowList, OriginGuardLayer},
 };
 
@@ -37,10 +39,16 @@ fn app() -> Router {
         .route(
             "/ws",
             get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|mut socket, _conn| async move {
+                upgrade.on_upgrade(|mut socket, conn| async move {
+                    // The identity resolved on the handshake travels with the socket.
+                    let ip = conn
+                        .client_ip()
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default();
                     while let Some(Ok(msg)) = socket.recv().await {
                         if let Message::Text(t) = msg {
-                            if socket.send(Message::Text(t)).await.is_err() {
+                            let answer = format!("{} from {ip}", t.as_str());
+                            if socket.send(Message::text(answer)).await.is_err() {
                                 break;
                             }
                         }
@@ -48,12 +56,20 @@ fn app() -> Router {
                 })
             }),
         )
-        .layer(OriginGuardLayer::new(allow))
+        // Outermost first: resolve the client IP, then check the Origin, mixed with a
+        // tower-http layer in one ServiceBuilder.
+        .layer(
+            ServiceBuilder::new()
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(ClientIpLayer::new().trusted_proxies(TrustedProxies::loopback()))
+                .layer(OriginGuardLayer::new(allow)),
+        )
 }
 
 async fn connect(
     addr: SocketAddr,
     origin: Option<&str>,
+    xff: Option<&str>,
 ) -> Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     tungstenite::Error,
@@ -61,6 +77,10 @@ async fn connect(
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     if let Some(origin) = origin {
         req.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    if let Some(xff) = xff {
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
     }
     timeout(WAIT, tokio_tungstenite::connect_async(req))
         .await
@@ -71,7 +91,7 @@ async fn connect(
 #[tokio::test]
 async fn a_foreign_origin_never_reaches_the_upgrade() {
     let addr = serve(app()).await;
-    match connect(addr, Some("https://evil.example")).await {
+    match connect(addr, Some("https://evil.example"), None).await {
         Err(tungstenite::Error::Http(res)) => {
             assert_eq!(res.status(), 403);
             let body = res.body().as_deref().unwrap_or_default();
@@ -84,10 +104,19 @@ async fn a_foreign_origin_never_reaches_the_upgrade() {
 #[tokio::test]
 async fn an_allowed_origin_upgrades_and_exchanges_messages() {
     let addr = serve(app()).await;
-    for origin in [Some("https://app.example.com"), None] {
-        let mut ws = connect(addr, origin).await.unwrap();
+    // The loopback peer is a trusted proxy here, so X-Forwarded-For names the client.
+    let cases = [
+        (
+            Some("https://app.example.com"),
+            Some("203.0.113.50"),
+            "hi from 203.0.113.50",
+        ),
+        (None, None, "hi from 127.0.0.1"),
+    ];
+    for (origin, xff, expected) in cases {
+        let mut ws = connect(addr, origin, xff).await.unwrap();
         ws.send(tungstenite::Message::text("hi")).await.unwrap();
         let echo = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(echo, tungstenite::Message::text("hi"));
+        assert_eq!(echo, tungstenite::Message::text(expected));
     }
 }
