@@ -36,7 +36,7 @@ impl OriginGuardLayer {
                 allow,
                 allow_missing: true,
                 every_request: false,
-                policy: HttpRejection::default(),
+                policy: HttpRejection,
                 predicate: None,
             }),
         }

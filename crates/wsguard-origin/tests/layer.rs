@@ -205,7 +205,7 @@ async fn the_predicate_reads_extensions_and_may_wait() {
 #[tokio::test]
 async fn rejection_policies_can_be_swapped() {
     let svc = OriginGuardLayer::new(allow())
-        .on_rejection(GrpcRejection::default())
+        .on_rejection(GrpcRejection)
         .layer(counting(&Arc::new(AtomicUsize::new(0))));
     let res = svc
         .oneshot(handshake("https://evil.example"))
