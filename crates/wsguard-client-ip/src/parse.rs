@@ -50,7 +50,7 @@ pub(crate) fn forwarded_for<'a>(
         let line = std::str::from_utf8(line).ok()?;
         let mut rest = line;
         loop {
-            let (element, next) = split_element(rest)?;
+            let (element, next) = split_unquoted(rest, b',')?;
             let element = element.trim_matches([' ', '\t']);
             if !element.is_empty() {
                 if out.len() == max {
@@ -67,8 +67,9 @@ pub(crate) fn forwarded_for<'a>(
     Some(out)
 }
 
-/// Splits off the first element (up to an unquoted comma). `None` if a quote is unterminated.
-fn split_element(s: &str) -> Option<(&str, Option<&str>)> {
+/// Splits off what comes before the first `delim` outside a quoted string (RFC 7230
+/// quoted-string, with backslash escapes). `None` if a quote is left open.
+fn split_unquoted(s: &str, delim: u8) -> Option<(&str, Option<&str>)> {
     let bytes = s.as_bytes();
     let mut in_quotes = false;
     let mut i = 0;
@@ -76,7 +77,7 @@ fn split_element(s: &str) -> Option<(&str, Option<&str>)> {
         match bytes[i] {
             b'\\' if in_quotes => i += 1,
             b'"' => in_quotes = !in_quotes,
-            b',' if !in_quotes => return Some((&s[..i], Some(&s[i + 1..]))),
+            b if b == delim && !in_quotes => return Some((&s[..i], Some(&s[i + 1..]))),
             _ => {}
         }
         i += 1;
@@ -93,7 +94,7 @@ fn for_param(element: &str) -> Option<&str> {
     let mut found = None;
     let mut rest = element;
     loop {
-        let (pair, next) = split_pair(rest)?;
+        let (pair, next) = split_unquoted(rest, b';')?;
         let pair = pair.trim_matches([' ', '\t']);
         if !pair.is_empty() {
             let (name, value) = pair.split_once('=')?;
@@ -109,22 +110,6 @@ fn for_param(element: &str) -> Option<&str> {
             None => return found,
         }
     }
-}
-
-fn split_pair(s: &str) -> Option<(&str, Option<&str>)> {
-    let bytes = s.as_bytes();
-    let mut in_quotes = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if in_quotes => i += 1,
-            b'"' => in_quotes = !in_quotes,
-            b';' if !in_quotes => return Some((&s[..i], Some(&s[i + 1..]))),
-            _ => {}
-        }
-        i += 1;
-    }
-    Some((s, None))
 }
 
 #[cfg(test)]
