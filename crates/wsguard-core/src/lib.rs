@@ -64,6 +64,7 @@
 //! | `axum` | [`axum::GuardedUpgrade`], and axum extractors for [`ClientIp`] and [`Principal`] |
 //! | `tokio-tungstenite` | [`tungstenite::GuardedUpgrade`] for raw hyper 1 + tokio-tungstenite |
 //! | `metrics` | the counters of [`telemetry`] through the `metrics` facade |
+//! | `plane` | the message plane: per-message tower services and the `plane::GuardedSocket` adapter |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod handshake;
@@ -81,6 +82,10 @@ pub mod axum;
 #[cfg(feature = "tokio-tungstenite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-tungstenite")))]
 pub mod tungstenite;
+
+#[cfg(feature = "plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
+pub mod plane;
 
 pub use handshake::is_websocket_upgrade;
 pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};

@@ -1,0 +1,253 @@
+//! The layer and its configuration.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use governor::Quota;
+use tower_layer::Layer;
+use wsguard_core::{
+    plane::{ErrorFrame, JsonErrorFrame},
+    KeyExtractor,
+};
+
+use crate::{
+    rate::{rate, Budget, ConfigError, Quotas},
+    service::{ConnState, MessageRateLimit},
+    store::{InMemoryStore, KeyStore},
+};
+
+/// What to do with a message over budget.
+///
+/// Whatever the action, [`MessageRateLimitLayer::close_after`] can add a close with 4429
+/// for sustained abuse. See the [crate docs](crate) for an example.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnExcess {
+    /// Drop the message and answer with an error frame (the default), made by the layer's
+    /// [`ErrorFrame`] policy: `{"type":"error","code":"rate_limited"}` unless configured.
+    #[default]
+    Reply,
+    /// Keep the message until the budget has room for it. Meanwhile the socket is not read,
+    /// so TCP flow control slows the client down; nothing is dropped.
+    Backpressure,
+}
+
+/// Applies per-message budgets to the message plane: per connection, and per shared key.
+///
+/// See the [crate docs](crate) for an example.
+pub struct MessageRateLimitLayer<K = InMemoryStore, F = JsonErrorFrame> {
+    config: Arc<Config<K, F>>,
+}
+
+pub(crate) struct Config<K, F> {
+    pub(crate) connection: Option<Quotas>,
+    pub(crate) keyed: Option<Keyed<K>>,
+    pub(crate) excess: OnExcess,
+    pub(crate) abuse: Abuse,
+    pub(crate) frame: F,
+}
+
+pub(crate) struct Keyed<K> {
+    pub(crate) extractor: Arc<dyn KeyExtractor>,
+    pub(crate) store: K,
+}
+
+/// When excess becomes abuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Abuse {
+    Tolerated,
+    /// Close at the first message over budget.
+    Immediately,
+    /// Close when the refusals outrun this quota.
+    After(Quota),
+}
+
+impl<K: Clone> Clone for Keyed<K> {
+    fn clone(&self) -> Self {
+        Self {
+            extractor: self.extractor.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K: Clone, F: Clone> Clone for Config<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            connection: self.connection,
+            keyed: self.keyed.clone(),
+            excess: self.excess,
+            abuse: self.abuse,
+            frame: self.frame.clone(),
+        }
+    }
+}
+
+impl<K, F> Clone for MessageRateLimitLayer<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<K: fmt::Debug, F> fmt::Debug for MessageRateLimitLayer<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &*self.config;
+        f.debug_struct("MessageRateLimitLayer")
+            .field("connection", &config.connection)
+            .field("store", &config.keyed.as_ref().map(|k| &k.store))
+            .field("excess", &config.excess)
+            .field("abuse", &config.abuse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MessageRateLimitLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MessageRateLimitLayer {
+    /// A layer that limits nothing yet: add [`per_connection`](Self::per_connection) and
+    /// [`per_key`](Self::per_key) budgets.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                connection: None,
+                keyed: None,
+                excess: OnExcess::Reply,
+                abuse: Abuse::Tolerated,
+                frame: JsonErrorFrame,
+            }),
+        }
+    }
+}
+
+impl<K, F> MessageRateLimitLayer<K, F>
+where
+    K: Clone,
+    F: Clone,
+{
+    fn map<K2, F2>(
+        self,
+        f: impl FnOnce(Config<K, F>) -> Config<K2, F2>,
+    ) -> MessageRateLimitLayer<K2, F2> {
+        MessageRateLimitLayer {
+            config: Arc::new(f(Arc::unwrap_or_clone(self.config))),
+        }
+    }
+
+    /// Gives every connection its own `budget`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `budget` cannot work (empty, zero rate or burst, ...).
+    pub fn per_connection(self, budget: Budget) -> Result<Self, ConfigError> {
+        let quotas = budget.quotas()?;
+        Ok(self.map(|c| Config {
+            connection: Some(quotas),
+            ..c
+        }))
+    }
+
+    /// Shares `budget` between all connections with the same key (for example
+    /// `wsguard_core::key::PrincipalKey`: one user, however many sockets they open), kept
+    /// in an [`InMemoryStore`] with the default cap and sweeps.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `budget` cannot work.
+    pub fn per_key<E>(
+        self,
+        extractor: E,
+        budget: Budget,
+    ) -> Result<MessageRateLimitLayer<InMemoryStore, F>, ConfigError>
+    where
+        E: KeyExtractor,
+    {
+        let store = InMemoryStore::new(budget)?;
+        Ok(self.per_key_store(extractor, store))
+    }
+
+    /// Shares per-key budgets kept in `store` (an [`InMemoryStore`] with its own cap, or
+    /// another [`KeyStore`]) between the connections with the same key.
+    #[must_use]
+    pub fn per_key_store<E, K2>(self, extractor: E, store: K2) -> MessageRateLimitLayer<K2, F>
+    where
+        E: KeyExtractor,
+        K2: KeyStore,
+    {
+        self.map(|c| Config {
+            connection: c.connection,
+            keyed: Some(Keyed {
+                extractor: Arc::new(extractor),
+                store,
+            }),
+            excess: c.excess,
+            abuse: c.abuse,
+            frame: c.frame,
+        })
+    }
+
+    /// What to do with a message over budget (default [`OnExcess::Reply`]).
+    #[must_use]
+    pub fn on_excess(self, excess: OnExcess) -> Self {
+        self.map(|c| Config { excess, ..c })
+    }
+
+    /// Closes the socket with 4429 ([`Reason::RateExceeded`](wsguard_core::Reason)) when
+    /// more than `refusals` messages went over budget within `window`.
+    ///
+    /// The tolerance is itself a GCRA budget of `refusals` refusals refilling at
+    /// `refusals` per `window`: a burst of `refusals` excess messages is forgiven, a
+    /// sustained excess is not. With [`OnExcess::Backpressure`], a message that had to wait
+    /// counts as one refusal. `refusals == 0` closes at the first excess message.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a zero `window` with `refusals > 0`.
+    pub fn close_after(self, refusals: u32, window: Duration) -> Result<Self, ConfigError> {
+        let abuse = if refusals == 0 {
+            Abuse::Immediately
+        } else {
+            Abuse::After(rate(refusals).per(window).quota("refusal")?)
+        };
+        Ok(self.map(|c| Config { abuse, ..c }))
+    }
+
+    /// Sets the error frame answering refused messages (default [`JsonErrorFrame`]); any
+    /// `Fn(&Rejection) -> Option<String>` works, `None` drops without an answer.
+    #[must_use]
+    pub fn error_frame<F2>(self, frame: F2) -> MessageRateLimitLayer<K, F2>
+    where
+        F2: ErrorFrame,
+    {
+        self.map(|c| Config {
+            connection: c.connection,
+            keyed: c.keyed,
+            excess: c.excess,
+            abuse: c.abuse,
+            frame,
+        })
+    }
+
+    /// The per-key store, if a per-key budget is set.
+    pub fn store(&self) -> Option<&K> {
+        self.config.keyed.as_ref().map(|k| &k.store)
+    }
+}
+
+impl<S, K, F> Layer<S> for MessageRateLimitLayer<K, F> {
+    type Service = MessageRateLimit<S, K, F>;
+
+    /// Builds the service of one connection, with that connection's own budget.
+    fn layer(&self, inner: S) -> Self::Service {
+        MessageRateLimit::new(
+            inner,
+            self.config.clone(),
+            Arc::new(ConnState::new(&self.config)),
+        )
+    }
+}

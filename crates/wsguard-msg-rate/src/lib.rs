@@ -1,0 +1,147 @@
+//! Per-message rate limits for WebSockets: a message rate and a byte rate, per connection
+//! and per user or client IP, on the message plane of `wsguard-core`.
+//!
+//! A WebSocket is one long request: the limits of an HTTP stack (requests per second)
+//! count it once, and everything after the upgrade is unmetered. A client that floods its
+//! socket with messages makes the server parse, authorize and fan out each of them; one that
+//! opens ten sockets multiplies any per-socket limit by ten. [`MessageRateLimitLayer`]
+//! meters every inbound data message against budgets of messages and bytes (GCRA, through
+//! the [`governor`] crate): one per connection, and one shared by every connection with the
+//! same key (a `Principal` or a client IP, through a `wsguard_core::KeyExtractor`), so a
+//! user's budget is the same however many sockets they open. A message over budget is
+//! dropped with an error frame, or waits (backpressure: the socket is not read meanwhile);
+//! sustained excess closes the socket with 4429.
+//!
+//! # Example
+//!
+//! Ten messages a second (twenty at once) per connection, and 64 KiB a second per user
+//! over all of their sockets:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::extract::ws::Message;
+//! use tower::{Layer, Service, ServiceExt};
+//! use wsguard_core::{key::PrincipalKey, plane::{Admit, ConnectionInfo, Inbound, Verdict}};
+//! use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limits = MessageRateLimitLayer::new()
+//!     .per_connection(Budget::new().messages(rate(10).per(Duration::from_secs(1)).burst(20)))?
+//!     .per_key(
+//!         PrincipalKey::default(),
+//!         Budget::new().bytes(rate(64 * 1024).per(Duration::from_secs(1))),
+//!     )?
+//!     .close_after(50, Duration::from_secs(10))?;
+//!
+//! // The message plane builds one service per socket; here, by hand:
+//! # let mut ext = http::Extensions::new();
+//! # ext.insert(wsguard_core::Principal::new("alice"));
+//! # let conn = wsguard_core::Connection::new(http::Uri::from_static("/ws"), &mut ext);
+//! let info = ConnectionInfo::new(&conn); // `conn` from the hand-off, with a principal
+//! let mut socket = limits.layer(Admit);
+//! let mut passed = 0;
+//! for i in 0..25 {
+//!     let msg = Inbound::new(Message::text(format!("hello {i}")), info.clone());
+//!     let ready = ServiceExt::<Inbound<Message>>::ready(&mut socket).await?;
+//!     match ready.call(msg).await? {
+//!         Verdict::Admit(_) => passed += 1,
+//!         Verdict::Reply(error) => assert_eq!(
+//!             error,
+//!             Message::text(r#"{"type":"error","code":"rate_limited"}"#)
+//!         ),
+//!         _ => unreachable!(),
+//!     }
+//! }
+//! assert_eq!(passed, 20);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In an axum application, guard the socket in the `GuardedUpgrade` callback; the layer is
+//! built once and shared:
+//!
+//! ```
+//! use axum::{extract::State, routing::get, Router};
+//! use futures_util::{SinkExt, StreamExt};
+//! use wsguard_core::{axum::GuardedUpgrade, plane::GuardedSocket};
+//! use wsguard_msg_rate::MessageRateLimitLayer;
+//!
+//! async fn ws(State(limits): State<MessageRateLimitLayer>, upgrade: GuardedUpgrade) -> axum::response::Response {
+//!     upgrade.on_upgrade(move |socket, conn| async move {
+//!         let mut socket = GuardedSocket::layered(socket, conn, &limits);
+//!         while let Some(Ok(msg)) = socket.next().await {
+//!             // only admitted messages and control frames arrive here
+//!             # let _ = msg;
+//!         }
+//!     })
+//! }
+//!
+//! # fn app(limits: MessageRateLimitLayer) -> Router {
+//! Router::new().route("/ws", get(ws)).with_state(limits)
+//! # }
+//! ```
+//!
+//! # Budgets
+//!
+//! A [`Rate`] says what it means: `rate(10).per(Duration::from_secs(1)).burst(20)` refills
+//! one message every 100 ms and holds at most 20. A [`Budget`] has a message rate, a byte
+//! rate (payload bytes), or both. The checks run in a fixed order, and stop at the first
+//! budget without room: the connection's messages, the connection's bytes, then the key's
+//! budgets in the [`KeyStore`]. A message refused by a later budget has still spent its
+//! cells in the earlier ones (governor cannot take a spent cell back), so refusals cost a
+//! little more budget than they use, never less. A message larger than a byte burst can
+//! never fit and closes the socket with 1009.
+//!
+//! # On excess
+//!
+//! | configuration | a message over budget | the client sees |
+//! |---|---|---|
+//! | [`OnExcess::Reply`] (default) | dropped | an error frame, `{"type":"error","code":"rate_limited"}` by default ([`MessageRateLimitLayer::error_frame`] changes it) |
+//! | [`OnExcess::Backpressure`] | waits until it fits; the socket is not read meanwhile | slower sends (TCP flow control) |
+//! | [`MessageRateLimitLayer::close_after`]`(n, window)` with either | once more than `n` messages went over budget within `window` | close 4429, "rate limit exceeded" |
+//!
+//! The error frame never states the limits, the counts or the retry time (unless your
+//! [`ErrorFrame`](wsguard_core::plane::ErrorFrame) closure adds it): clients learn that they
+//! are too fast, not how to stay just under the line. Each refusal is logged at `debug`
+//! level with its scope and the client IP, the 4429 close at `warn`, and counted with
+//! `wsguard_rejections_total{layer="msg_rate"}` under the `metrics` feature.
+//!
+//! # Shared budgets and memory
+//!
+//! Per-key budgets live in a [`KeyStore`]; the default [`InMemoryStore`] is bounded: a hard
+//! cap on tracked keys (100,000 by default; 75 bytes per IP key and 107 per 16-byte
+//! principal id, measured), a sweep of full
+//! budgets run by the store itself, and a documented eviction when clients make up more
+//! keys than the cap (see [`InMemoryStore`]). Implement [`KeyStore`] to keep the budgets in
+//! a shared database instead, so that several server instances share them.
+//!
+//! The per-key budget is keyed once per socket, from the identity of its handshake: put the
+//! authentication layer (for `PrincipalKey`) or `wsguard-client-ip` (for `ClientIpKey`) in
+//! front of the upgrade. A socket without that identity is closed with 1011 at its first
+//! message, and the misconfiguration is logged at `error` level.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `metrics` | rejection counters through the `metrics` facade |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+mod future;
+mod layer;
+mod rate;
+mod service;
+mod store;
+
+pub use future::ResponseFuture;
+pub use layer::{MessageRateLimitLayer, OnExcess};
+pub use rate::{rate, Budget, ConfigError, Rate, RateBuilder};
+pub use service::MessageRateLimit;
+pub use store::{
+    Cost, Decision, InMemoryStore, KeyStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL,
+};
+
+/// The GCRA implementation these limits rely on.
+pub use governor;

@@ -1,0 +1,596 @@
+//! Shared per-key budgets: the [`KeyStore`] trait and the bounded [`InMemoryStore`].
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::{ready, Future, Ready},
+    hash::BuildHasher,
+    num::{NonZeroU32, NonZeroU64},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use governor::{
+    clock::Clock, middleware::NoOpMiddleware, nanos::Nanos, state::StateStore, RateLimiter,
+};
+use std::hash::RandomState;
+use wsguard_core::Key;
+
+use crate::{
+    clock::PlaneClock,
+    rate::{Budget, ConfigError, Quotas},
+};
+
+/// What one message costs: one message and its payload bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    bytes: usize,
+}
+
+impl Cost {
+    /// The cost of a message of `bytes` payload bytes.
+    pub const fn message(bytes: usize) -> Self {
+        Self { bytes }
+    }
+
+    /// Messages: always one.
+    pub const fn messages(&self) -> u32 {
+        1
+    }
+
+    /// Payload bytes.
+    pub const fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The bytes as governor cells: `Ok(None)` for an empty message, `Err(())` for more
+    /// than `u32::MAX` bytes, which no budget can hold.
+    pub(crate) fn byte_cells(&self) -> Result<Option<NonZeroU32>, ()> {
+        match u32::try_from(self.bytes) {
+            Ok(n) => Ok(NonZeroU32::new(n)),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+/// A [`KeyStore`]'s answer for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The key's budget had room; it was spent.
+    Allow,
+    /// The key's budget is spent; a message of this cost fits again after `retry_after`.
+    Deny {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The message is larger than the key's byte burst: it can never fit.
+    TooLarge,
+}
+
+/// Where the shared per-key budgets live.
+///
+/// The layer asks the store once per message that its connection's own budget allowed.
+/// [`InMemoryStore`] keeps the budgets in this process; an implementation over a shared
+/// database (Redis, ...) lets several server instances share them. Such a store decides
+/// itself what to answer when its backend is unreachable (fail open with
+/// [`Decision::Allow`], or closed with a [`Decision::Deny`]).
+pub trait KeyStore: Clone + Send + Sync + 'static {
+    /// The future of a decision.
+    type Future: Future<Output = Decision> + Send + 'static;
+
+    /// Spends `cost` from `key`'s budgets if they all have room.
+    fn check(&self, key: &Key, cost: Cost) -> Self::Future;
+}
+
+/// The default largest number of keys an [`InMemoryStore`] tracks.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// The default interval of an [`InMemoryStore`]'s sweeps.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A shard of at most this many keys is one shard; larger stores use up to [`SHARDS`].
+const KEYS_PER_SHARD_MIN: usize = 1024;
+const SHARDS: usize = 16;
+
+type KeyedLimiter = RateLimiter<Key, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
+
+/// Per-key budgets in this process, in a map with a hard cap on its size.
+///
+/// Each key costs one hash-map entry: the key (40 bytes inline) and the GCRA state of both
+/// of its rates (two `u64`s), plus the key's own heap (a principal id). Measured with
+/// 100,000 keys (`tests/memory.rs`): **75 bytes per IP key, 107 bytes per key of a 16-byte
+/// principal id**; with the tables' load factor between 7/16 and 7/8 that ranges from
+/// about 65 to 130 bytes per IP key. The default cap of 100,000 keys thus bounds the store
+/// near 13 MB at worst.
+///
+/// # Eviction
+///
+/// - **Sweeps.** A key whose budgets are full again is indistinguishable from an unknown
+///   key, so it is removed without changing any decision. The store sweeps such keys
+///   itself: the first check after each sweep interval (default 30 s) sweeps the whole
+///   store, a pass over at most `max_keys` entries. No background task is needed, and an
+///   idle store costs nothing.
+/// - **The cap.** When a new key arrives at a full shard, the shard is swept first; if it is
+///   still full, the eighth of its keys closest to a full budget are dropped. They lose at
+///   most the debt they still had (their next message finds a full burst), and no key can
+///   ever spend more than its burst at once. The store never holds more than `max_keys`
+///   keys, whatever keys clients make up.
+///
+/// Keys are hashed with a randomly keyed SipHash, so clients cannot aim at one shard.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct InMemoryStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    messages: Option<KeyedLimiter>,
+    bytes: Option<KeyedLimiter>,
+    table: Arc<Table>,
+    clock: PlaneClock,
+    budget: Budget,
+}
+
+impl fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("budget", &self.inner.budget)
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys())
+            .field("sweep_interval", &self.sweep_interval())
+            .finish()
+    }
+}
+
+impl InMemoryStore {
+    /// A store giving every key `budget`, tracking at most [`DEFAULT_MAX_KEYS`] keys and
+    /// sweeping every [`DEFAULT_SWEEP_INTERVAL`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `budget` cannot work (empty, zero rate or burst, ...).
+    pub fn new(budget: Budget) -> Result<Self, ConfigError> {
+        Self::build(budget, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL)
+    }
+
+    /// Caps the number of tracked keys (see [Eviction](Self#eviction)). Configure the store
+    /// before it is used: this makes a new, empty one.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroMaxKeys`] when `max_keys` is zero.
+    pub fn with_max_keys(self, max_keys: usize) -> Result<Self, ConfigError> {
+        Self::build(self.inner.budget, max_keys, self.sweep_interval())
+    }
+
+    /// How often each shard drops the keys whose budgets are full again. Configure the
+    /// store before it is used: this makes a new, empty one.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroSweepInterval`] when `every` is zero.
+    pub fn with_sweep_interval(self, every: Duration) -> Result<Self, ConfigError> {
+        Self::build(self.inner.budget, self.max_keys(), every)
+    }
+
+    fn build(budget: Budget, max_keys: usize, sweep: Duration) -> Result<Self, ConfigError> {
+        let Quotas { messages, bytes } = budget.quotas()?;
+        if max_keys == 0 {
+            return Err(ConfigError::ZeroMaxKeys);
+        }
+        if sweep.is_zero() {
+            return Err(ConfigError::ZeroSweepInterval);
+        }
+        let shards = (max_keys / KEYS_PER_SHARD_MIN).clamp(1, SHARDS);
+        let clock = PlaneClock::new();
+        let table = Arc::new(Table {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            shard_cap: (max_keys / shards).max(1),
+            max_keys,
+            sweep_every: u64::try_from(sweep.as_nanos()).unwrap_or(u64::MAX),
+            sweep_interval: sweep,
+            clock,
+            start_bound: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(clock.nanos()),
+        });
+        let limiter = |quota, slot| {
+            RateLimiter::new(
+                quota,
+                Slot {
+                    table: table.clone(),
+                    slot,
+                },
+                clock,
+            )
+        };
+        let messages = messages.map(|q| limiter(q, 0));
+        let bytes = bytes.map(|q| limiter(q, 1));
+        // Read after both limiters took their start: a time no earlier than either start.
+        table.start_bound.store(clock.nanos(), Ordering::Relaxed);
+        Ok(Self {
+            inner: Arc::new(StoreInner {
+                messages,
+                bytes,
+                table,
+                clock,
+                budget,
+            }),
+        })
+    }
+
+    /// The budget of every key.
+    pub fn budget(&self) -> Budget {
+        self.inner.budget
+    }
+
+    /// The cap on tracked keys.
+    pub fn max_keys(&self) -> usize {
+        self.inner.table.max_keys
+    }
+
+    /// The sweep interval.
+    pub fn sweep_interval(&self) -> Duration {
+        self.inner.table.sweep_interval
+    }
+
+    /// How many keys are tracked now.
+    pub fn len(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every key whose budgets are full again, in every shard, now.
+    pub fn sweep(&self) {
+        self.inner.table.sweep_all();
+    }
+
+    /// Spends `cost` from `key`'s budgets: the message budget first, then the byte budget
+    /// (a message the byte budget refuses has still spent its message cell).
+    pub fn decide(&self, key: &Key, cost: Cost) -> Decision {
+        let inner = &*self.inner;
+        if let Some(limiter) = &inner.messages {
+            if let Err(not_until) = limiter.check_key(key) {
+                return Decision::Deny {
+                    retry_after: not_until.wait_time_from(inner.clock.now()),
+                };
+            }
+        }
+        if let Some(limiter) = &inner.bytes {
+            let Ok(cells) = cost.byte_cells() else {
+                return Decision::TooLarge;
+            };
+            if let Some(cells) = cells {
+                match limiter.check_key_n(key, cells) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => {
+                        return Decision::Deny {
+                            retry_after: not_until.wait_time_from(inner.clock.now()),
+                        }
+                    }
+                    Err(_) => return Decision::TooLarge,
+                }
+            }
+        }
+        Decision::Allow
+    }
+}
+
+impl KeyStore for InMemoryStore {
+    type Future = Ready<Decision>;
+
+    fn check(&self, key: &Key, cost: Cost) -> Self::Future {
+        ready(self.decide(key, cost))
+    }
+}
+
+/// The shared table: per key, the GCRA "theoretical arrival time" of each rate (0: none).
+struct Table {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    shard_cap: usize,
+    max_keys: usize,
+    sweep_every: u64,
+    sweep_interval: Duration,
+    clock: PlaneClock,
+    /// A clock reading no earlier than the limiters' start: times in the table are
+    /// relative to their start.
+    start_bound: AtomicU64,
+    last_sweep: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Key, [u64; 2]>,
+}
+
+impl Table {
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        let len = self.shards.len() as u64;
+        let index = usize::try_from(self.hasher.hash_one(key) % len).unwrap_or(0);
+        // `index < len`, and a table has at least one shard.
+        self.shards.get(index).unwrap_or(&self.shards[0])
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.nanos()
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .sum()
+    }
+
+    fn sweep_all(&self) {
+        self.sweep_all_at(self.now());
+    }
+
+    fn sweep_all_at(&self, now: u64) {
+        let start = self.start_bound.load(Ordering::Relaxed);
+        for shard in &*self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sweep(now, start);
+        }
+    }
+
+    fn update<T, E, F>(&self, key: &Key, slot: usize, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let now = self.now();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.sweep_every
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The first check after the interval sweeps (before taking its own shard's lock).
+            self.sweep_all_at(now);
+        }
+        let start = self.start_bound.load(Ordering::Relaxed);
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = shard.map.get_mut(key) {
+            let Some(tat) = entry.get_mut(slot) else {
+                return f(None).map(|(t, _)| t);
+            };
+            let (t, next) = f(NonZeroU64::new(*tat).map(|n| Nanos::from(n.get())))?;
+            *tat = next.into();
+            return Ok(t);
+        }
+        // Decide before storing: a refused unknown key (a message larger than the burst)
+        // is not stored.
+        let (t, next) = f(None)?;
+        if shard.map.len() >= self.shard_cap {
+            shard.make_room(now, start, self.shard_cap);
+        }
+        let mut entry = [0; 2];
+        if let Some(tat) = entry.get_mut(slot) {
+            *tat = next.into();
+        }
+        shard.map.insert(key.clone(), entry);
+        Ok(t)
+    }
+}
+
+impl Shard {
+    /// Drops the keys whose budgets are all full again: their stored arrival times are in
+    /// the past, so they would decide exactly like a key never seen.
+    fn sweep(&mut self, now: u64, start: u64) {
+        let horizon = now.saturating_sub(start);
+        self.map
+            .retain(|_, tats| tats.iter().any(|&tat| tat > horizon));
+        let len = self.map.len();
+        if self.map.capacity() > 4 * len.max(64) {
+            self.map.shrink_to(2 * len);
+        }
+    }
+
+    /// Makes room for one key in a full shard.
+    fn make_room(&mut self, now: u64, start: u64, cap: usize) {
+        // Sweeping is cheap next to the eviction below, and often enough.
+        self.sweep(now, start);
+        if self.map.len() < cap {
+            return;
+        }
+        // Still full: drop the eighth of the keys that are closest to a full budget (the
+        // smallest latest arrival time), which forgives the least debt.
+        let mut latest: Vec<u64> = self
+            .map
+            .values()
+            .map(|tats| tats.iter().copied().max().unwrap_or(0))
+            .collect();
+        let evict = (latest.len() / 8).max(1);
+        let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
+        let mut left = evict;
+        self.map.retain(|_, tats| {
+            let tat = tats.iter().copied().max().unwrap_or(0);
+            if left > 0 && tat <= threshold {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// One rate's view of the table, as governor's state store.
+struct Slot {
+    table: Arc<Table>,
+    slot: usize,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").field("slot", &self.slot).finish()
+    }
+}
+
+impl StateStore for Slot {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.table.update(key, self.slot, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::rate;
+
+    fn ip(n: u32) -> Key {
+        Key::Ip(IpAddr::V4(Ipv4Addr::from(n)))
+    }
+
+    fn per_second(n: u32) -> Budget {
+        Budget::new().messages(rate(n).per(Duration::from_secs(1)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_gets_its_burst_then_its_rate() {
+        let store = InMemoryStore::new(per_second(10)).unwrap();
+        let cost = Cost::message(10);
+        for _ in 0..10 {
+            assert_eq!(store.decide(&ip(1), cost), Decision::Allow);
+        }
+        assert_eq!(
+            store.decide(&ip(1), cost),
+            Decision::Deny {
+                retry_after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(
+            store.decide(&ip(2), cost),
+            Decision::Allow,
+            "keys are apart"
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(store.decide(&ip(1), cost), Decision::Allow);
+        assert!(matches!(store.decide(&ip(1), cost), Decision::Deny { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn byte_budgets_count_bytes_and_refuse_what_never_fits() {
+        let budget = Budget::new().bytes(rate(1000).per(Duration::from_secs(1)).burst(1500));
+        let store = InMemoryStore::new(budget).unwrap();
+        assert_eq!(store.decide(&ip(1), Cost::message(1000)), Decision::Allow);
+        assert_eq!(store.decide(&ip(1), Cost::message(500)), Decision::Allow);
+        assert_eq!(
+            store.decide(&ip(1), Cost::message(100)),
+            Decision::Deny {
+                retry_after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(store.decide(&ip(1), Cost::message(0)), Decision::Allow);
+        assert_eq!(
+            store.decide(&ip(2), Cost::message(1501)),
+            Decision::TooLarge
+        );
+        assert_eq!(store.len(), 1, "a refused new key is not stored");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_budgets_are_swept_by_the_store_itself() {
+        let store = InMemoryStore::new(per_second(10))
+            .unwrap()
+            .with_sweep_interval(Duration::from_secs(30))
+            .unwrap();
+        for n in 0..100 {
+            store.decide(&ip(n), Cost::message(1));
+        }
+        assert_eq!(store.len(), 100);
+        // Every budget is full again after 1 s, but sweeps run every 30 s only.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        store.decide(&ip(1000), Cost::message(1));
+        assert_eq!(store.len(), 101);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        store.decide(&ip(1001), Cost::message(1));
+        assert_eq!(store.len(), 1, "the sweep kept only the key just used");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_key_is_not_swept() {
+        let store = InMemoryStore::new(per_second(1))
+            .unwrap()
+            .with_sweep_interval(Duration::from_secs(1))
+            .unwrap();
+        store.decide(&ip(1), Cost::message(1));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        store.sweep();
+        assert_eq!(store.len(), 1, "its budget is not full yet");
+        assert!(matches!(
+            store.decide(&ip(1), Cost::message(1)),
+            Decision::Deny { .. }
+        ));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        store.sweep();
+        assert_eq!(store.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_holds_and_evicts_the_keys_closest_to_a_full_budget() {
+        let store = InMemoryStore::new(per_second(1))
+            .unwrap()
+            .with_max_keys(8)
+            .unwrap();
+        // Eight keys, spent one after the other: key 0 is the closest to a full budget.
+        for n in 0..8 {
+            assert_eq!(store.decide(&ip(n), Cost::message(1)), Decision::Allow);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.len(), 8);
+        assert_eq!(store.decide(&ip(100), Cost::message(1)), Decision::Allow);
+        assert_eq!(store.len(), 8, "never more than max_keys");
+        // Key 0 was forgotten: it finds a full burst again. Key 7 was kept.
+        assert_eq!(store.decide(&ip(0), Cost::message(1)), Decision::Allow);
+        assert!(matches!(
+            store.decide(&ip(7), Cost::message(1)),
+            Decision::Deny { .. }
+        ));
+        // A flood of new keys never grows the store.
+        for n in 1000..3000 {
+            store.decide(&ip(n), Cost::message(1));
+            assert!(store.len() <= 8);
+        }
+    }
+
+    #[test]
+    fn bad_store_configurations_are_refused() {
+        assert_eq!(
+            InMemoryStore::new(Budget::new()).unwrap_err(),
+            ConfigError::EmptyBudget
+        );
+        let store = InMemoryStore::new(per_second(1)).unwrap();
+        assert_eq!(
+            store.clone().with_max_keys(0).unwrap_err(),
+            ConfigError::ZeroMaxKeys
+        );
+        assert_eq!(
+            store.with_sweep_interval(Duration::ZERO).unwrap_err(),
+            ConfigError::ZeroSweepInterval
+        );
+    }
+}
