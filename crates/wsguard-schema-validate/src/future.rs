@@ -1,0 +1,157 @@
+//! The response future.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use wsguard_core::{
+    plane::{ErrorFrame, Inbound, Verdict},
+    WsMessage,
+};
+
+use crate::{
+    authorize::{Access, Authorize},
+    layer::Config,
+    service::denied,
+};
+
+pin_project! {
+    /// The response future of [`ValidateMessage`](crate::ValidateMessage).
+    pub struct ResponseFuture<S, M, T, A, F>
+    where
+        S: Service<Inbound<M>>,
+        A: Authorize<T>,
+    {
+        #[pin]
+        kind: Kind<S::Future, A::Future, M>,
+        pending: Option<Pending<S, M, T, A, F>>,
+    }
+}
+
+struct Pending<S, M, T, A, F> {
+    inner: S,
+    req: Inbound<M>,
+    parsed: T,
+    config: Arc<Config<A, F>>,
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<SF, AF, M> {
+        Done { verdict: Option<Verdict<M>> },
+        Inner { #[pin] future: SF },
+        Authorizing { #[pin] future: AF },
+    }
+}
+
+impl<S, M, T, A, F> ResponseFuture<S, M, T, A, F>
+where
+    S: Service<Inbound<M>>,
+    A: Authorize<T>,
+{
+    pub(crate) fn done(verdict: Verdict<M>) -> Self {
+        Self {
+            kind: Kind::Done {
+                verdict: Some(verdict),
+            },
+            pending: None,
+        }
+    }
+
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+            pending: None,
+        }
+    }
+
+    pub(crate) fn authorizing(
+        future: A::Future,
+        inner: S,
+        req: Inbound<M>,
+        parsed: T,
+        config: Arc<Config<A, F>>,
+    ) -> Self {
+        Self {
+            kind: Kind::Authorizing { future },
+            pending: Some(Pending {
+                inner,
+                req,
+                parsed,
+                config,
+            }),
+        }
+    }
+}
+
+impl<S, M, T, A, F> fmt::Debug for ResponseFuture<S, M, T, A, F>
+where
+    S: Service<Inbound<M>>,
+    A: Authorize<T>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Done { .. } => "done",
+            Kind::Inner { .. } => "inner",
+            Kind::Authorizing { .. } => "authorizing",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<S, M, T, A, F> Future for ResponseFuture<S, M, T, A, F>
+where
+    S: Service<Inbound<M>, Response = Verdict<M>>,
+    M: WsMessage,
+    T: Clone + Send + Sync + 'static,
+    A: Authorize<T>,
+    F: ErrorFrame,
+{
+    type Output = Result<Verdict<M>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Done { verdict } => {
+                    return Poll::Ready(Ok(verdict.take().unwrap_or(Verdict::Drop)))
+                }
+                KindProj::Inner { future } => return future.poll(cx),
+                KindProj::Authorizing { future } => {
+                    let access = ready!(future.poll(cx));
+                    let Some(Pending {
+                        mut inner,
+                        mut req,
+                        parsed,
+                        config,
+                    }) = this.pending.take()
+                    else {
+                        this.kind.set(Kind::Done {
+                            verdict: Some(Verdict::Drop),
+                        });
+                        continue;
+                    };
+                    match access {
+                        Access::Allow => {
+                            req.extensions_mut().insert(parsed);
+                            this.kind.set(Kind::Inner {
+                                future: inner.call(req),
+                            });
+                        }
+                        Access::Deny => this.kind.set(Kind::Done {
+                            verdict: Some(denied(&config, req.connection())),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Validation of WebSocket messages before the application sees them: size and frame-type
+//! guards, bounded JSON parsing into your `serde` type or against a JSON Schema, generic
+//! error frames, and per-message authorization, on the message plane of `wsguard-core`.
+//!
+//! After the upgrade, every message is input from the network: a deeply nested array can
+//! exhaust a recursive parser, a huge string costs an allocation of its size, an unknown
+//! command reaches code that never expected it, and a parser's error message echoes the
+//! input back to whoever probes for reflection. And an authenticated user is not allowed
+//! everything: in the seeds of this project, a user could subscribe to any session by
+//! sending its id. [`ValidateMessageLayer`] checks each message, cheapest first, and only
+//! lets through messages that are well-formed, of your type, and allowed for their
+//! connection:
+//!
+//! 1. the frame type ([`Accept`], default text only): otherwise close 1003;
+//! 2. the size ([`ValidateMessageLayer::max_message_size`], default 64 KiB): otherwise
+//!    close 1009;
+//! 3. a single linear pre-scan of the bytes, before any parsing, for the nesting depth
+//!    (default 32) and the longest string (default 16 KiB): a hostile message is refused
+//!    without a single allocation of its size;
+//! 4. parsing into `T` with `serde_json` (`Value` by default, your type with
+//!    [`typed`](ValidateMessageLayer::typed)), and with the `json-schema` feature, a JSON
+//!    Schema compiled once, when the layer is built;
+//! 5. the [`Authorize`] hook, given the connection's identity and the parsed message.
+//!
+//! An invalid message is answered with a generic error frame,
+//! `{"type":"error","code":"invalid_message"}` (never serde's or jsonschema's text, which
+//! can quote the input; what went wrong is logged at `debug` level by category), and
+//! [`max_invalid`](ValidateMessageLayer::max_invalid) invalid messages in a row (default 5)
+//! close the socket with 1007. A denied message gets `{"type":"error","code":"forbidden"}`,
+//! or a 4403 close with [`OnDeny::Close`].
+//!
+//! The parsed value is handed to the application with the message, in its extensions:
+//! nothing is parsed twice. Take it from the [`Admitted`](wsguard_core::plane::Admitted)
+//! message that `GuardedSocket::next_admitted` returns.
+//!
+//! # Example
+//!
+//! The seeds' protocol: `ping`, `subscribe` and `unsubscribe` commands, and a user may only
+//! subscribe to sessions they own.
+//!
+//! ```
+//! use axum::{extract::ws::Message, routing::get, Router};
+//! use futures_util::SinkExt;
+//! use serde::Deserialize;
+//! use wsguard_core::{axum::GuardedUpgrade, plane::{ConnectionInfo, GuardedSocket}};
+//! use wsguard_schema_validate::{Access, ValidateMessageLayer};
+//!
+//! #[derive(Debug, Clone, Deserialize)]
+//! #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+//! enum Command {
+//!     Ping,
+//!     Subscribe { session_id: String },
+//!     Unsubscribe { session_id: String },
+//! }
+//!
+//! # async fn owner_of(session: &str) -> Option<String> { Some("alice".into()) }
+//! let validate = ValidateMessageLayer::new()
+//!     .typed::<Command>()
+//!     .max_message_size(16 * 1024)
+//!     .authorize(|conn: &ConnectionInfo, command: &Command| {
+//!         // Take what the check needs; the future owns it.
+//!         let user = conn.principal().map(|p| p.as_str().to_owned());
+//!         let session = match command {
+//!             Command::Ping => None,
+//!             Command::Subscribe { session_id } | Command::Unsubscribe { session_id } => {
+//!                 Some(session_id.clone())
+//!             }
+//!         };
+//!         async move {
+//!             match session {
+//!                 None => Access::Allow,
+//!                 Some(session) => Access::from(user.is_some() && owner_of(&session).await == user),
+//!             }
+//!         }
+//!     });
+//!
+//! let limit = validate.message_size_limit();
+//! let app: Router = Router::new().route(
+//!     "/ws",
+//!     get(move |upgrade: GuardedUpgrade| async move {
+//!         upgrade
+//!             .max_message_size(limit)
+//!             .max_frame_size(limit)
+//!             .on_upgrade(move |socket, conn| async move {
+//!                 let mut socket = GuardedSocket::layered(socket, conn, &validate);
+//!                 while let Some(Ok(mut msg)) = socket.next_admitted().await {
+//!                     // Valid, allowed, and parsed once.
+//!                     let reply = match msg.take::<Command>() {
+//!                         Some(Command::Ping) => "pong",
+//!                         Some(Command::Subscribe { .. }) => "subscribed",
+//!                         Some(Command::Unsubscribe { .. }) => "unsubscribed",
+//!                         None => continue, // ping, pong and close frames
+//!                     };
+//!                     if socket.send(Message::text(reply)).await.is_err() {
+//!                         break;
+//!                     }
+//!                 }
+//!             })
+//!     }),
+//! );
+//! ```
+//!
+//! With `wsguard-msg-rate`, stack both in one `tower::ServiceBuilder` (the rate limit
+//! first, so a flood is refused before it is parsed) and pass it to
+//! `GuardedSocket::layered`.
+//!
+//! # Message size
+//!
+//! The layer sees whole messages, after tungstenite has read them. To keep oversize data
+//! from ever being buffered, give the hand-off a limit too:
+//! `GuardedUpgrade::max_message_size(..)` and `GuardedUpgrade::max_frame_size(..)`
+//! (axum's and the raw tokio-tungstenite hand-off both have them), with
+//! [`ValidateMessageLayer::message_size_limit`]. tungstenite checks a frame's length from
+//! its header and fails the read of a larger one before reading its payload; the socket
+//! then ends without a close code (tungstenite sends none). Messages within the hand-off's
+//! limit but over the layer's are closed with 1009. So:
+//!
+//! - the same limit on both: nothing oversize is buffered; an oversize message drops the
+//!   connection;
+//! - the hand-off's limit somewhat higher (say twice the layer's): an oversize message is
+//!   answered with 1009, and at most the hand-off's limit is ever buffered.
+//!
+//! UTF-8 is checked by tungstenite (an invalid text frame fails the connection with 1007);
+//! binary payloads, if [`Accept`] lets them through, are parsed as UTF-8 JSON.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `json-schema` | [`ValidateMessageLayer::json_schema`], with the `jsonschema` crate (no HTTP or file retrieval; `regex` patterns only) |
+//! | `metrics` | rejection counters through the `metrics` facade |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod authorize;
+mod future;
+mod layer;
+mod scan;
+mod service;
+
+pub use authorize::{Access, AllowAll, Authorize};
+pub use future::ResponseFuture;
+pub use layer::{
+    Accept, ConfigError, OnDeny, ValidateMessageLayer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INVALID,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_STRING_LEN,
+};
+pub use service::ValidateMessage;

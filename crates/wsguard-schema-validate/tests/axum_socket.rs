@@ -1,0 +1,234 @@
+//! Over real sockets: axum 0.8 on 127.0.0.1:0 with wsguard-core's `GuardedUpgrade`, and a
+//! tokio-tungstenite client.
+
+mod common;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
+
+use axum::{
+    extract::{ws::Message, Request},
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+    Router,
+};
+use common::{hostile_messages, Command, Sessions, FORBIDDEN, INVALID};
+use futures_util::{SinkExt, StreamExt};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{self, protocol::frame::coding::CloseCode},
+    MaybeTlsStream, WebSocketStream,
+};
+use tower::{Layer, Service};
+use wsguard_core::{
+    axum::GuardedUpgrade,
+    plane::{Admit, GuardedSocket, Inbound, Verdict},
+    Principal, TokenExpiry,
+};
+use wsguard_schema_validate::ValidateMessageLayer;
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A stand-in for an authentication layer: `?user=NAME&ttl_ms=N` become the principal and
+/// a token expiry N ms from now.
+async fn test_auth(mut req: Request, next: Next) -> Response {
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("user", user)) => {
+                req.extensions_mut().insert(Principal::new(user));
+            }
+            Some(("ttl_ms", ms)) => {
+                let ttl = Duration::from_millis(ms.parse().unwrap());
+                req.extensions_mut()
+                    .insert(TokenExpiry(SystemTime::now() + ttl));
+            }
+            _ => {}
+        }
+    }
+    next.run(req).await
+}
+
+/// The application: answers each admitted command from its parsed value (not parsing it
+/// again).
+async fn serve<L>(plane: L, message_limit: usize) -> SocketAddr
+where
+    L: Layer<Admit> + Clone + Send + Sync + 'static,
+    L::Service:
+        Service<Inbound<Message>, Response = Verdict<Message>, Error = Infallible> + Send + 'static,
+    <L::Service as Service<Inbound<Message>>>::Future: Send,
+{
+    let ws = move |upgrade: GuardedUpgrade| {
+        let plane = plane.clone();
+        async move {
+            // The hand-off refuses larger frames from their header, before buffering them.
+            upgrade
+                .max_message_size(message_limit)
+                .max_frame_size(message_limit)
+                .on_upgrade(move |socket, conn| async move {
+                    let mut socket = GuardedSocket::layered(socket, conn, &plane);
+                    while let Some(Ok(mut msg)) = socket.next_admitted().await {
+                        let answer = match msg.take::<Command>() {
+                            Some(Command::Ping) => "pong".to_owned(),
+                            Some(Command::Subscribe { session_id }) => {
+                                format!("subscribed {session_id}")
+                            }
+                            Some(Command::Unsubscribe { session_id }) => {
+                                format!("left {session_id}")
+                            }
+                            None => continue, // a control frame
+                        };
+                        if socket.send(Message::text(answer)).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+        }
+    };
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .layer(middleware::from_fn(test_auth));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn connect(addr: SocketAddr, query: &str) -> Client {
+    connect_async(format!("ws://{addr}/ws?{query}"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn next(client: &mut Client) -> tungstenite::Message {
+    tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .expect("an answer in time")
+        .expect("socket open")
+        .unwrap()
+}
+
+async fn ask(client: &mut Client, text: impl Into<tungstenite::Utf8Bytes>) -> String {
+    client
+        .send(tungstenite::Message::Text(text.into()))
+        .await
+        .unwrap();
+    next(client).await.into_text().unwrap().to_string()
+}
+
+async fn close_code(client: &mut Client) -> CloseCode {
+    loop {
+        match next(client).await {
+            tungstenite::Message::Close(Some(frame)) => return frame.code,
+            tungstenite::Message::Close(None) => panic!("closed without a code"),
+            _ => {}
+        }
+    }
+}
+
+fn subscribe(session: &str) -> String {
+    format!(r#"{{"type":"subscribe","session_id":"{session}"}}"#)
+}
+
+fn commands() -> ValidateMessageLayer<Command> {
+    ValidateMessageLayer::new()
+        .typed::<Command>()
+        .max_message_size(2 << 20)
+        .max_string_len(64 * 1024)
+}
+
+#[tokio::test]
+async fn hostile_messages_are_refused_and_the_socket_stays_usable() {
+    let layer = commands().max_invalid(100).unwrap();
+    let limit = layer.message_size_limit();
+    let addr = serve(layer, limit).await;
+    let mut client = connect(addr, "user=alice").await;
+    for (case, input) in hostile_messages() {
+        let answer = ask(&mut client, input).await;
+        assert_eq!(answer, INVALID, "{case}");
+        assert!(!answer.contains("EVIL"), "{case}");
+    }
+    // The application got the typed value of a valid message.
+    assert_eq!(ask(&mut client, subscribe("s-1")).await, "subscribed s-1");
+    assert_eq!(ask(&mut client, r#"{"type":"ping"}"#).await, "pong");
+    client.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn authorization_denies_a_foreign_session_and_allows_an_owned_one() {
+    let sessions = Sessions::new(&[("s-alice", "alice"), ("s-bob", "bob")]);
+    let addr = serve(commands().authorize(sessions.authorize()), 1 << 20).await;
+    let mut alice = connect(addr, "user=alice").await;
+    assert_eq!(ask(&mut alice, subscribe("s-bob")).await, FORBIDDEN);
+    assert_eq!(
+        ask(&mut alice, subscribe("s-alice")).await,
+        "subscribed s-alice"
+    );
+    let mut bob = connect(addr, "user=bob").await;
+    assert_eq!(ask(&mut bob, subscribe("s-alice")).await, FORBIDDEN);
+    assert_eq!(ask(&mut bob, subscribe("s-bob")).await, "subscribed s-bob");
+    // Without a principal, nothing is owned.
+    let mut anonymous = connect(addr, "").await;
+    assert_eq!(ask(&mut anonymous, subscribe("s-alice")).await, FORBIDDEN);
+    assert_eq!(ask(&mut anonymous, r#"{"type":"ping"}"#).await, "pong");
+}
+
+#[tokio::test]
+async fn repeated_invalid_messages_close_with_1007() {
+    let layer = commands().max_invalid(3).unwrap();
+    let addr = serve(layer, 1 << 20).await;
+    let mut client = connect(addr, "user=alice").await;
+    assert_eq!(ask(&mut client, "{").await, INVALID);
+    assert_eq!(ask(&mut client, "{").await, INVALID);
+    client.send(tungstenite::Message::text("{")).await.unwrap();
+    assert_eq!(close_code(&mut client).await, CloseCode::Invalid);
+}
+
+#[tokio::test]
+async fn oversize_and_binary_messages_close_with_1009_and_1003() {
+    // The layer's limit under the hand-off's: what tungstenite accepts, the layer closes.
+    let layer = ValidateMessageLayer::new()
+        .typed::<Command>()
+        .max_message_size(1024);
+    let addr = serve(layer, 4096).await;
+    let mut client = connect(addr, "user=alice").await;
+    client
+        .send(tungstenite::Message::text("x".repeat(2048)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut client).await, CloseCode::Size);
+
+    let mut client = connect(addr, "user=alice").await;
+    client
+        .send(tungstenite::Message::binary(&b"{\"type\":\"ping\"}"[..]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut client).await, CloseCode::Unsupported);
+}
+
+#[tokio::test]
+async fn an_idle_socket_is_closed_with_4440_when_its_token_expires() {
+    let addr = serve(commands(), 1 << 20).await;
+    let start = Instant::now();
+    let mut client = connect(addr, "user=alice&ttl_ms=1000").await;
+    // Still open and served before the expiry...
+    assert_eq!(ask(&mut client, r#"{"type":"ping"}"#).await, "pong");
+    // ...then closed by the timer, without any message from the client.
+    assert_eq!(close_code(&mut client).await, CloseCode::from(4440));
+    let elapsed = start.elapsed();
+    // The token was issued after `start`, so the close cannot come before 1 s from it.
+    assert!(
+        elapsed >= Duration::from_millis(995),
+        "closed after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+}
