@@ -1217,6 +1217,34 @@ mod tests {
         assert_eq!(rejection, Some(Rejection::new(Reason::Internal)));
     }
 
+    #[tokio::test]
+    async fn adapters_stack_inside_and_outside() {
+        // Another Stream + Sink adapter of the same messages (here, a second plane) can
+        // wrap the guarded socket, or be wrapped by it.
+        let (sock, mut peer) = socket();
+        let inner = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
+        let upper = tower::service_fn(|req: Inbound<Msg>| async move {
+            Ok::<_, Infallible>(match req.message().as_text() {
+                Some("upper") => Verdict::Reply(Msg::text("UPPER".into())),
+                _ => Verdict::Admit(req),
+            })
+        });
+        let mut outer = GuardedSocket::new(inner, connection(Extensions::new()), upper);
+        peer.send(Msg::text("reply".into())); // refused by the inner plane
+        peer.send(Msg::text("upper".into())); // refused by the outer plane
+        peer.send(Msg::Pong(Bytes::from_static(b"p")));
+        peer.send(Msg::text("ok".into()));
+        assert_eq!(
+            outer.next().await.unwrap().unwrap(),
+            Msg::Pong(Bytes::from_static(b"p"))
+        );
+        assert_eq!(outer.next().await.unwrap().unwrap(), Msg::text("ok".into()));
+        assert_eq!(peer.recv().await, Msg::text("refused".into()));
+        assert_eq!(peer.recv().await, Msg::text("UPPER".into()));
+        outer.send(Msg::text("out".into())).await.unwrap();
+        assert_eq!(peer.recv().await, Msg::text("out".into()));
+    }
+
     #[test]
     fn the_info_handle_does_not_hold_the_guards() {
         struct Guard(Arc<AtomicBool>);

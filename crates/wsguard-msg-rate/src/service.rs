@@ -18,7 +18,7 @@ use wsguard_core::{
 };
 
 use crate::{
-    clock::PlaneClock,
+    clock::{read_once, PlaneClock},
     future::ResponseFuture,
     layer::{Abuse, Config, OnExcess},
     store::{Cost, Decision, InMemoryStore, KeyStore},
@@ -223,6 +223,21 @@ impl Progress {
         K: KeyStore,
         F: ErrorFrame,
     {
+        // One clock reading for every budget the message is checked against.
+        read_once(|| self.advance_now(config, conn, info))
+    }
+
+    fn advance_now<M, K, F>(
+        &mut self,
+        config: &Config<K, F>,
+        conn: &ConnState,
+        info: &ConnectionInfo,
+    ) -> Next<K::Future, M>
+    where
+        M: WsMessage,
+        K: KeyStore,
+        F: ErrorFrame,
+    {
         loop {
             match self.stage {
                 Stage::Messages => {
@@ -259,9 +274,13 @@ impl Progress {
                     let key = conn
                         .key
                         .get_or_init(|| keyed.extractor.extract(&info.head()));
-                    return match key {
-                        Ok(key) => Next::Store(keyed.store.check(key, self.cost)),
-                        Err(err) => key_error(*err),
+                    let key = match key {
+                        Ok(key) => key,
+                        Err(err) => return key_error(*err),
+                    };
+                    return match keyed.store.check_now(key, self.cost) {
+                        Some(decision) => self.decided(decision, config, conn, info),
+                        None => Next::Store(keyed.store.check(key, self.cost)),
                     };
                 }
                 Stage::Done => return Next::Pass,

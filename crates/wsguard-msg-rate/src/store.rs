@@ -20,7 +20,7 @@ use std::hash::RandomState;
 use wsguard_core::Key;
 
 use crate::{
-    clock::PlaneClock,
+    clock::{read_once, PlaneClock},
     rate::{Budget, ConfigError, Quotas},
 };
 
@@ -84,6 +84,14 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
 
     /// Spends `cost` from `key`'s budgets if they all have room.
     fn check(&self, key: &Key, cost: Cost) -> Self::Future;
+
+    /// The same decision, made at once if the store can (an in-process store can), which
+    /// spares the layer the asynchronous step. The default says it cannot: `None`, and the
+    /// layer calls [`check`](Self::check).
+    fn check_now(&self, key: &Key, cost: Cost) -> Option<Decision> {
+        let _ = (key, cost);
+        None
+    }
 }
 
 /// The default largest number of keys an [`InMemoryStore`] tracks.
@@ -95,6 +103,8 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A shard of at most this many keys is one shard; larger stores use up to [`SHARDS`].
 const KEYS_PER_SHARD_MIN: usize = 1024;
 const SHARDS: usize = 16;
+/// Whether a sweep is due is looked at once per this many checks.
+const SWEEP_CHECK_EVERY: u64 = 64;
 
 type KeyedLimiter = RateLimiter<Key, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
 
@@ -111,9 +121,9 @@ type KeyedLimiter = RateLimiter<Key, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
 ///
 /// - **Sweeps.** A key whose budgets are full again is indistinguishable from an unknown
 ///   key, so it is removed without changing any decision. The store sweeps such keys
-///   itself: the first check after each sweep interval (default 30 s) sweeps the whole
-///   store, a pass over at most `max_keys` entries. No background task is needed, and an
-///   idle store costs nothing.
+///   itself: once a sweep interval (default 30 s) has passed, the next check that looks
+///   (one in 64) sweeps the whole store, a pass over at most `max_keys` entries. No
+///   background task is needed, and an idle store costs nothing.
 /// - **The cap.** When a new key arrives at a full shard, the shard is swept first; if it is
 ///   still full, the eighth of its keys closest to a full budget are dropped. They lose at
 ///   most the debt they still had (their next message finds a full burst), and no key can
@@ -198,6 +208,7 @@ impl InMemoryStore {
             clock,
             start_bound: AtomicU64::new(0),
             last_sweep: AtomicU64::new(clock.nanos()),
+            ops: AtomicU64::new(0),
         });
         let limiter = |quota, slot| {
             RateLimiter::new(
@@ -257,6 +268,10 @@ impl InMemoryStore {
     /// Spends `cost` from `key`'s budgets: the message budget first, then the byte budget
     /// (a message the byte budget refuses has still spent its message cell).
     pub fn decide(&self, key: &Key, cost: Cost) -> Decision {
+        read_once(|| self.decide_now(key, cost))
+    }
+
+    fn decide_now(&self, key: &Key, cost: Cost) -> Decision {
         let inner = &*self.inner;
         if let Some(limiter) = &inner.messages {
             if let Err(not_until) = limiter.check_key(key) {
@@ -291,6 +306,10 @@ impl KeyStore for InMemoryStore {
     fn check(&self, key: &Key, cost: Cost) -> Self::Future {
         ready(self.decide(key, cost))
     }
+
+    fn check_now(&self, key: &Key, cost: Cost) -> Option<Decision> {
+        Some(self.decide(key, cost))
+    }
 }
 
 /// The shared table: per key, the GCRA "theoretical arrival time" of each rate (0: none).
@@ -306,6 +325,8 @@ struct Table {
     /// relative to their start.
     start_bound: AtomicU64,
     last_sweep: AtomicU64,
+    /// Checks since the sweep clock was last looked at.
+    ops: AtomicU64,
 }
 
 #[derive(Default)]
@@ -350,16 +371,23 @@ impl Table {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let now = self.now();
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= self.sweep_every
-            && self
-                .last_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        // Whether a sweep is due is looked at every few checks, not on each.
+        if self
+            .ops
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_CHECK_EVERY)
         {
-            // The first check after the interval sweeps (before taking its own shard's lock).
-            self.sweep_all_at(now);
+            let now = self.now();
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= self.sweep_every
+                && self
+                    .last_sweep
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // The check that notices sweeps (before taking its own shard's lock).
+                self.sweep_all_at(now);
+            }
         }
         let start = self.start_bound.load(Ordering::Relaxed);
         let mut shard = self
@@ -378,7 +406,7 @@ impl Table {
         // is not stored.
         let (t, next) = f(None)?;
         if shard.map.len() >= self.shard_cap {
-            shard.make_room(now, start, self.shard_cap);
+            shard.make_room(self.now(), start, self.shard_cap);
         }
         let mut entry = [0; 2];
         if let Some(tat) = entry.get_mut(slot) {
@@ -527,7 +555,10 @@ mod tests {
         store.decide(&ip(1000), Cost::message(1));
         assert_eq!(store.len(), 101);
         tokio::time::advance(Duration::from_secs(30)).await;
-        store.decide(&ip(1001), Cost::message(1));
+        // One check in 64 looks whether a sweep is due.
+        for _ in 0..64 {
+            store.decide(&ip(1001), Cost::message(1));
+        }
         assert_eq!(store.len(), 1, "the sweep kept only the key just used");
     }
 

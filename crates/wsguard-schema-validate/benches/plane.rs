@@ -26,6 +26,7 @@ use axum::{
     middleware::{self, Next},
     response::Response,
     routing::get,
+    serve::ListenerExt,
     Router,
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -36,7 +37,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     runtime::Runtime,
 };
-use tokio_tungstenite::{connect_async, tungstenite, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{connect_async_with_config, tungstenite, MaybeTlsStream, WebSocketStream};
 use tower::{Layer, Service, ServiceBuilder};
 use wsguard_core::{
     axum::GuardedUpgrade,
@@ -161,6 +162,10 @@ async fn serve() -> SocketAddr {
         .layer(middleware::from_fn(principal));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // No Nagle: small frames go out at once, as a real-time server would send them.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
@@ -193,7 +198,7 @@ fn sockets(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     for route in ["bare", "parsing", "plane", "rate", "schema", "both"] {
         let mut client = rt.block_on(async {
-            connect_async(format!("ws://{addr}/{route}"))
+            connect_async_with_config(format!("ws://{addr}/{route}"), None, true)
                 .await
                 .unwrap()
                 .0
