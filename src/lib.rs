@@ -9,7 +9,12 @@
 //! |---|---|---|
 //! | `client-ip` | [`client_ip`] | spoofed client addresses: proxy headers are read only from trusted proxies |
 //! | `origin` | [`origin`] | cross-site WebSocket hijacking: `Origin` allow-listing before the upgrade |
+//! | `msg-rate` | [`msg_rate`] | message floods after the upgrade: GCRA message and byte budgets per connection and per user |
+//! | `schema-validate` | [`schema_validate`] | hostile messages: size limits, typed or JSON Schema validation, per-message authorization |
 //! | `full` | all of the above | |
+//!
+//! The message plane (feature `plane`, on with `msg-rate` and `schema-validate`) runs every
+//! inbound frame of an upgraded socket through a tower service: [`plane::GuardedSocket`].
 //!
 //! Integrations: `axum` (the [`axum::GuardedUpgrade`] hand-off and extractors),
 //! `tokio-tungstenite` (the [`tungstenite::GuardedUpgrade`] hand-off for raw hyper 1),
@@ -68,6 +73,21 @@ pub use wsguard_core::tungstenite;
 #[cfg_attr(docsrs, doc(cfg(feature = "origin")))]
 #[doc(inline)]
 pub use wsguard_origin as origin;
+
+#[cfg(feature = "plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
+#[doc(inline)]
+pub use wsguard_core::plane;
+
+#[cfg(feature = "msg-rate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "msg-rate")))]
+#[doc(inline)]
+pub use wsguard_msg_rate as msg_rate;
+
+#[cfg(feature = "schema-validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema-validate")))]
+#[doc(inline)]
+pub use wsguard_schema_validate as schema_validate;
 
 #[cfg(feature = "client-ip")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client-ip")))]
