@@ -1,130 +1,49 @@
-//! Trusted proxies, header sources, and the walk that resolves the client IP.
+//! Header sources and the walk that resolves the client IP.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
 
-use http::{header::HeaderName, HeaderMap};
-use ipnet::IpNet;
+use http::{
+    header::{HeaderName, FORWARDED},
+    Extensions, HeaderMap,
+};
 
-use crate::parse::{forwarded_for, parse_node};
+use crate::{
+    parse::{forwarded_for, parse_node, trim_ows, Element, Elements},
+    TrustedProxies,
+};
 
-/// The networks whose connections are allowed to tell us who the client is.
-///
-/// Empty by default: no peer is trusted and forwarding headers are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies {
-    nets: Vec<IpNet>,
-}
-
-/// A trusted-proxy entry that is neither a CIDR network nor an IP address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidCidr(String);
-
-impl fmt::Display for InvalidCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not a CIDR network or an IP address", self.0)
-    }
-}
-
-impl std::error::Error for InvalidCidr {}
-
-impl TrustedProxies {
-    /// No trusted proxy.
-    pub const fn new() -> Self {
-        Self { nets: Vec::new() }
-    }
-
-    /// Loopback: `127.0.0.0/8` and `::1/128` (a proxy on the same host).
-    pub fn loopback() -> Self {
-        Self::new().with_nets(["127.0.0.0/8", "::1/128"])
-    }
-
-    /// Private networks: loopback, RFC 1918 (`10.0.0.0/8`, `172.16.0.0/12`,
-    /// `192.168.0.0/16`), unique local IPv6 (`fc00::/7`), and link-local (`169.254.0.0/16`,
-    /// `fe80::/10`). Right when every proxy in front of you, and nothing else, sits on your
-    /// private network.
-    pub fn private() -> Self {
-        Self::loopback().with_nets([
-            "10.0.0.0/8",
-            "172.16.0.0/12",
-            "192.168.0.0/16",
-            "169.254.0.0/16",
-            "fc00::/7",
-            "fe80::/10",
-        ])
-    }
-
-    fn with_nets<const N: usize>(mut self, nets: [&str; N]) -> Self {
-        // Constant, valid networks.
-        self.nets
-            .extend(nets.iter().filter_map(|n| n.parse::<IpNet>().ok()));
-        self
-    }
-
-    /// Adds a network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidCidr`] when `cidr` is neither.
-    pub fn add_cidr(mut self, cidr: &str) -> Result<Self, InvalidCidr> {
-        let net = cidr
-            .parse::<IpNet>()
-            .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| InvalidCidr(cidr.to_owned()))?;
-        self.nets.push(net.trunc());
-        Ok(self)
-    }
-
-    /// Adds a network.
-    pub fn add_net(mut self, net: IpNet) -> Self {
-        self.nets.push(net.trunc());
-        self
-    }
-
-    /// Whether `ip` belongs to a trusted network (IPv4-mapped addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
-    }
-
-    /// Whether no network is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty()
-    }
-}
-
-impl FromStr for TrustedProxies {
-    type Err = InvalidCidr;
-
-    /// Parses a comma-separated list of networks.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .try_fold(Self::new(), |acc, cidr| acc.add_cidr(cidr))
-    }
-}
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Where the client IP is read from when the peer is a trusted proxy.
+///
+/// One source per layer: read the header your outermost trusted proxy writes, and nothing
+/// else (a second source is a second thing a client can forge). See the
+/// [crate docs](crate#sources) for the exact rules of each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
     /// Only the peer address; headers are never read.
     Peer,
-    /// `X-Forwarded-For`, walked right to left over all its lines, skipping trusted proxies,
-    /// stopping at the first untrusted address (nginx `real_ip_recursive on`).
+    /// `X-Forwarded-For`, all lines as one list, walked right to left, skipping trusted
+    /// addresses, stopping at the first untrusted one (nginx `real_ip_recursive on`).
     XForwardedFor,
-    /// `X-Forwarded-For` with a fixed number of trusted hops: the address `hops` places
-    /// left of the peer (Envoy's `xff_num_trusted_hops` with `use_remote_address: true`).
+    /// `X-Forwarded-For` with a fixed number of trusted hops: the `n`-th address from the
+    /// right, whatever it is (Envoy's `xff_num_trusted_hops`; `0` is the peer).
     XForwardedForHops(usize),
-    /// `Forwarded` (RFC 7239), its `for=` nodes walked like `X-Forwarded-For`.
+    /// `Forwarded` (RFC 7239): the `for=` parameter of every element, walked like
+    /// [`XForwardedFor`](Self::XForwardedFor).
     Forwarded,
-    /// A header holding exactly one address, set by the proxy: `X-Real-IP`,
-    /// `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`, ...
+    /// A header your proxy sets to exactly one address, overwriting any value the client
+    /// sent: `X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`, or any
+    /// other name.
     SingleHeader(HeaderName),
 }
 
 impl Source {
-    /// `X-Real-IP`.
+    /// `X-Real-IP` (nginx's `proxy_set_header X-Real-IP $remote_addr`).
     pub fn x_real_ip() -> Self {
         Self::SingleHeader(HeaderName::from_static("x-real-ip"))
     }
@@ -134,7 +53,7 @@ impl Source {
         Self::SingleHeader(HeaderName::from_static("cf-connecting-ip"))
     }
 
-    /// Akamai's and Cloudflare Enterprise's `True-Client-IP`.
+    /// `True-Client-IP` (Akamai, Cloudflare Enterprise).
     pub fn true_client_ip() -> Self {
         Self::SingleHeader(HeaderName::from_static("true-client-ip"))
     }
@@ -143,106 +62,181 @@ impl Source {
     pub fn fly_client_ip() -> Self {
         Self::SingleHeader(HeaderName::from_static("fly-client-ip"))
     }
+
+    /// The header this source reads, if any.
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        match self {
+            Self::Peer => None,
+            Self::XForwardedFor | Self::XForwardedForHops(_) => Some(&X_FORWARDED_FOR),
+            Self::Forwarded => Some(&FORWARDED),
+            Self::SingleHeader(name) => Some(name),
+        }
+    }
+}
+
+/// Why a walk stopped before it reached an untrusted address or ran out of elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// An element that is not an address (garbage, `unknown`, `_obfuscated`, an element
+    /// without `for=`, an unterminated quote).
+    Unparsable,
+    /// The element cap was reached.
+    TooManyElements,
+    /// The byte budget was spent.
+    TooManyBytes,
+    /// A single-value header appeared more than once.
+    Duplicated,
+}
+
+impl Stop {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unparsable => "unparsable element",
+            Self::TooManyElements => "element cap reached",
+            Self::TooManyBytes => "byte cap reached",
+            Self::Duplicated => "single-value header duplicated",
+        }
+    }
 }
 
 /// How a resolution ended, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The peer is not trusted, or the source is the peer: headers were not read.
+    /// The peer is not trusted: headers were not read.
+    Untrusted,
+    /// The peer is trusted, but the source named no address (no header, or
+    /// [`Source::Peer`]).
     Peer,
     /// The headers named the client.
     Header,
-    /// The headers were present but unusable (garbage, duplicated, too long); the walk
-    /// stopped at the last good address.
-    Stopped,
+    /// The walk stopped early; the last good address won.
+    Stopped(Stop),
 }
 
-/// The resolution rules: trusted proxies, source and work bounds.
-#[derive(Debug, Clone)]
+/// A user-supplied way to find the peer address in a request's extensions.
+pub(crate) type PeerFn = fn(&Extensions) -> Option<SocketAddr>;
+
+/// The resolution rules: where the peer comes from, trusted proxies, source and work bounds.
+#[derive(Clone)]
 pub(crate) struct Resolver {
+    pub(crate) peer_from: Option<PeerFn>,
     pub(crate) trusted: TrustedProxies,
     pub(crate) source: Source,
     pub(crate) max_elements: usize,
+    pub(crate) max_header_bytes: usize,
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("peer_from", &self.peer_from.map(|_| "fn"))
+            .field("trusted", &self.trusted.networks())
+            .field("source", &self.source)
+            .field("max_elements", &self.max_elements)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .finish()
+    }
 }
 
 impl Resolver {
+    /// The peer address: the configured function first, then the built-in sources.
+    pub(crate) fn peer(&self, extensions: &Extensions) -> Option<SocketAddr> {
+        self.peer_from
+            .and_then(|peer_from| peer_from(extensions))
+            .or_else(|| crate::peer_addr(extensions))
+    }
+
     /// The client IP of a request from `peer` with `headers`.
     pub(crate) fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, Outcome) {
         let peer = peer.to_canonical();
-        if matches!(self.source, Source::Peer) || !self.trusted.contains(peer) {
-            return (peer, Outcome::Peer);
+        if !self.trusted.contains(peer) {
+            return (peer, Outcome::Untrusted);
         }
         match &self.source {
             Source::Peer => (peer, Outcome::Peer),
-            Source::XForwardedFor | Source::XForwardedForHops(_) => {
-                let lines = headers.get_all("x-forwarded-for").iter().rev();
-                let nodes = lines.flat_map(|line| {
-                    // A line that is not UTF-8 is one unparsable element.
-                    let text = std::str::from_utf8(line.as_bytes()).unwrap_or("\u{0}");
-                    text.rsplit(',').map(parse_node)
-                });
-                self.walk(peer, nodes)
+            Source::XForwardedFor => {
+                let elements = self.elements(headers, &X_FORWARDED_FOR, false);
+                self.walk(peer, elements, None, parse_node)
+            }
+            Source::XForwardedForHops(hops) => {
+                if *hops == 0 {
+                    return (peer, Outcome::Peer);
+                }
+                let elements = self.elements(headers, &X_FORWARDED_FOR, false);
+                self.walk(peer, elements, Some(*hops), parse_node)
             }
             Source::Forwarded => {
-                let lines = headers
-                    .get_all(http::header::FORWARDED)
-                    .iter()
-                    .map(|v| v.as_bytes());
-                match forwarded_for(lines, self.max_elements) {
-                    Some(nodes) => self.walk(
-                        peer,
-                        nodes.into_iter().rev().map(|n| n.and_then(parse_node)),
-                    ),
-                    None => (peer, Outcome::Stopped),
-                }
+                let elements = self.elements(headers, &FORWARDED, true);
+                self.walk(peer, elements, None, |element| {
+                    forwarded_for(element).and_then(parse_node)
+                })
             }
             Source::SingleHeader(name) => {
                 let mut values = headers.get_all(name).iter();
-                let (Some(value), None) = (values.next(), values.next()) else {
-                    // Missing: the proxy did not set it. Duplicated: someone else added one.
-                    let outcome = if headers.contains_key(name) {
-                        Outcome::Stopped
-                    } else {
-                        Outcome::Peer
-                    };
-                    return (peer, outcome);
-                };
-                match std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(parse_node)
-                {
-                    Some(ip) => (ip, Outcome::Header),
-                    None => (peer, Outcome::Stopped),
+                match (values.next(), values.next()) {
+                    (None, _) => (peer, Outcome::Peer),
+                    // A second copy means a second writer: not only our proxy.
+                    (Some(_), Some(_)) => (peer, Outcome::Stopped(Stop::Duplicated)),
+                    (Some(value), None) if value.len() > self.max_header_bytes => {
+                        (peer, Outcome::Stopped(Stop::TooManyBytes))
+                    }
+                    (Some(value), None) => match parse_node(value.as_bytes()) {
+                        Some(ip) => (ip, Outcome::Header),
+                        None => (peer, Outcome::Stopped(Stop::Unparsable)),
+                    },
                 }
             }
         }
     }
 
-    /// Walks `nodes` (right to left) from a trusted `peer`. In recursive mode it skips
-    /// trusted addresses and stops at the first untrusted one; in hop mode it steps exactly
-    /// `hops` places. An unparsable node, or the element cap, stops the walk: the last good
-    /// address wins. Running out of nodes leaves the leftmost address.
-    fn walk(&self, peer: IpAddr, nodes: impl Iterator<Item = Option<IpAddr>>) -> (IpAddr, Outcome) {
-        let hops = match self.source {
-            Source::XForwardedForHops(hops) => Some(hops),
-            _ => None,
-        };
+    fn elements<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        name: &HeaderName,
+        quoted: bool,
+    ) -> Elements<'h> {
+        Elements::new(headers.get_all(name).iter(), self.max_header_bytes, quoted)
+    }
+
+    /// Walks `elements` (right to left) from a trusted `peer`.
+    ///
+    /// Empty elements are skipped (RFC 9110 section 5.6.1), but count against the element
+    /// cap. Without `hops`, trusted addresses are skipped and the first untrusted one is the
+    /// client. With `hops`, the `hops`-th address is the client, whatever it is. An element
+    /// that does not parse, the element cap or the byte budget stop the walk: the last good
+    /// address wins. Running out of elements leaves the leftmost address (or the peer).
+    fn walk<'h>(
+        &self,
+        peer: IpAddr,
+        elements: Elements<'h>,
+        hops: Option<usize>,
+        parse: impl Fn(&'h [u8]) -> Option<IpAddr>,
+    ) -> (IpAddr, Outcome) {
         let mut last = peer;
         let mut outcome = Outcome::Peer;
-        for (i, node) in nodes.enumerate() {
-            if hops.is_some_and(|hops| i >= hops) {
-                return (last, outcome);
+        let mut addresses = 0;
+        for (examined, element) in elements.enumerate() {
+            if examined == self.max_elements {
+                return (last, Outcome::Stopped(Stop::TooManyElements));
             }
-            if i >= self.max_elements {
-                return (last, Outcome::Stopped);
+            let Element::Whole(element) = element else {
+                return (last, Outcome::Stopped(Stop::TooManyBytes));
+            };
+            if trim_ows(element).is_empty() {
+                continue;
             }
-            let Some(ip) = node else {
-                return (last, Outcome::Stopped);
+            let Some(ip) = parse(element) else {
+                return (last, Outcome::Stopped(Stop::Unparsable));
             };
             last = ip;
             outcome = Outcome::Header;
-            if hops.is_none() && !self.trusted.contains(ip) {
-                return (ip, Outcome::Header);
+            addresses += 1;
+            let done = match hops {
+                Some(hops) => addresses >= hops,
+                None => !self.trusted.contains(ip),
+            };
+            if done {
+                break;
             }
         }
         (last, outcome)

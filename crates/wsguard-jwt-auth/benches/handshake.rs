@@ -1,0 +1,124 @@
+//! Per-handshake cost of the layer against a bare `jsonwebtoken::decode` of the same token,
+//! for HS256 and ES256, measured in the same run.
+//!
+//! `cargo bench -p wsguard-jwt-auth --bench handshake -- --warm-up-time 1 --measurement-time 3`
+
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+use http::{Request, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use tower::{Service, ServiceBuilder};
+use wsguard_jwt_auth::{Claims, JwtAuthLayer, Key};
+
+#[derive(Clone, serde::Deserialize)]
+#[allow(dead_code)]
+struct ChatClaims {
+    sub: String,
+    exp: u64,
+    room: String,
+}
+
+fn provider() -> &'static jsonwebtoken::crypto::CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    return &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+    #[cfg(not(feature = "aws-lc-rs"))]
+    return &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+}
+
+fn token(alg: Algorithm, key: &EncodingKey) -> String {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"typ":"JWT","alg":"{alg:?}"}}"#));
+    let claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"sub":"user-42","exp":{exp},"iat":{},"room":"lobby","roles":["reader","writer"]}}"#,
+        exp - 3600
+    ));
+    let message = format!("{header}.{claims}");
+    let signature = (provider().signer_factory)(&alg, key)
+        .unwrap()
+        .try_sign(message.as_bytes())
+        .unwrap();
+    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn bench_alg(c: &mut Criterion, name: &str, alg: Algorithm, enc: EncodingKey, dec: DecodingKey, key: Key) {
+    let token = token(alg, &enc);
+    let validation = Validation::new(alg);
+    let mut group = c.benchmark_group(name);
+
+    group.bench_function("jsonwebtoken_decode", |b| {
+        b.iter(|| {
+            let data = jsonwebtoken::decode::<ChatClaims>(black_box(&token), &dec, &validation).unwrap();
+            black_box(data.claims);
+        })
+    });
+
+    let authorization = format!("Bearer {token}");
+    let mut bare = ServiceBuilder::new().service_fn(|req: Request<()>| async move {
+        Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
+    });
+    group.bench_function("request_without_layer", |b| {
+        b.iter(|| {
+            let req = Request::builder()
+                .uri("/ws")
+                .header("authorization", black_box(authorization.as_str()))
+                .body(())
+                .unwrap();
+            black_box(bare.call(req).now_or_never().unwrap().unwrap());
+        })
+    });
+
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<ChatClaims>::new(key))
+        .service_fn(|req: Request<()>| async move {
+            let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
+            assert!(ok);
+            Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
+        });
+    group.bench_function("request_through_layer", |b| {
+        b.iter(|| {
+            let req = Request::builder()
+                .uri("/ws")
+                .header("authorization", black_box(authorization.as_str()))
+                .body(())
+                .unwrap();
+            let res = svc.call(req).now_or_never().unwrap().unwrap();
+            assert_eq!(res.status(), 200);
+            black_box(res);
+        })
+    });
+    group.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    // jsonwebtoken's `decode` uses the process-wide provider; pick the layer's.
+    let _ = provider().install_default();
+    let secret = [7u8; 32];
+    bench_alg(
+        c,
+        "hs256",
+        Algorithm::HS256,
+        EncodingKey::from_secret(&secret),
+        DecodingKey::from_secret(&secret),
+        Key::hmac(Algorithm::HS256, &secret).unwrap(),
+    );
+    let private = include_bytes!("../tests/keys/p256_private.pem");
+    let public = include_bytes!("../tests/keys/p256_public.pem");
+    bench_alg(
+        c,
+        "es256",
+        Algorithm::ES256,
+        EncodingKey::from_ec_pem(private).unwrap(),
+        DecodingKey::from_ec_pem(public).unwrap(),
+        Key::ec_pem(Algorithm::ES256, public).unwrap(),
+    );
+}
+
+criterion_group!(benches, handshake);
+criterion_main!(benches);

@@ -1,0 +1,191 @@
+//! A tower layer that authenticates WebSocket handshakes (or any HTTP request) with a JWT
+//! before they reach the application, and hands the typed claims to everything after it,
+//! including the upgraded socket.
+//!
+//! A WebSocket is authenticated once, at the handshake, and then lives for hours. Whatever
+//! the handshake lets through keeps its access for the connection's whole life, so the
+//! check must be strict where it happens: tokens with `alg: none`, tokens signed with an
+//! RSA public key used as an HMAC secret (algorithm confusion), tokens with a `kid` that
+//! points at the wrong key, expired, not yet valid, for another issuer or audience,
+//! tampered, revoked, or oversized are refused before any upgrade (the attacks of RFC 8725,
+//! "JWT Best Current Practices"). [`JwtAuthLayer`] verifies with [`jsonwebtoken`]: every
+//! [`Key`] is bound to one algorithm in configuration, never to the token's `alg`; no claim
+//! is read before the signature verifies (only the header's `alg`, `kid`, `typ` and `crit`
+//! are, to choose the key). On success the request carries [`Claims<C>`], the
+//! [`Principal`](wsguard_core::Principal), a [`VerifiedToken`] and the
+//! [`TokenExpiry`](wsguard_core::TokenExpiry), which travels into the socket's
+//! [`Connection`](wsguard_core::Connection) so that the message plane can close the socket
+//! with 4440 when the token expires mid-connection.
+//!
+//! # Example
+//!
+//! The token is the example of RFC 7515 appendix A.1 with its published key; its `exp` is
+//! in 2011, so the example fixes the clock, and its only identity claim is `iss`.
+//!
+//! ```
+//! use std::{convert::Infallible, time::{Duration, UNIX_EPOCH}};
+//! use http::{header::AUTHORIZATION, Request, Response, StatusCode};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use wsguard_core::{Principal, Reason, Rejection};
+//! use wsguard_jwt_auth::{jwk::Jwk, Claims, JwtAuthLayer, Key, KeySet};
+//!
+//! #[derive(Clone, serde::Deserialize)]
+//! struct MyClaims {
+//!     iss: String,
+//!     #[serde(rename = "http://example.com/is_root")]
+//!     is_root: bool,
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let jwk: Jwk = serde_json::from_str(r#"{"kty":"oct","alg":"HS256",
+//!     "k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#)?;
+//! let keys = KeySet::from_keys([Key::from_jwk(&jwk)?])?;
+//!
+//! let layer = JwtAuthLayer::<MyClaims>::new(keys)
+//!     .principal_claim("iss")?
+//!     .with_clock(|| UNIX_EPOCH + Duration::from_secs(1_300_819_000));
+//!
+//! let mut service = ServiceBuilder::new().layer(layer).service_fn(|req: Request<()>| async move {
+//!     let Claims(claims) = req.extensions().get::<Claims<MyClaims>>().unwrap().clone();
+//!     let user = req.extensions().get::<Principal>().unwrap();
+//!     assert_eq!(user.as_str(), "joe");
+//!     Ok::<_, Infallible>(Response::new(format!("{} root={}", claims.iss, claims.is_root)))
+//! });
+//!
+//! let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9\
+//!     .eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ\
+//!     .dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+//! let req = Request::builder().header(AUTHORIZATION, format!("Bearer {token}")).body(())?;
+//! let res = service.ready().await?.call(req).await?;
+//! assert_eq!(res.body(), "joe root=true");
+//!
+//! // The same token with one byte of the payload changed.
+//! let tampered = token.replacen("eyJpc3MiOiJqb2", "eyJpc3MiOiJqb3", 1);
+//! let req = Request::builder().header(AUTHORIZATION, format!("Bearer {tampered}")).body(())?;
+//! let res = service.ready().await?.call(req).await?;
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(res.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+//! assert_eq!(res.extensions().get::<Rejection>().unwrap().reason(), Reason::TokenInvalid);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With axum, put the layer in front of the WebSocket route and hand the socket over with
+//! `wsguard_core::axum::GuardedUpgrade`; browsers send the token in the subprotocol list:
+//!
+//! ```
+//! use axum::{routing::get, Extension, Router};
+//! use wsguard_core::axum::GuardedUpgrade;
+//! use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, Key, TokenSource};
+//!
+//! #[derive(Clone, serde::Deserialize)]
+//! struct MyClaims { sub: String, room: String }
+//!
+//! // `new WebSocket(url, ["bearer", token])` in the browser. With the `axum` feature,
+//! // `Claims<MyClaims>` is an extractor of its own.
+//! async fn ws(
+//!     Extension(Claims(claims)): Extension<Claims<MyClaims>>,
+//!     upgrade: GuardedUpgrade,
+//! ) -> axum::response::Response {
+//!     upgrade.protocols(["bearer"]).on_upgrade(move |socket, conn| async move {
+//!         // `conn.token_expiry()` is the token's expiry; `conn.principal()` its subject.
+//!         let _ = (socket, conn, claims.room);
+//!     })
+//! }
+//!
+//! # fn main() -> Result<(), wsguard_jwt_auth::ConfigError> {
+//! let layer = JwtAuthLayer::<MyClaims>::new(Key::hmac(Algorithm::HS256, &[42; 32])?)
+//!     .with_token_sources([TokenSource::protocol("bearer")?, TokenSource::bearer()])?
+//!     .with_audiences(["chat"])
+//!     .reject_after_upgrade(true);
+//! let app: Router = Router::new().route("/ws", get(ws)).layer(layer);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Refusals
+//!
+//! | cause ([`Failure`]) | answer | after an upgrade ([close mode](JwtAuthLayer::reject_after_upgrade)) |
+//! |---|---|---|
+//! | no token | 401, `WWW-Authenticate: Bearer` | 4401 |
+//! | invalid token (signature, `alg`, `kid`, claims, issuer, audience, `nbf`, length, ...) | 401, `Bearer error="invalid_token"` | 4401 |
+//! | expired | 401, `Bearer error="invalid_token", error_description="token expired"` | 4440 |
+//! | predicate denied, revoked, site not allowed | 403 | 4403 |
+//! | two tokens in one request | 400 (RFC 6750 section 3.1) | 1008 |
+//! | revocation store down (fail closed) | 500 | 1011 |
+//!
+//! Bodies are short and generic; the precise [`Failure`] goes to a `tracing` event (target
+//! `wsguard_jwt_auth`, with the reason, the cause, the token's source and the client
+//! address, never the token, a claim or a key) and into the response's extensions. Each
+//! refusal is counted by `wsguard_core::telemetry::record_rejection` (layer `jwt_auth`). For
+//! tonic, answer in the gRPC form with
+//! [`on_rejection(GrpcRejection)`](JwtAuthLayer::on_rejection).
+//!
+//! # Time
+//!
+//! `exp` and `nbf` are checked with a leeway (default 60 s) against the layer's clock,
+//! [`SystemTime::now`](std::time::SystemTime::now) unless [`with_clock`](JwtAuthLayer::with_clock)
+//! replaces it. jsonwebtoken's own `Validation` reads the system clock only, so the layer
+//! checks the registered claims itself (in one pass over the verified payload) and uses
+//! jsonwebtoken for what it is made for: keys, the header, and the signature.
+//! The [`TokenExpiry`](wsguard_core::TokenExpiry) handed on is `exp` plus the leeway: the
+//! instant the layer itself would start refusing the token.
+//!
+//! # Query tokens
+//!
+//! A token in the query string is taken out of the request URI before the inner service
+//! runs, other parameters kept byte for byte, so the application, tower-http's `TraceLayer`
+//! and access logs placed *inside* the layer never see it. Middleware placed *outside* it
+//! (and axum's `OriginalUri`, if an outer `Router` recorded it before this layer ran) still
+//! sees the original URI: put request logging inside the layer, or prefer the subprotocol
+//! list, which is never logged.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `rust-crypto` (default) | signature verification with the pure-Rust RustCrypto crates |
+//! | `aws-lc-rs` | signature verification with aws-lc-rs (used when both are enabled) |
+//! | `jwks` | [`jwks::Jwks`]: keys from a JWKS URL, cached and refreshed (reqwest + rustls) |
+//! | `axum` | [`Claims<C>`] and [`VerifiedToken`] as axum extractors |
+//! | `site-token` | [`site_claim`](JwtAuthLayer::site_claim): site/widget tokens bound to `Origin` domains |
+//! | `metrics` | rejection counters through the `metrics` facade |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod claims;
+mod error;
+mod future;
+mod keys;
+mod layer;
+mod predicate;
+mod revocation;
+mod service;
+mod source;
+mod verify;
+
+#[cfg(feature = "jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
+pub mod jwks;
+
+#[cfg(feature = "axum")]
+mod extract;
+
+pub use claims::{Claims, NoClaims, VerifiedToken};
+pub use error::{ConfigError, Failure};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::MissingClaims;
+pub use future::ResponseFuture;
+pub use keys::{Key, KeySet, KeySetHandle, KeySource};
+pub use layer::{JwtAuthLayer, DEFAULT_MAX_TOKEN_LEN};
+pub use predicate::{ClaimsPredicate, NoPredicate};
+pub use revocation::{
+    InMemoryRevocations, NoRevocation, Revocation, RevocationError, RevocationQuery,
+    RevocationStatus, StoreFull,
+};
+pub use service::JwtAuth;
+pub use source::TokenSource;
+
+#[doc(no_inline)]
+pub use jsonwebtoken::{jwk, Algorithm};

@@ -1,0 +1,264 @@
+//! Verifying one token: the pipeline from the compact serialization to typed claims.
+//!
+//! The order matters. The length was checked before this runs. Then: the characters and
+//! the three parts; the header (the only part read before the signature, and only for
+//! `alg`, `kid`, `typ` and `crit`); the key, chosen by `kid` and bound to one algorithm;
+//! the signature; and only then the payload: registered claims, the site list, the typed
+//! claims, and the synchronous predicate.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use http::HeaderMap;
+use serde::de::DeserializeOwned;
+use wsguard_core::Principal;
+
+use crate::{
+    claims::{to_secs, to_system_time, ClaimRules, Registered},
+    keys::KeySource,
+    Failure, Key, VerifiedToken,
+};
+
+/// A wait for a key source to fetch fresh keys.
+pub(crate) type KeyWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The synchronous claims predicate.
+pub(crate) type SyncPredicate<C> = Arc<dyn Fn(&C) -> bool + Send + Sync>;
+
+/// A verified token.
+pub(crate) struct Verified<C> {
+    pub(crate) claims: C,
+    pub(crate) token: VerifiedToken,
+}
+
+/// What verifying a token concluded.
+pub(crate) enum Outcome<C> {
+    Verified(Verified<C>),
+    Failed(Failure),
+    /// The `kid` is unknown, and a key source is fetching keys: verify again once it is done.
+    WaitForKeys(KeyWait),
+}
+
+/// Everything verification needs.
+pub(crate) struct Verifier<C> {
+    pub(crate) keys: Vec<KeySource>,
+    pub(crate) rules: ClaimRules,
+    pub(crate) typ: Option<Box<str>>,
+    pub(crate) predicate: Option<SyncPredicate<C>>,
+}
+
+impl<C> Clone for Verifier<C> {
+    fn clone(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            rules: self.rules.clone(),
+            typ: self.typ.clone(),
+            predicate: self.predicate.clone(),
+        }
+    }
+}
+
+impl<C> Verifier<C>
+where
+    C: DeserializeOwned,
+{
+    /// Verifies `token`. With `may_refresh`, an unknown `kid` may start a key fetch.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        source: &'static str,
+        headers: &HeaderMap,
+        now: SystemTime,
+        may_refresh: bool,
+    ) -> Outcome<C> {
+        match self.verify_inner(token, source, headers, now, may_refresh) {
+            Ok(verified) => Outcome::Verified(verified),
+            Err(Step::Failed(failure)) => Outcome::Failed(failure),
+            Err(Step::Wait(wait)) => Outcome::WaitForKeys(wait),
+        }
+    }
+
+    fn verify_inner(
+        &self,
+        token: &str,
+        source: &'static str,
+        headers: &HeaderMap,
+        now: SystemTime,
+        may_refresh: bool,
+    ) -> Result<Verified<C>, Step> {
+        // A compact JWS is three base64url parts (RFC 7515 section 7.1).
+        let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if !token.bytes().all(|b| base64url(b) || b == b'.') {
+            return Err(Failure::Malformed.into());
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Failure::Malformed.into());
+        };
+        if header.is_empty() || payload.is_empty() {
+            return Err(Failure::Malformed.into());
+        }
+
+        // The header is read before the signature, for choosing the key only. An `alg` that
+        // is not one of the supported algorithms (`none` included) does not parse.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::BadHeader)?;
+        if header.crit.is_some() {
+            return Err(Failure::CriticalHeader.into());
+        }
+        if let Some(expected) = &self.typ {
+            if !header.typ.as_deref().is_some_and(|typ| typ_matches(typ, expected)) {
+                return Err(Failure::WrongType.into());
+            }
+        }
+        if signature.is_empty() {
+            return Err(Failure::BadSignature.into());
+        }
+        let message_len = token.len() - signature.len() - 1;
+        let message = token.as_bytes().get(..message_len).unwrap_or_default();
+        let key = self.find_key(
+            header.alg,
+            header.kid.as_deref(),
+            message,
+            signature.as_bytes(),
+            may_refresh,
+        )?;
+
+        // Verified: the payload may be read now.
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| Failure::BadClaims)?;
+        let registered =
+            Registered::parse(&payload, &self.rules.names).map_err(|_| Failure::BadClaims)?;
+        let now_secs = to_secs(now);
+        self.rules.check(&registered, now_secs)?;
+        if self.rules.names.site.is_some() {
+            let allowed = registered
+                .site
+                .as_deref()
+                .is_some_and(|domains| site_allows(domains, headers));
+            if !allowed {
+                return Err(Failure::SiteNotAllowed.into());
+            }
+        }
+        let claims: C = serde_json::from_slice(&payload).map_err(|_| Failure::BadClaims)?;
+        if let Some(predicate) = &self.predicate {
+            if !predicate(&claims) {
+                return Err(Failure::Denied.into());
+            }
+        }
+
+        let leeway = self.rules.leeway.as_secs_f64();
+        let expires_at = match registered.exp {
+            Some(exp) => Some(to_system_time(exp + leeway).ok_or(Failure::BadClaims)?),
+            None => None,
+        };
+        let principal = registered.principal.as_deref().unwrap_or_default();
+        let token = VerifiedToken {
+            principal: Principal::new(principal),
+            expires_at,
+            issued_at: registered.iat.and_then(to_system_time),
+            jti: registered.jti.as_deref().map(Arc::from),
+            kid: key.kid().map(Arc::from),
+            algorithm: key.algorithm(),
+            source,
+        };
+        Ok(Verified { claims, token })
+    }
+
+    /// The key that verifies the signature, among the keys of every source for `kid` that
+    /// are bound to `alg`.
+    fn find_key(
+        &self,
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<&str>,
+        message: &[u8],
+        signature: &[u8],
+        may_refresh: bool,
+    ) -> Result<Arc<Key>, Step> {
+        let mut any_key = false;
+        let mut any_of_alg = false;
+        for source in &self.keys {
+            let keys = source.load();
+            for key in keys.candidates(kid) {
+                any_key = true;
+                if key.algorithm() != alg {
+                    continue;
+                }
+                any_of_alg = true;
+                if key.verify(message, signature) {
+                    return Ok(Arc::clone(key));
+                }
+            }
+        }
+        if any_of_alg {
+            return Err(Failure::BadSignature.into());
+        }
+        if any_key {
+            return Err(Failure::AlgorithmMismatch.into());
+        }
+        if may_refresh {
+            // The first source that can fetch keys now; at most one fetch per cooldown.
+            if let Some(wait) = self.keys.iter().find_map(KeySource::refresh_for_unknown_kid) {
+                return Err(Step::Wait(wait));
+            }
+        }
+        Err(Failure::UnknownKey.into())
+    }
+}
+
+/// Why verification stopped.
+enum Step {
+    Failed(Failure),
+    Wait(KeyWait),
+}
+
+impl From<Failure> for Step {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+/// `typ` values compare case-insensitively, with an optional `application/` prefix (RFC 7515
+/// section 4.1.9).
+fn typ_matches(actual: &str, expected: &str) -> bool {
+    fn short(typ: &str) -> &str {
+        match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => typ.get(12..).unwrap_or(typ),
+            _ => typ,
+        }
+    }
+    short(actual).eq_ignore_ascii_case(short(expected))
+}
+
+/// Whether the request's `Origin` host is one of `domains` or a subdomain of one, with the
+/// rules of `wsguard-origin`'s `DomainSet`. A missing or malformed `Origin`, or a malformed
+/// domain list, is refused.
+#[cfg(feature = "site-token")]
+fn site_allows(domains: &[std::borrow::Cow<'_, str>], headers: &HeaderMap) -> bool {
+    let Ok(Some(origin)) = wsguard_origin::Origin::from_headers(headers) else {
+        return false;
+    };
+    wsguard_origin::DomainSet::new(domains.iter().map(|d| &**d))
+        .is_ok_and(|sites| sites.contains_origin(&origin))
+}
+
+#[cfg(not(feature = "site-token"))]
+fn site_allows(_: &[std::borrow::Cow<'_, str>], _: &HeaderMap) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_comparison() {
+        assert!(typ_matches("JWT", "jwt"));
+        assert!(typ_matches("application/at+jwt", "at+JWT"));
+        assert!(typ_matches("at+jwt", "Application/at+jwt"));
+        assert!(!typ_matches("JWT", "at+jwt"));
+        assert!(!typ_matches("application/", "jwt"));
+    }
+}

@@ -1,0 +1,237 @@
+//! JWKS from a real local HTTP server: rotation, a flood of random `kid`s, stale keys on
+//! failure.
+#![cfg(feature = "jwks")]
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{extract::State, http::StatusCode as AxumStatus, routing::get, Router};
+use common::*;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use wsguard_jwt_auth::{
+    jwks::{Jwks, JwksError},
+    Failure, JwtAuthLayer, NoClaims,
+};
+
+/// The JWKS server: the document it serves (or a 500 when `None`) and how often it was asked.
+#[derive(Clone, Default)]
+struct Server {
+    document: Arc<Mutex<Option<String>>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn serve_doc(&self, doc: Option<String>) {
+        *self.document.lock().unwrap() = doc;
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn start(server: Server) -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/jwks.json",
+            get(|State(server): State<Server>| async move {
+                server.hits.fetch_add(1, Ordering::SeqCst);
+                match server.document.lock().unwrap().clone() {
+                    Some(doc) => (AxumStatus::OK, doc),
+                    None => (AxumStatus::INTERNAL_SERVER_ERROR, String::new()),
+                }
+            }),
+        )
+        .with_state(server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A JWK set with the test P-256 key under each of `kids` (no `alg`: bound to ES256 by its
+/// curve), plus an `oct` key that must be ignored.
+fn document(kids: &[&str]) -> String {
+    let pem = String::from_utf8(P256_PUBLIC.to_vec()).unwrap();
+    let key = Jwk::from_pem(&pem);
+    let mut keys: Vec<String> = kids
+        .iter()
+        .map(|kid| format!(r#"{{"kty":"EC","crv":"P-256","use":"sig","kid":"{kid}","x":"{}","y":"{}"}}"#, key.x, key.y))
+        .collect();
+    keys.push(r#"{"kty":"oct","kid":"hmac","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#.to_owned());
+    format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+}
+
+/// The `x` and `y` of the test P-256 public key, read from its SPKI DER.
+struct Jwk {
+    x: String,
+    y: String,
+}
+
+impl Jwk {
+    fn from_pem(pem: &str) -> Self {
+        use base64::{engine::general_purpose::STANDARD, Engine};
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(body).unwrap();
+        // The uncompressed point 04 || x || y is the last 65 bytes of a P-256 SPKI.
+        let point = &der[der.len() - 65..];
+        assert_eq!(point[0], 4);
+        Self {
+            x: b64(&point[1..33]),
+            y: b64(&point[33..]),
+        }
+    }
+}
+
+fn es256(kid: &str) -> String {
+    sign(
+        &format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#),
+        &claims(""),
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(P256_PRIVATE).unwrap(),
+    )
+}
+
+fn hs256_kid(kid: &str) -> String {
+    sign(
+        &format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#),
+        &claims(""),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&[0x03; 64]),
+    )
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_stale_keys_survive_failures() {
+    let server = Server::default();
+    server.serve_doc(Some(document(&["k1"])));
+    let addr = start(server.clone()).await;
+    let cooldown = Duration::from_millis(300);
+    let jwks = Jwks::from_url(&format!("http://{addr}/jwks.json"))
+        .unwrap()
+        .cooldown(cooldown)
+        .fetch_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), 1, "fetched at start");
+    assert_eq!(jwks.keys().len(), 1, "the oct key is ignored");
+
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<NoClaims>::new(jwks.clone()))
+        .service_fn(inner);
+    assert_eq!(call(&mut svc, bearer(&es256("k1"))).await.status(), StatusCode::OK);
+
+    // The provider rotates in k2. Once the cooldown since the last fetch has passed, the
+    // first token naming k2 makes the cache fetch, and waits for it.
+    server.serve_doc(Some(document(&["k2"])));
+    tokio::time::sleep(cooldown).await;
+    let res = call(&mut svc, bearer(&es256("k2"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+    assert_eq!(server.hits(), 2);
+    // k1 is gone from the new set.
+    let res = call(&mut svc, bearer(&es256("k1"))).await;
+    assert_eq!(failure(&res), Some(Failure::UnknownKey));
+
+    // The server fails: the refresh reports it, and the keys loaded before stay usable.
+    server.serve_doc(None);
+    assert_eq!(jwks.refresh().await, Err(JwksError::Status(500)));
+    assert_eq!(call(&mut svc, bearer(&es256("k2"))).await.status(), StatusCode::OK);
+    // A document without a usable key (only the oct key) does not replace them either.
+    server.serve_doc(Some(document(&[])));
+    assert_eq!(jwks.refresh().await, Err(JwksError::NoUsableKeys));
+    assert_eq!(call(&mut svc, bearer(&es256("k2"))).await.status(), StatusCode::OK);
+    // The oct key of the document can never verify an HS256 token.
+    server.serve_doc(Some(document(&["k2"])));
+    jwks.refresh().await.unwrap();
+    let res = call(&mut svc, bearer(&hs256_kid("hmac"))).await;
+    assert_eq!(failure(&res), Some(Failure::UnknownKey));
+}
+
+#[tokio::test]
+async fn a_flood_of_random_kids_fetches_at_most_once_per_cooldown() {
+    let server = Server::default();
+    server.serve_doc(Some(document(&["k1"])));
+    let addr = start(server.clone()).await;
+    let cooldown = Duration::from_secs(2);
+    let jwks = Jwks::from_url(&format!("http://{addr}/jwks.json"))
+        .unwrap()
+        .cooldown(cooldown)
+        .start()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::<NoClaims>::new(jwks);
+    assert_eq!(server.hits(), 1);
+
+    // Right after the start fetch, within the cooldown: unknown kids are refused at once.
+    let started = Instant::now();
+    let mut svc = ServiceBuilder::new().layer(layer.clone()).service_fn(inner);
+    for i in 0..200 {
+        let res = call(&mut svc, bearer(&es256(&format!("random-{i}")))).await;
+        assert_eq!(failure(&res), Some(Failure::UnknownKey));
+    }
+    let expected_max = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
+    assert!(server.hits() as u128 <= expected_max, "{} fetches", server.hits());
+
+    // After the cooldown, a concurrent flood: the fetches are single-flight.
+    tokio::time::sleep(cooldown).await;
+    let started = Instant::now();
+    let flood = (0..200).map(|i| {
+        let layer = layer.clone();
+        tokio::spawn(async move {
+            let mut svc = ServiceBuilder::new().layer(layer).service_fn(inner);
+            let res = call(&mut svc, bearer(&es256(&format!("flood-{i}")))).await;
+            failure(&res)
+        })
+    });
+    for task in flood {
+        let res = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(res, Some(Failure::UnknownKey));
+    }
+    let windows = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
+    let hits = server.hits() as u128 - 1;
+    assert!(hits >= 1, "an unknown kid after the cooldown fetches");
+    assert!(hits <= windows, "{hits} fetches in {windows} cooldown windows");
+}
+
+#[tokio::test]
+async fn a_slow_server_times_out_and_the_url_comes_only_from_configuration() {
+    // A fetcher that never answers: the fetch times out and the cache keeps no keys.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fetches);
+    let jwks = Jwks::builder(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<jsonwebtoken::jwk::JwkSet, JwksError>>()
+    })
+    .fetch_timeout(Duration::from_millis(100))
+    .build()
+    .unwrap();
+    assert_eq!(jwks.refresh().await, Err(JwksError::Timeout));
+    // A token with a `jku` pointing elsewhere changes nothing: no fetch beyond the cooldown
+    // rule, and the token is refused.
+    let token = sign(
+        r#"{"alg":"ES256","kid":"x","jku":"http://127.0.0.1:1/evil.json"}"#,
+        &claims(""),
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(P256_PRIVATE).unwrap(),
+    );
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<NoClaims>::new(jwks))
+        .service_fn(inner);
+    let res = call(&mut svc, bearer(&token)).await;
+    assert_eq!(failure(&res), Some(Failure::UnknownKey));
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "within the cooldown: no new fetch");
+}
