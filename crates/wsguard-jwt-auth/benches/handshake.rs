@@ -33,7 +33,11 @@ fn provider() -> &'static jsonwebtoken::crypto::CryptoProvider {
 }
 
 fn token(alg: Algorithm, key: &EncodingKey) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"typ":"JWT","alg":"{alg:?}"}}"#));
     let claims = URL_SAFE_NO_PAD.encode(format!(
         r#"{{"sub":"user-42","exp":{exp},"iat":{},"room":"lobby","roles":["reader","writer"]}}"#,
@@ -47,14 +51,22 @@ fn token(alg: Algorithm, key: &EncodingKey) -> String {
     format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-fn bench_alg(c: &mut Criterion, name: &str, alg: Algorithm, enc: EncodingKey, dec: DecodingKey, key: Key) {
+fn bench_alg(
+    c: &mut Criterion,
+    name: &str,
+    alg: Algorithm,
+    enc: EncodingKey,
+    dec: DecodingKey,
+    key: Key,
+) {
     let token = token(alg, &enc);
     let validation = Validation::new(alg);
     let mut group = c.benchmark_group(name);
 
     group.bench_function("jsonwebtoken_decode", |b| {
         b.iter(|| {
-            let data = jsonwebtoken::decode::<ChatClaims>(black_box(&token), &dec, &validation).unwrap();
+            let data =
+                jsonwebtoken::decode::<ChatClaims>(black_box(&token), &dec, &validation).unwrap();
             black_box(data.claims);
         })
     });

@@ -400,7 +400,9 @@ impl<'de> Json<'de> {
             Self::Str(s) => Ok(Some(s.clone())),
             Self::Unsigned(n) => Ok(Some(Cow::Owned(n.to_string()))),
             Self::Signed(n) => Ok(Some(Cow::Owned(n.to_string()))),
-            _ => Err(E::custom("an identifier claim is not a string or an integer")),
+            _ => Err(E::custom(
+                "an identifier claim is not a string or an integer",
+            )),
         }
     }
 
@@ -410,7 +412,9 @@ impl<'de> Json<'de> {
             Self::Null => Ok(None),
             Self::Str(s) => Ok(Some(vec![s.clone()])),
             Self::Strings(v) => Ok(Some(v.clone())),
-            _ => Err(E::custom("a list claim is not a string or an array of strings")),
+            _ => Err(E::custom(
+                "a list claim is not a string or an array of strings",
+            )),
         }
     }
 }
@@ -505,7 +509,10 @@ mod tests {
     fn rejects_what_could_be_read_two_ways() {
         // Each of these must fail to parse: (payload, why).
         let cases: &[(&[u8], &str)] = &[
-            (br#"{"exp":1,"exp":2}"#, "duplicate exp (RFC 7519 section 4)"),
+            (
+                br#"{"exp":1,"exp":2}"#,
+                "duplicate exp (RFC 7519 section 4)",
+            ),
             (br#"{"sub":"a","sub":"b"}"#, "duplicate principal"),
             (br#"{"exp":"1"}"#, "exp as a string"),
             (br#"{"exp":-1}"#, "negative exp"),
@@ -537,13 +544,34 @@ mod tests {
         assert_eq!(rules.check(&parse(ok), 840.0), Ok(()));
         assert_eq!(rules.check(&parse(ok), 839.0), Err(Failure::NotYetValid));
         let cases: &[(&[u8], Failure)] = &[
-            (br#"{"iss":"eve","aud":"api","sub":"u","exp":1000}"#, Failure::WrongIssuer),
-            (br#"{"aud":"api","sub":"u","exp":1000}"#, Failure::WrongIssuer),
-            (br#"{"iss":"joe","aud":["x","y"],"sub":"u","exp":1000}"#, Failure::WrongAudience),
-            (br#"{"iss":"joe","sub":"u","exp":1000}"#, Failure::WrongAudience),
-            (br#"{"iss":"joe","aud":"api","sub":"u"}"#, Failure::MissingClaim),
-            (br#"{"iss":"joe","aud":"api","exp":1000}"#, Failure::NoPrincipal),
-            (br#"{"iss":"joe","aud":"api","sub":"","exp":1000}"#, Failure::NoPrincipal),
+            (
+                br#"{"iss":"eve","aud":"api","sub":"u","exp":1000}"#,
+                Failure::WrongIssuer,
+            ),
+            (
+                br#"{"aud":"api","sub":"u","exp":1000}"#,
+                Failure::WrongIssuer,
+            ),
+            (
+                br#"{"iss":"joe","aud":["x","y"],"sub":"u","exp":1000}"#,
+                Failure::WrongAudience,
+            ),
+            (
+                br#"{"iss":"joe","sub":"u","exp":1000}"#,
+                Failure::WrongAudience,
+            ),
+            (
+                br#"{"iss":"joe","aud":"api","sub":"u"}"#,
+                Failure::MissingClaim,
+            ),
+            (
+                br#"{"iss":"joe","aud":"api","exp":1000}"#,
+                Failure::NoPrincipal,
+            ),
+            (
+                br#"{"iss":"joe","aud":"api","sub":"","exp":1000}"#,
+                Failure::NoPrincipal,
+            ),
         ];
         for (payload, failure) in cases {
             let claims = Registered::parse(payload, names).unwrap();
@@ -551,7 +579,8 @@ mod tests {
         }
         // Without configured audiences, a present `aud` is refused (RFC 7519 section 4.1.3).
         let open = ClaimRules::default();
-        let claims = Registered::parse(br#"{"aud":"api","sub":"u","exp":1000}"#, &open.names).unwrap();
+        let claims =
+            Registered::parse(br#"{"aud":"api","sub":"u","exp":1000}"#, &open.names).unwrap();
         assert_eq!(open.check(&claims, 950.0), Err(Failure::WrongAudience));
     }
 

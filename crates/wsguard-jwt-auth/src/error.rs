@@ -92,10 +92,7 @@ impl fmt::Display for ConfigError {
                 "HMAC secret for {algorithm:?} is {len} bytes; at least {min_len} are required"
             ),
             Self::RsaKeyTooSmall { bits } => {
-                write!(
-                    f,
-                    "RSA key of {bits} bits; at least 2048 bits are required"
-                )
+                write!(f, "RSA key of {bits} bits; at least 2048 bits are required")
             }
             Self::AlgorithmMismatch { algorithm, reason } => {
                 write!(f, "key cannot be used with {algorithm:?}: {reason}")

@@ -23,7 +23,11 @@ pub struct MissingClaims {
 
 impl fmt::Display for MissingClaims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} missing: is the JwtAuthLayer in front of this route?", self.what)
+        write!(
+            f,
+            "{} missing: is the JwtAuthLayer in front of this route?",
+            self.what
+        )
     }
 }
 

@@ -19,8 +19,7 @@ use crate::{
     service::{admit, peer, refuse, unadmit, Decision},
     source::Extracted,
     verify::KeyWait,
-    Claims, ClaimsPredicate, Failure, Revocation, RevocationQuery, RevocationStatus,
-    VerifiedToken,
+    Claims, ClaimsPredicate, Failure, Revocation, RevocationQuery, RevocationStatus, VerifiedToken,
 };
 
 pin_project! {
@@ -212,8 +211,9 @@ where
                 }
                 KindProj::Keys { wait, state } => {
                     ready!(wait.as_mut().poll(cx));
-                    let (pending, extracted) =
-                        state.take().expect("ResponseFuture polled after completion");
+                    let (pending, extracted) = state
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     let Pending {
                         mut inner,
                         mut req,
@@ -234,7 +234,9 @@ where
                 }
                 KindProj::Revocation { check, state } => {
                     let answer = ready!(check.poll(cx));
-                    let pending = state.take().expect("ResponseFuture polled after completion");
+                    let pending = state
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     match answer {
                         Ok(RevocationStatus::Active) => Kind::advance(pending, Stage::Revocation),
                         Ok(RevocationStatus::Revoked) => Kind::fail(pending, Failure::Revoked),
@@ -259,7 +261,9 @@ where
                 }
                 KindProj::Predicate { check, state } => {
                     let allowed = ready!(check.poll(cx));
-                    let pending = state.take().expect("ResponseFuture polled after completion");
+                    let pending = state
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     if allowed {
                         Kind::advance(pending, Stage::Predicate)
                     } else {

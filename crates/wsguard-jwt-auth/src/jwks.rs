@@ -202,7 +202,10 @@ impl HttpFetcher {
         let mut response = self
             .client
             .get(self.url.clone())
-            .header(http::header::ACCEPT, "application/jwk-set+json, application/json")
+            .header(
+                http::header::ACCEPT,
+                "application/jwk-set+json, application/json",
+            )
             .send()
             .await
             .map_err(transport)?;
@@ -308,7 +311,9 @@ impl JwksBuilder {
             reason: reason.to_owned(),
         };
         if self.refresh_interval.is_zero() || self.fetch_timeout.is_zero() {
-            return Err(invalid("the refresh interval and fetch timeout must not be zero"));
+            return Err(invalid(
+                "the refresh interval and fetch timeout must not be zero",
+            ));
         }
         if self.rsa_algorithm.family() != AlgorithmFamily::Rsa {
             return Err(invalid("the RSA algorithm must be RS* or PS*"));

@@ -73,7 +73,12 @@ impl Key {
             Algorithm::HS256 => 32,
             Algorithm::HS384 => 48,
             Algorithm::HS512 => 64,
-            _ => return Err(mismatch(algorithm, "an HMAC secret needs HS256, HS384 or HS512")),
+            _ => {
+                return Err(mismatch(
+                    algorithm,
+                    "an HMAC secret needs HS256, HS384 or HS512",
+                ))
+            }
         };
         if secret.len() < min_len {
             return Err(ConfigError::HmacSecretTooShort {
@@ -204,7 +209,8 @@ impl Key {
             AlgorithmParameters::EllipticCurve(ec) => {
                 let fits = matches!(
                     (&ec.curve, algorithm),
-                    (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
+                    (EllipticCurve::P256, Algorithm::ES256)
+                        | (EllipticCurve::P384, Algorithm::ES384)
                 );
                 if !fits {
                     return Err(mismatch(algorithm, "the JWK's curve does not fit"));
@@ -234,7 +240,10 @@ impl Key {
     /// Checks the key against its algorithm: family, size, and that the backend accepts it.
     fn checked(algorithm: Algorithm, decoding: DecodingKey) -> Result<Self, ConfigError> {
         if decoding.family() != algorithm.family() {
-            return Err(mismatch(algorithm, "the key belongs to another algorithm family"));
+            return Err(mismatch(
+                algorithm,
+                "the key belongs to another algorithm family",
+            ));
         }
         match (algorithm.family(), decoding.kind()) {
             (AlgorithmFamily::Rsa, kind) => {
@@ -248,7 +257,11 @@ impl Key {
                 }
             }
             (AlgorithmFamily::Ec, DecodingKeyKind::SecretOrDer(point)) => {
-                let expected = if algorithm == Algorithm::ES256 { 65 } else { 97 };
+                let expected = if algorithm == Algorithm::ES256 {
+                    65
+                } else {
+                    97
+                };
                 if point.len() != expected || point.first() != Some(&4) {
                     return Err(mismatch(algorithm, "the key is on another curve"));
                 }
@@ -636,7 +649,10 @@ mod tests {
         assert_eq!(der_tlv(&[0x30]), None);
         assert_eq!(der_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
         assert_eq!(der_tlv(&[0x30, 0x82, 0xff, 0xff]), None);
-        assert_eq!(der_rsa_modulus_bits(&[0x30, 0x03, 0x02, 0x01, 0x05]), Some(3));
+        assert_eq!(
+            der_rsa_modulus_bits(&[0x30, 0x03, 0x02, 0x01, 0x05]),
+            Some(3)
+        );
         assert_eq!(big_endian_bits(&[0, 0, 0x80, 0]), 16);
         assert_eq!(big_endian_bits(&[0, 0]), 0);
     }

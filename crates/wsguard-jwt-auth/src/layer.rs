@@ -61,7 +61,9 @@ impl<C, P: Clone, R: Clone, A: Clone> Clone for Config<C, P, R, A> {
 
 impl<C, P, R, A> Config<C, P, R, A> {
     pub(crate) fn now(&self) -> SystemTime {
-        self.clock.as_ref().map_or_else(SystemTime::now, |clock| clock())
+        self.clock
+            .as_ref()
+            .map_or_else(SystemTime::now, |clock| clock())
     }
 }
 

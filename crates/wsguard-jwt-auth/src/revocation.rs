@@ -350,12 +350,13 @@ impl InMemoryRevocations {
             .as_ref()
             .and_then(|jti| entries.tokens.get(jti))
             .is_some_and(|until| *until > now);
-        let subject_revoked = entries
-            .subjects
-            .get(query.subject.as_str())
-            .is_some_and(|(before, until)| {
-                *until > now && query.issued_at.is_none_or(|iat| iat < *before)
-            });
+        let subject_revoked =
+            entries
+                .subjects
+                .get(query.subject.as_str())
+                .is_some_and(|(before, until)| {
+                    *until > now && query.issued_at.is_none_or(|iat| iat < *before)
+                });
         if token_revoked || subject_revoked {
             RevocationStatus::Revoked
         } else {
@@ -407,7 +408,9 @@ mod tests {
         let store = InMemoryRevocations::new(10);
         let now = SystemTime::now();
         let day = Duration::from_secs(86_400);
-        store.revoke_subject_before("alice", now, now + day).unwrap();
+        store
+            .revoke_subject_before("alice", now, now + day)
+            .unwrap();
         let alice = || RevocationQuery::new(Principal::new("alice"), now);
         assert_eq!(
             store.status(&alice().with_issued_at(now - day)),

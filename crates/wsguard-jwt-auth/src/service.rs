@@ -105,7 +105,10 @@ where
             }
             Decision::Wait(wait, extracted) => Kind::Keys {
                 wait,
-                state: Some((Pending::new(take_ready(&mut self.inner), req, config), extracted)),
+                state: Some((
+                    Pending::new(take_ready(&mut self.inner), req, config),
+                    extracted,
+                )),
             },
         };
         ResponseFuture::new(kind)

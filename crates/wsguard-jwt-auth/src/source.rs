@@ -61,7 +61,11 @@ impl TokenSource {
     /// `+` or characters outside visible ASCII.
     pub fn query(name: &str) -> Result<Self, ConfigError> {
         let bad = |c: u8| !c.is_ascii_graphic() || matches!(c, b'&' | b'=' | b'#' | b'%' | b'+');
-        check_name(name, bad, "a query parameter name needs plain visible ASCII")?;
+        check_name(
+            name,
+            bad,
+            "a query parameter name needs plain visible ASCII",
+        )?;
         Ok(Self {
             kind: SourceKind::Query(name.into()),
         })
@@ -76,7 +80,11 @@ impl TokenSource {
     /// [`ConfigError::InvalidTokenSource`] when `marker` is not a token (RFC 9110 section
     /// 5.6.2), which a subprotocol must be.
     pub fn protocol(marker: &str) -> Result<Self, ConfigError> {
-        check_name(marker, |c| !is_tchar(c), "a subprotocol must be an HTTP token")?;
+        check_name(
+            marker,
+            |c| !is_tchar(c),
+            "a subprotocol must be an HTTP token",
+        )?;
         Ok(Self {
             kind: SourceKind::Protocol(marker.into()),
         })
@@ -89,7 +97,11 @@ impl TokenSource {
     ///
     /// As [`TokenSource::protocol`].
     pub fn protocol_prefix(prefix: &str) -> Result<Self, ConfigError> {
-        check_name(prefix, |c| !is_tchar(c), "a subprotocol must be an HTTP token")?;
+        check_name(
+            prefix,
+            |c| !is_tchar(c),
+            "a subprotocol must be an HTTP token",
+        )?;
         Ok(Self {
             kind: SourceKind::ProtocolPrefix(prefix.into()),
         })
@@ -101,7 +113,11 @@ impl TokenSource {
     ///
     /// [`ConfigError::InvalidTokenSource`] when `name` is not a token (RFC 6265 section 4.1.1).
     pub fn cookie(name: &str) -> Result<Self, ConfigError> {
-        check_name(name, |c| !is_tchar(c), "a cookie name must be an HTTP token")?;
+        check_name(
+            name,
+            |c| !is_tchar(c),
+            "a cookie name must be an HTTP token",
+        )?;
         Ok(Self {
             kind: SourceKind::Cookie(name.into()),
         })
@@ -118,7 +134,11 @@ impl TokenSource {
     }
 }
 
-fn check_name(name: &str, bad: impl Fn(u8) -> bool, reason: &'static str) -> Result<(), ConfigError> {
+fn check_name(
+    name: &str,
+    bad: impl Fn(u8) -> bool,
+    reason: &'static str,
+) -> Result<(), ConfigError> {
     if name.is_empty() || name.bytes().any(bad) {
         return Err(ConfigError::InvalidTokenSource {
             name: name.to_owned(),
@@ -407,34 +427,124 @@ mod tests {
         );
         let cases: &[Case] = &[
             // RFC 6750 section 2.1.
-            ("/ws", &[("authorization", "Bearer a.b.c")], "a.b.c", "authorization", "/ws", None),
-            ("/ws", &[("authorization", "bearer   a.b.c  ")], "a.b.c", "authorization", "/ws", None),
+            (
+                "/ws",
+                &[("authorization", "Bearer a.b.c")],
+                "a.b.c",
+                "authorization",
+                "/ws",
+                None,
+            ),
+            (
+                "/ws",
+                &[("authorization", "bearer   a.b.c  ")],
+                "a.b.c",
+                "authorization",
+                "/ws",
+                None,
+            ),
             // RFC 6750 section 2.3, other parameters kept byte for byte.
             ("/ws?token=a.b.c", &[], "a.b.c", "query", "/ws", None),
-            ("/ws?x=1&token=a.b.c&y=%20+2", &[], "a.b.c", "query", "/ws?x=1&y=%20+2", None),
+            (
+                "/ws?x=1&token=a.b.c&y=%20+2",
+                &[],
+                "a.b.c",
+                "query",
+                "/ws?x=1&y=%20+2",
+                None,
+            ),
             ("/ws?token=a.b.c&y", &[], "a.b.c", "query", "/ws?y", None),
-            ("/ws?%74oken=a.b.c&a=", &[], "a.b.c", "query", "/ws?a=", None),
+            (
+                "/ws?%74oken=a.b.c&a=",
+                &[],
+                "a.b.c",
+                "query",
+                "/ws?a=",
+                None,
+            ),
             ("/ws?token=a%2Eb.c", &[], "a.b.c", "query", "/ws", None),
-            ("/ws?tokens=1&token=a.b.c", &[], "a.b.c", "query", "/ws?tokens=1", None),
+            (
+                "/ws?tokens=1&token=a.b.c",
+                &[],
+                "a.b.c",
+                "query",
+                "/ws?tokens=1",
+                None,
+            ),
             // The browser way: `new WebSocket(url, ["bearer", token])`.
-            ("/ws", &[("sec-websocket-protocol", "bearer, a.b.c")], "a.b.c", "protocol", "/ws", Some("bearer")),
-            ("/ws", &[("sec-websocket-protocol", "chat.v1, bearer,a.b.c, json")], "a.b.c", "protocol", "/ws", Some("chat.v1, bearer, json")),
-            ("/ws", &[("sec-websocket-protocol", "chat"), ("sec-websocket-protocol", "bearer, a.b.c")], "a.b.c", "protocol", "/ws", Some("chat, bearer")),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "bearer, a.b.c")],
+                "a.b.c",
+                "protocol",
+                "/ws",
+                Some("bearer"),
+            ),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "chat.v1, bearer,a.b.c, json")],
+                "a.b.c",
+                "protocol",
+                "/ws",
+                Some("chat.v1, bearer, json"),
+            ),
+            (
+                "/ws",
+                &[
+                    ("sec-websocket-protocol", "chat"),
+                    ("sec-websocket-protocol", "bearer, a.b.c"),
+                ],
+                "a.b.c",
+                "protocol",
+                "/ws",
+                Some("chat, bearer"),
+            ),
             // The Kubernetes way.
-            ("/ws", &[("sec-websocket-protocol", "access_token.a.b.c")], "a.b.c", "protocol", "/ws", None),
-            ("/ws", &[("sec-websocket-protocol", "chat, access_token.a.b.c")], "a.b.c", "protocol", "/ws", Some("chat")),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "access_token.a.b.c")],
+                "a.b.c",
+                "protocol",
+                "/ws",
+                None,
+            ),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "chat, access_token.a.b.c")],
+                "a.b.c",
+                "protocol",
+                "/ws",
+                Some("chat"),
+            ),
             // RFC 6265 section 5.4.
-            ("/ws", &[("cookie", "a=1; jwt=a.b.c; b=2")], "a.b.c", "cookie", "/ws", None),
-            ("/ws", &[("cookie", "jwt=\"a.b.c\"")], "a.b.c", "cookie", "/ws", None),
+            (
+                "/ws",
+                &[("cookie", "a=1; jwt=a.b.c; b=2")],
+                "a.b.c",
+                "cookie",
+                "/ws",
+                None,
+            ),
+            (
+                "/ws",
+                &[("cookie", "jwt=\"a.b.c\"")],
+                "a.b.c",
+                "cookie",
+                "/ws",
+                None,
+            ),
         ];
         for (uri, headers, token, source, uri_after, protocols_after) in cases {
             let mut req = request(uri, headers);
-            let found = extract(&mut req, &all(), 8192).unwrap_or_else(|e| panic!("{uri} {headers:?}: {e:?}"));
+            let found = extract(&mut req, &all(), 8192)
+                .unwrap_or_else(|e| panic!("{uri} {headers:?}: {e:?}"));
             assert_eq!(found.token, *token, "{uri} {headers:?}");
             assert_eq!(found.source, *source, "{uri} {headers:?}");
             assert_eq!(req.uri(), *uri_after, "{uri} {headers:?}");
             assert_eq!(
-                req.headers().get(SEC_WEBSOCKET_PROTOCOL).map(|v| v.to_str().unwrap()),
+                req.headers()
+                    .get(SEC_WEBSOCKET_PROTOCOL)
+                    .map(|v| v.to_str().unwrap()),
                 *protocols_after,
                 "{uri} {headers:?}"
             );
@@ -444,20 +554,58 @@ mod tests {
     #[test]
     fn missing_multiple_and_too_long() {
         // (uri, headers, failure)
-        type Case = (&'static str, &'static [(&'static str, &'static str)], Failure);
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Failure,
+        );
         let cases: &[Case] = &[
             ("/ws", &[], Failure::Missing),
-            ("/ws", &[("authorization", "Basic dXNlcjpwYXNz")], Failure::Missing),
+            (
+                "/ws",
+                &[("authorization", "Basic dXNlcjpwYXNz")],
+                Failure::Missing,
+            ),
             ("/ws?tokens=a.b.c", &[], Failure::Missing),
-            ("/ws", &[("sec-websocket-protocol", "chat, bearer")], Failure::Missing),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "chat, bearer")],
+                Failure::Missing,
+            ),
             ("/ws", &[("cookie", "jwtx=a.b.c")], Failure::Missing),
             // RFC 6750 section 3.1: more than one method is an invalid request.
-            ("/ws?token=a.b.c", &[("authorization", "Bearer a.b.c")], Failure::MultipleTokens),
+            (
+                "/ws?token=a.b.c",
+                &[("authorization", "Bearer a.b.c")],
+                Failure::MultipleTokens,
+            ),
             ("/ws?token=a.b.c&token=a.b.c", &[], Failure::MultipleTokens),
-            ("/ws", &[("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")], Failure::MultipleTokens),
-            ("/ws", &[("sec-websocket-protocol", "bearer, a.b.c, bearer, d.e.f")], Failure::MultipleTokens),
-            ("/ws", &[("cookie", "jwt=a.b.c; jwt=d.e.f")], Failure::MultipleTokens),
-            ("/ws", &[("cookie", "jwt=a.b.c"), ("sec-websocket-protocol", "access_token.x.y.z")], Failure::MultipleTokens),
+            (
+                "/ws",
+                &[
+                    ("authorization", "Bearer a.b.c"),
+                    ("authorization", "Bearer d.e.f"),
+                ],
+                Failure::MultipleTokens,
+            ),
+            (
+                "/ws",
+                &[("sec-websocket-protocol", "bearer, a.b.c, bearer, d.e.f")],
+                Failure::MultipleTokens,
+            ),
+            (
+                "/ws",
+                &[("cookie", "jwt=a.b.c; jwt=d.e.f")],
+                Failure::MultipleTokens,
+            ),
+            (
+                "/ws",
+                &[
+                    ("cookie", "jwt=a.b.c"),
+                    ("sec-websocket-protocol", "access_token.x.y.z"),
+                ],
+                Failure::MultipleTokens,
+            ),
             ("/ws?token=0123456789abcdefX", &[], Failure::TooLong),
         ];
         for (uri, headers, failure) in cases {

@@ -108,7 +108,11 @@ where
             return Err(Failure::CriticalHeader.into());
         }
         if let Some(expected) = &self.typ {
-            if !header.typ.as_deref().is_some_and(|typ| typ_matches(typ, expected)) {
+            if !header
+                .typ
+                .as_deref()
+                .is_some_and(|typ| typ_matches(typ, expected))
+            {
                 return Err(Failure::WrongType.into());
             }
         }
@@ -200,7 +204,11 @@ where
         }
         if may_refresh {
             // The first source that can fetch keys now; at most one fetch per cooldown.
-            if let Some(wait) = self.keys.iter().find_map(KeySource::refresh_for_unknown_kid) {
+            if let Some(wait) = self
+                .keys
+                .iter()
+                .find_map(KeySource::refresh_for_unknown_kid)
+            {
                 return Err(Step::Wait(wait));
             }
         }
@@ -225,7 +233,9 @@ impl From<Failure> for Step {
 fn typ_matches(actual: &str, expected: &str) -> bool {
     fn short(typ: &str) -> &str {
         match typ.get(..12) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => typ.get(12..).unwrap_or(typ),
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => {
+                typ.get(12..).unwrap_or(typ)
+            }
             _ => typ,
         }
     }

@@ -9,9 +9,7 @@ use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use tower::ServiceBuilder;
-use wsguard_jwt_auth::{
-    jwk::Jwk, ConfigError, Failure, JwtAuthLayer, Key, KeySet, TokenSource,
-};
+use wsguard_jwt_auth::{jwk::Jwk, ConfigError, Failure, JwtAuthLayer, Key, KeySet, TokenSource};
 
 type Layer = JwtAuthLayer<serde_json::Value>;
 
@@ -55,7 +53,11 @@ fn rfc_layer(key: Key) -> Layer {
 async fn assert_rfc_accepts(key: Key, token: &str) {
     let res = run(rfc_layer(key), bearer(token)).await;
     assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
-    assert!(res.body().contains("principal=Some(\"joe\")"), "{}", res.body());
+    assert!(
+        res.body().contains("principal=Some(\"joe\")"),
+        "{}",
+        res.body()
+    );
     assert!(res.body().contains(r#""http://example.com/is_root":true"#));
 }
 
@@ -107,7 +109,8 @@ async fn rfc7515_a3_es256() {
 
 #[tokio::test]
 async fn every_supported_algorithm() {
-    let keys = KeySet::from_keys(ALL.map(|alg| decoding(alg).with_kid(format!("{alg:?}")))).unwrap();
+    let keys =
+        KeySet::from_keys(ALL.map(|alg| decoding(alg).with_kid(format!("{alg:?}")))).unwrap();
     let layer: Layer = JwtAuthLayer::new(keys);
     for alg in ALL {
         let header = format!(r#"{{"alg":"{alg:?}","kid":"{alg:?}"}}"#);
@@ -129,9 +132,18 @@ async fn alg_none_is_refused() {
     )
     .unwrap();
     let token = format!("eyJhbGciOiJub25lIn0.{RFC_PAYLOAD}.");
-    assert_refused(rfc_layer(Key::from_jwk(&jwk).unwrap()), &token, Failure::BadHeader).await;
+    assert_refused(
+        rfc_layer(Key::from_jwk(&jwk).unwrap()),
+        &token,
+        Failure::BadHeader,
+    )
+    .await;
     // Spelled differently, or with a signature appended: still no algorithm called none.
-    for header in [r#"{"alg":"None"}"#, r#"{"alg":"NONE"}"#, r#"{"alg":"none","typ":"JWT"}"#] {
+    for header in [
+        r#"{"alg":"None"}"#,
+        r#"{"alg":"NONE"}"#,
+        r#"{"alg":"none","typ":"JWT"}"#,
+    ] {
         let token = format!("{}.{}.{}", b64(header), b64(claims("")), b64("x"));
         assert_refused(hs_layer(), &token, Failure::BadHeader).await;
     }
@@ -148,7 +160,12 @@ async fn algorithm_confusion_hs256_with_the_rsa_public_key_as_secret() {
         Algorithm::HS256,
         &EncodingKey::from_secret(RSA_PUBLIC),
     );
-    assert_refused(JwtAuthLayer::new(rsa.clone()), &forged, Failure::AlgorithmMismatch).await;
+    assert_refused(
+        JwtAuthLayer::new(rsa.clone()),
+        &forged,
+        Failure::AlgorithmMismatch,
+    )
+    .await;
     // The same with the key's `kid` in the header.
     let forged = sign(
         r#"{"alg":"HS256","kid":"rsa"}"#,
@@ -176,7 +193,12 @@ async fn unknown_kid_is_refused() {
     );
     assert_refused(JwtAuthLayer::new(keys.clone()), &token, Failure::UnknownKey).await;
     // A token without a `kid`, when every key has one.
-    assert_refused(JwtAuthLayer::new(keys), &hs256(&claims("")), Failure::UnknownKey).await;
+    assert_refused(
+        JwtAuthLayer::new(keys),
+        &hs256(&claims("")),
+        Failure::UnknownKey,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -185,7 +207,9 @@ async fn kid_pointing_at_a_key_of_another_family_is_refused() {
     // is signed with the key's public PEM as secret; and the reverse, an ES256 token naming
     // the HMAC key.
     let keys = KeySet::from_keys([
-        Key::ec_pem(Algorithm::ES256, P256_PUBLIC).unwrap().with_kid("ec"),
+        Key::ec_pem(Algorithm::ES256, P256_PUBLIC)
+            .unwrap()
+            .with_kid("ec"),
         hs256_key().with_kid("hmac"),
     ])
     .unwrap();
@@ -230,7 +254,12 @@ async fn wrong_audience_is_refused() {
         assert_eq!(res.status(), StatusCode::OK, "{aud}");
     }
     // A token meant for an audience is refused by a layer that names none.
-    assert_refused(hs_layer(), &hs256(&claims(r#""aud":"chat""#)), Failure::WrongAudience).await;
+    assert_refused(
+        hs_layer(),
+        &hs256(&claims(r#""aud":"chat""#)),
+        Failure::WrongAudience,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -246,11 +275,19 @@ async fn expired_token_is_refused_distinguishably() {
     assert_eq!(failure(&res), Some(Failure::Expired));
     // Within the leeway (60 s by default), it passes; with no leeway, it does not.
     let token = hs256(&format!(r#"{{"sub":"alice","exp":{}}}"#, unix_now() - 30));
-    assert_eq!(run(hs_layer(), bearer(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        run(hs_layer(), bearer(&token)).await.status(),
+        StatusCode::OK
+    );
     let res = run(hs_layer().leeway(Duration::ZERO), bearer(&token)).await;
     assert_eq!(failure(&res), Some(Failure::Expired));
     // Without `exp` at all.
-    assert_refused(hs_layer(), &hs256(r#"{"sub":"alice"}"#), Failure::MissingClaim).await;
+    assert_refused(
+        hs_layer(),
+        &hs256(r#"{"sub":"alice"}"#),
+        Failure::MissingClaim,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -258,7 +295,10 @@ async fn nbf_in_the_future_is_refused() {
     let token = hs256(&claims(&format!(r#""nbf":{}"#, unix_now() + 120)));
     assert_refused(hs_layer(), &token, Failure::NotYetValid).await;
     let token = hs256(&claims(&format!(r#""nbf":{}"#, unix_now() + 30)));
-    assert_eq!(run(hs_layer(), bearer(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        run(hs_layer(), bearer(&token)).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -287,7 +327,9 @@ async fn token_over_the_size_cap_is_refused_before_decoding() {
     assert!(token.len() > 8192);
     assert_refused(hs_layer(), &token, Failure::TooLong).await;
     assert_eq!(
-        run(hs_layer().max_token_len(16 * 1024), bearer(&token)).await.status(),
+        run(hs_layer().max_token_len(16 * 1024), bearer(&token))
+            .await
+            .status(),
         StatusCode::OK
     );
     // Garbage over the cap is "too long", not "malformed": the length is looked at first.
@@ -315,7 +357,10 @@ async fn two_tokens_in_one_request_are_refused() {
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .unwrap();
-    assert_eq!(failure(&run(hs_layer(), req).await), Some(Failure::MultipleTokens));
+    assert_eq!(
+        failure(&run(hs_layer(), req).await),
+        Some(Failure::MultipleTokens)
+    );
 }
 
 // --- More of the same family. ------------------------------------------------------------

@@ -66,7 +66,12 @@ fn document(kids: &[&str]) -> String {
     let key = Jwk::from_pem(&pem);
     let mut keys: Vec<String> = kids
         .iter()
-        .map(|kid| format!(r#"{{"kty":"EC","crv":"P-256","use":"sig","kid":"{kid}","x":"{}","y":"{}"}}"#, key.x, key.y))
+        .map(|kid| {
+            format!(
+                r#"{{"kty":"EC","crv":"P-256","use":"sig","kid":"{kid}","x":"{}","y":"{}"}}"#,
+                key.x, key.y
+            )
+        })
         .collect();
     keys.push(r#"{"kty":"oct","kid":"hmac","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#.to_owned());
     format!(r#"{{"keys":[{}]}}"#, keys.join(","))
@@ -130,7 +135,10 @@ async fn rotation_is_picked_up_and_stale_keys_survive_failures() {
     let mut svc = ServiceBuilder::new()
         .layer(JwtAuthLayer::<NoClaims>::new(jwks.clone()))
         .service_fn(inner);
-    assert_eq!(call(&mut svc, bearer(&es256("k1"))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&es256("k1"))).await.status(),
+        StatusCode::OK
+    );
 
     // The provider rotates in k2. Once the cooldown since the last fetch has passed, the
     // first token naming k2 makes the cache fetch, and waits for it.
@@ -146,11 +154,17 @@ async fn rotation_is_picked_up_and_stale_keys_survive_failures() {
     // The server fails: the refresh reports it, and the keys loaded before stay usable.
     server.serve_doc(None);
     assert_eq!(jwks.refresh().await, Err(JwksError::Status(500)));
-    assert_eq!(call(&mut svc, bearer(&es256("k2"))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&es256("k2"))).await.status(),
+        StatusCode::OK
+    );
     // A document without a usable key (only the oct key) does not replace them either.
     server.serve_doc(Some(document(&[])));
     assert_eq!(jwks.refresh().await, Err(JwksError::NoUsableKeys));
-    assert_eq!(call(&mut svc, bearer(&es256("k2"))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&es256("k2"))).await.status(),
+        StatusCode::OK
+    );
     // The oct key of the document can never verify an HS256 token.
     server.serve_doc(Some(document(&["k2"])));
     jwks.refresh().await.unwrap();
@@ -181,7 +195,11 @@ async fn a_flood_of_random_kids_fetches_at_most_once_per_cooldown() {
         assert_eq!(failure(&res), Some(Failure::UnknownKey));
     }
     let expected_max = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
-    assert!(server.hits() as u128 <= expected_max, "{} fetches", server.hits());
+    assert!(
+        server.hits() as u128 <= expected_max,
+        "{} fetches",
+        server.hits()
+    );
 
     // After the cooldown, a concurrent flood: the fetches are single-flight.
     tokio::time::sleep(cooldown).await;
@@ -204,7 +222,10 @@ async fn a_flood_of_random_kids_fetches_at_most_once_per_cooldown() {
     let windows = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
     let hits = server.hits() as u128 - 1;
     assert!(hits >= 1, "an unknown kid after the cooldown fetches");
-    assert!(hits <= windows, "{hits} fetches in {windows} cooldown windows");
+    assert!(
+        hits <= windows,
+        "{hits} fetches in {windows} cooldown windows"
+    );
 }
 
 #[tokio::test]
@@ -233,5 +254,9 @@ async fn a_slow_server_times_out_and_the_url_comes_only_from_configuration() {
         .service_fn(inner);
     let res = call(&mut svc, bearer(&token)).await;
     assert_eq!(failure(&res), Some(Failure::UnknownKey));
-    assert_eq!(fetches.load(Ordering::SeqCst), 1, "within the cooldown: no new fetch");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "within the cooldown: no new fetch"
+    );
 }

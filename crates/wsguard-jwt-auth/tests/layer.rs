@@ -35,7 +35,10 @@ async fn revoked_tokens_are_forbidden() {
         .layer(layer().with_revocation(store.clone()))
         .service_fn(inner);
     let token = hs256(&claims(&format!(r#""jti":"t-1","iat":{}"#, unix_now())));
-    assert_eq!(call(&mut svc, bearer(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&token)).await.status(),
+        StatusCode::OK
+    );
 
     store
         .revoke_token("t-1", SystemTime::now() + hour())
@@ -46,16 +49,32 @@ async fn revoked_tokens_are_forbidden() {
 
     // Every token of alice issued before now: an older one is refused, a newer one passes.
     let older = hs256(&claims(&format!(r#""iat":{}"#, unix_now() - 100)));
-    assert_eq!(call(&mut svc, bearer(&older)).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&older)).await.status(),
+        StatusCode::OK
+    );
     store
-        .revoke_subject_before("alice", SystemTime::now() - Duration::from_secs(10), SystemTime::now() + hour())
+        .revoke_subject_before(
+            "alice",
+            SystemTime::now() - Duration::from_secs(10),
+            SystemTime::now() + hour(),
+        )
         .unwrap();
-    assert_eq!(failure(&call(&mut svc, bearer(&older)).await), Some(Failure::Revoked));
+    assert_eq!(
+        failure(&call(&mut svc, bearer(&older)).await),
+        Some(Failure::Revoked)
+    );
     let newer = hs256(&claims(&format!(r#""iat":{}"#, unix_now())));
-    assert_eq!(call(&mut svc, bearer(&newer)).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&newer)).await.status(),
+        StatusCode::OK
+    );
     // Without `iat`, a token of a cut-off subject cannot be placed in time: refused.
     let undated = hs256(&claims(""));
-    assert_eq!(failure(&call(&mut svc, bearer(&undated)).await), Some(Failure::Revoked));
+    assert_eq!(
+        failure(&call(&mut svc, bearer(&undated)).await),
+        Some(Failure::Revoked)
+    );
 }
 
 /// A store that is down.
@@ -83,9 +102,16 @@ async fn a_failing_store_fails_closed_unless_told_otherwise() {
     assert_eq!(failure(&res), Some(Failure::RevocationUnavailable));
 
     let mut open = ServiceBuilder::new()
-        .layer(layer().with_revocation(down.clone()).revocation_fail_open(true))
+        .layer(
+            layer()
+                .with_revocation(down.clone())
+                .revocation_fail_open(true),
+        )
         .service_fn(inner);
-    assert_eq!(call(&mut open, bearer(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut open, bearer(&token)).await.status(),
+        StatusCode::OK
+    );
     // Asked only for verified tokens: a forged one never reaches the store.
     call(&mut closed, bearer(&forged(&claims("")))).await;
     assert_eq!(down.0.load(Ordering::SeqCst), 2);
@@ -147,7 +173,10 @@ async fn principal_expiry_and_token_are_handed_on() {
             assert_eq!(token.expires_at(), Some(expiry.0));
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         });
-    assert_eq!(call(&mut svc, bearer(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&token)).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -166,14 +195,26 @@ async fn keys_rotate_through_the_handle_without_a_restart() {
         )
     };
     let new_secret = [0x55; 32];
-    assert_eq!(call(&mut svc, bearer(&signed("old", SECRET))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&signed("old", SECRET)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     assert_eq!(
         failure(&call(&mut svc, bearer(&signed("new", &new_secret))).await),
         Some(Failure::UnknownKey)
     );
-    let new = Key::hmac(Algorithm::HS256, &new_secret).unwrap().with_kid("new");
+    let new = Key::hmac(Algorithm::HS256, &new_secret)
+        .unwrap()
+        .with_kid("new");
     handle.replace(KeySet::from_keys([new]).unwrap());
-    assert_eq!(call(&mut svc, bearer(&signed("new", &new_secret))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut svc, bearer(&signed("new", &new_secret)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     assert_eq!(
         failure(&call(&mut svc, bearer(&signed("old", SECRET))).await),
         Some(Failure::UnknownKey)
@@ -228,6 +269,10 @@ async fn site_tokens_work_only_on_their_domains() {
     // A token without the claim is no site token.
     let plain = hs256(&claims(""));
     let mut req = bearer(&plain);
-    req.headers_mut().insert("origin", "https://shop.example".parse().unwrap());
-    assert_eq!(failure(&call(&mut svc, req).await), Some(Failure::SiteNotAllowed));
+    req.headers_mut()
+        .insert("origin", "https://shop.example".parse().unwrap());
+    assert_eq!(
+        failure(&call(&mut svc, req).await),
+        Some(Failure::SiteNotAllowed)
+    );
 }

@@ -12,7 +12,9 @@ use tower::ServiceBuilder;
 use wsguard_jwt_auth::{JwtAuthLayer, TokenSource};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// Query strings and header values built from the characters that matter.

@@ -124,11 +124,19 @@ async fn valid_header_and_query_tokens_upgrade() {
         .await
         .unwrap();
     let greeting = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(greeting, Message::text("hello alice in lobby (expires: true)"));
+    assert_eq!(
+        greeting,
+        Message::text("hello alice in lobby (expires: true)")
+    );
 
-    let (mut ws, _) = connect(addr, &format!("/ws?token={token}"), &[]).await.unwrap();
+    let (mut ws, _) = connect(addr, &format!("/ws?token={token}"), &[])
+        .await
+        .unwrap();
     let greeting = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(greeting, Message::text("hello alice in lobby (expires: true)"));
+    assert_eq!(
+        greeting,
+        Message::text("hello alice in lobby (expires: true)")
+    );
 }
 
 #[tokio::test]
@@ -181,7 +189,10 @@ async fn each_failure_gets_its_status_and_header() {
                 );
                 assert_eq!(res.body().as_deref(), Some(body.as_bytes()));
             }
-            other => panic!("{body}: expected a refusal, got {:?}", other.map(|(_, r)| r)),
+            other => panic!(
+                "{body}: expected a refusal, got {:?}",
+                other.map(|(_, r)| r)
+            ),
         }
     }
 }
@@ -229,5 +240,8 @@ async fn close_mode_upgrades_and_closes_with_the_code() {
     .await
     .unwrap();
     let greeting = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(greeting, Message::text("hello alice in lobby (expires: true)"));
+    assert_eq!(
+        greeting,
+        Message::text("hello alice in lobby (expires: true)")
+    );
 }

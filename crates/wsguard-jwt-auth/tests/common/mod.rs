@@ -135,7 +135,10 @@ pub const ALL: [Algorithm; 12] = [
 /// What the inner service saw, as its response body: the URI, the principal, the
 /// `Sec-WebSocket-Protocol` header and whether an expiry was set.
 pub async fn inner(req: Request<()>) -> Result<Response<String>, Infallible> {
-    let principal = req.extensions().get::<Principal>().map(Principal::to_string);
+    let principal = req
+        .extensions()
+        .get::<Principal>()
+        .map(Principal::to_string);
     let token = req.extensions().get::<VerifiedToken>().is_some();
     let expiry = req.extensions().get::<TokenExpiry>().is_some();
     let claims = req
