@@ -194,7 +194,7 @@ async fn a_flood_of_random_kids_fetches_at_most_once_per_cooldown() {
         let res = call(&mut svc, bearer(&es256(&format!("random-{i}")))).await;
         assert_eq!(failure(&res), Some(Failure::UnknownKey));
     }
-    let expected_max = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
+    let expected_max = 1 + started.elapsed().as_millis() / cooldown.as_millis();
     assert!(
         server.hits() as u128 <= expected_max,
         "{} fetches",
@@ -219,7 +219,7 @@ async fn a_flood_of_random_kids_fetches_at_most_once_per_cooldown() {
             .unwrap();
         assert_eq!(res, Some(Failure::UnknownKey));
     }
-    let windows = 1 + started.elapsed().as_millis() / cooldown.as_millis() as u128;
+    let windows = 1 + started.elapsed().as_millis() / cooldown.as_millis();
     let hits = server.hits() as u128 - 1;
     assert!(hits >= 1, "an unknown kid after the cooldown fetches");
     assert!(

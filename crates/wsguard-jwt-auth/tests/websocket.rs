@@ -151,7 +151,8 @@ async fn each_failure_gets_its_status_and_header() {
     let denied = hs256(&room("secret"));
     let bearer = |t: &str| vec![("sec-websocket-protocol", format!("bearer, {t}"))];
     // (headers, status, WWW-Authenticate, body)
-    let cases: Vec<(Vec<(&'static str, String)>, u16, Option<&str>, &str)> = vec![
+    type Case<'a> = (Vec<(&'static str, String)>, u16, Option<&'a str>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (vec![], 401, Some("Bearer"), "authentication required"),
         (
             bearer(&forged),

@@ -1,0 +1,406 @@
+//! Where connection counts live: the [`ConnectionStore`] trait and its bounded in-memory
+//! implementation, [`InMemoryStore`].
+//!
+//! The layer asks a store for every slot a connection needs at once ([`ConnectionStore::acquire`])
+//! and gets a lease back; the slots are given back when the lease is dropped. Acquisition is
+//! all-or-nothing: a connection refused by one limit holds nothing of the others.
+//!
+//! # Stores for a fleet of instances
+//!
+//! A store shared by several instances (Redis, in a later release) keeps each slot as a lease
+//! with an expiry: `acquire` takes the slots with one atomic script, the returned lease renews
+//! them while it lives (from a background task) and releases them when dropped, and the slots
+//! of an instance that crashed come back once their expiry passes. The trait is shaped for
+//! that: acquisition is asynchronous and returns an owned lease whose `Drop` releases.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::{ready, Future, Ready},
+    hash::{BuildHasher, RandomState},
+    num::{NonZeroU32, NonZeroUsize},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+};
+
+use wsguard_core::Key;
+
+/// One slot a connection asks for: a key counted under one limit, and that limit's maximum.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Slot {
+    limit: u16,
+    key: Key,
+    max: NonZeroU32,
+}
+
+impl Slot {
+    /// A slot under the limit numbered `limit`, for `key`, with at most `max` holders.
+    pub const fn new(limit: u16, key: Key, max: NonZeroU32) -> Self {
+        Self { limit, key, max }
+    }
+
+    /// The limit's number (its position in the layer's configuration). Two limits never
+    /// share counts, even for equal keys.
+    pub const fn limit(&self) -> u16 {
+        self.limit
+    }
+
+    /// The key counted.
+    pub const fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The most holders the key may have under this limit.
+    pub const fn max(&self) -> NonZeroU32 {
+        self.max
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Key`'s Debug shows its class only: keys are often personal data.
+        f.debug_struct("Slot")
+            .field("limit", &self.limit)
+            .field("key", &self.key)
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+/// Why a store refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The slot at this index of the request was full.
+    Full {
+        /// Index of the refused slot in the slice given to [`ConnectionStore::acquire`].
+        slot: usize,
+    },
+    /// The store tracks as many keys as it may and the slot at this index needed a new one.
+    TooManyKeys {
+        /// Index of the slot that needed a new key.
+        slot: usize,
+    },
+    /// The store could not answer (a remote store is unreachable, ...).
+    Unavailable,
+}
+
+/// A place to count connections; see the [module docs](self).
+pub trait ConnectionStore: Send + Sync + 'static {
+    /// Holds the acquired slots; dropping it releases them.
+    type Lease: Send + 'static;
+    /// The answer to [`acquire`](Self::acquire).
+    type Future: Future<Output = Result<Self::Lease, Refusal>> + Send + 'static;
+
+    /// Takes one unit of every slot in `slots`, or none of them.
+    ///
+    /// A slot is free while its key has fewer than [`Slot::max`] holders. On refusal nothing
+    /// stays taken.
+    fn acquire(&self, slots: &[Slot]) -> Self::Future;
+}
+
+/// The default bound on the keys an [`InMemoryStore`] tracks at once.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// Connection counts in this process's memory: bounded, sharded, self-cleaning.
+///
+/// - A key is tracked only while it has at least one holder: its entry is removed when its
+///   count falls to zero, so there is nothing to sweep and idle keys cost nothing.
+/// - At most `max_keys` keys (all limits together, default [`DEFAULT_MAX_KEYS`]) are tracked
+///   at once; a connection that needs a new key beyond that is refused
+///   ([`Refusal::TooManyKeys`], answered 503) instead of memory growing. Keys already tracked
+///   keep working.
+/// - Counts are spread over shards, each behind its own short-held mutex, chosen by a
+///   randomly seeded hash of the key, so connections of different keys rarely meet on a lock.
+/// - One tracked key with one holder costs about 140 bytes of heap for an address or a
+///   principal key (the table entry with its share of spare capacity, and the holder's
+///   lease), measured by the crate's `memory` test; figures in `BENCHMARKS.md`.
+///
+/// Acquisition takes the slots one after the other and gives back the ones it took when a
+/// later one is full, so a refused connection never holds anything; a concurrent connection
+/// may, during those few nanoseconds, see a slot as taken and be refused.
+///
+/// Cloning is cheap and shares the counts.
+#[derive(Clone)]
+pub struct InMemoryStore {
+    shared: Arc<Shared>,
+}
+
+/// The counts of one shard: (limit, key) to holders.
+type Shard = Mutex<HashMap<(u16, Key), u32>>;
+
+struct Shared {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    tracked: AtomicUsize,
+    max_keys: usize,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("tracked_keys", &self.tracked_keys())
+            .field("max_keys", &self.shared.max_keys)
+            .field("shards", &self.shared.shards.len())
+            .finish()
+    }
+}
+
+impl InMemoryStore {
+    /// A store tracking at most [`DEFAULT_MAX_KEYS`] keys.
+    pub fn new() -> Self {
+        Self::with_max_keys(NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN))
+    }
+
+    /// A store tracking at most `max_keys` keys at once.
+    pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(4, NonZeroUsize::get);
+        let shards = (cores * 4).next_power_of_two().clamp(4, 256);
+        Self {
+            shared: Arc::new(Shared {
+                shards: (0..shards).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+                tracked: AtomicUsize::new(0),
+                max_keys: max_keys.get(),
+            }),
+        }
+    }
+
+    /// How many keys are tracked now (keys with at least one holder).
+    pub fn tracked_keys(&self) -> usize {
+        self.shared.tracked.load(Ordering::Acquire)
+    }
+
+    /// The most keys tracked at once.
+    pub fn max_keys(&self) -> usize {
+        self.shared.max_keys
+    }
+
+    /// How many holders `key` has under the limit numbered `limit`.
+    pub fn count(&self, limit: u16, key: &Key) -> u32 {
+        let id = (limit, key.clone());
+        self.shared
+            .shard(&id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Takes the slots synchronously; what [`ConnectionStore::acquire`] answers.
+    pub fn try_acquire(&self, slots: &[Slot]) -> Result<InMemoryLease, Refusal> {
+        let mut held = Vec::with_capacity(slots.len());
+        for (index, slot) in slots.iter().enumerate() {
+            let id = (slot.limit, slot.key.clone());
+            if let Err(refusal) = self.shared.take(&id, slot.max, index) {
+                // Give back what this connection took so far: all or nothing.
+                for id in held.drain(..).rev() {
+                    self.shared.give(&id);
+                }
+                return Err(refusal);
+            }
+            held.push(id);
+        }
+        Ok(InMemoryLease {
+            shared: Arc::clone(&self.shared),
+            held,
+        })
+    }
+}
+
+impl Shared {
+    fn shard(&self, id: &(u16, Key)) -> &Shard {
+        // The shard count is a power of two; the hash's low bits pick one.
+        let index = (self.hasher.hash_one(id) as usize) & (self.shards.len() - 1);
+        &self.shards[index]
+    }
+
+    fn take(&self, id: &(u16, Key), max: NonZeroU32, slot: usize) -> Result<(), Refusal> {
+        let mut shard = self
+            .shard(id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = shard.get_mut(id) {
+            if *count >= max.get() {
+                return Err(Refusal::Full { slot });
+            }
+            *count += 1;
+            return Ok(());
+        }
+        // A new key: reserve room for it under the global bound first.
+        let reserved = self
+            .tracked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(Refusal::TooManyKeys { slot });
+        }
+        shard.insert(id.clone(), 1);
+        Ok(())
+    }
+
+    fn give(&self, id: &(u16, Key)) {
+        let mut shard = self
+            .shard(id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = match shard.get_mut(id) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            shard.remove(id);
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl ConnectionStore for InMemoryStore {
+    type Lease = InMemoryLease;
+    type Future = Ready<Result<InMemoryLease, Refusal>>;
+
+    fn acquire(&self, slots: &[Slot]) -> Self::Future {
+        ready(self.try_acquire(slots))
+    }
+}
+
+/// The slots an [`InMemoryStore`] gave a connection; dropping it gives them back.
+pub struct InMemoryLease {
+    shared: Arc<Shared>,
+    held: Vec<(u16, Key)>,
+}
+
+impl fmt::Debug for InMemoryLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryLease")
+            .field("slots", &self.held.len())
+            .finish()
+    }
+}
+
+impl Drop for InMemoryLease {
+    fn drop(&mut self) {
+        for id in self.held.drain(..).rev() {
+            self.shared.give(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn n(v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).unwrap()
+    }
+
+    fn ip(last: u8) -> Key {
+        Key::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)))
+    }
+
+    #[test]
+    fn counts_up_to_the_maximum_and_removes_keys_at_zero() {
+        let store = InMemoryStore::new();
+        let leases: Vec<_> = (0..3)
+            .map(|_| store.try_acquire(&[Slot::new(0, ip(1), n(3))]).unwrap())
+            .collect();
+        assert_eq!(store.count(0, &ip(1)), 3);
+        assert_eq!(
+            store.try_acquire(&[Slot::new(0, ip(1), n(3))]).err(),
+            Some(Refusal::Full { slot: 0 })
+        );
+        assert_eq!(store.count(1, &ip(1)), 0, "limits never share counts");
+        assert_eq!(store.tracked_keys(), 1);
+        drop(leases);
+        assert_eq!(store.count(0, &ip(1)), 0);
+        assert_eq!(store.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn a_refused_connection_holds_nothing() {
+        let store = InMemoryStore::new();
+        let _full = store
+            .try_acquire(&[Slot::new(2, Key::Global, n(1))])
+            .unwrap();
+        let slots = vec![
+            Slot::new(0, ip(1), n(5)),
+            Slot::new(1, ip(2), n(5)),
+            Slot::new(2, Key::Global, n(1)),
+        ];
+        assert_eq!(
+            store.try_acquire(&slots).err(),
+            Some(Refusal::Full { slot: 2 })
+        );
+        assert_eq!(store.count(0, &ip(1)), 0);
+        assert_eq!(store.count(1, &ip(2)), 0);
+        assert_eq!(store.tracked_keys(), 1, "only the global key");
+    }
+
+    #[test]
+    fn the_key_bound_refuses_new_keys_only() {
+        let store = InMemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
+        let _a = store.try_acquire(&[Slot::new(0, ip(1), n(9))]).unwrap();
+        let _b = store.try_acquire(&[Slot::new(0, ip(2), n(9))]).unwrap();
+        assert_eq!(
+            store.try_acquire(&[Slot::new(0, ip(3), n(9))]).err(),
+            Some(Refusal::TooManyKeys { slot: 0 })
+        );
+        let again = store.try_acquire(&[Slot::new(0, ip(1), n(9))]);
+        assert!(again.is_ok(), "a tracked key still works at the bound");
+        assert_eq!(store.tracked_keys(), 2);
+        drop(_b);
+        assert!(store.try_acquire(&[Slot::new(0, ip(3), n(9))]).is_ok());
+    }
+
+    #[test]
+    fn racing_threads_never_exceed_the_maximum() {
+        use std::sync::Barrier;
+        const THREADS: usize = 8;
+        let store = InMemoryStore::new();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let live = Arc::new(AtomicUsize::new(0));
+        for _round in 0..50 {
+            let barrier = Arc::new(Barrier::new(THREADS));
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+                    let (peak, live) = (Arc::clone(&peak), Arc::clone(&live));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let slots =
+                            vec![Slot::new(0, Key::Global, n(3)), Slot::new(1, ip(7), n(2))];
+                        if let Ok(lease) = store.try_acquire(&slots) {
+                            let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            live.fetch_sub(1, Ordering::SeqCst);
+                            drop(lease);
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().unwrap();
+            }
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 2, "the tighter limit holds");
+        assert!(peak.load(Ordering::SeqCst) >= 1);
+        assert_eq!(store.tracked_keys(), 0);
+    }
+}
