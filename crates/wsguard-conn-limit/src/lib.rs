@@ -9,7 +9,7 @@ pub mod store;
 mod telemetry;
 
 pub use future::ResponseFuture;
-// pub use hygiene::{Hygiene, HygieneSocket, Shutdown}; (restored by the lead once hygiene.rs defines them; helper: use `wsguard_conn_limit::hygiene::...` paths meanwhile or uncomment this line once your types exist)
+pub use hygiene::{Hygiene, HygieneSocket, Shutdown};
 pub use layer::{
     ConfigError, ConnLimitBuilder, ConnLimitLayer, Limit, DEFAULT_RETRY_AFTER, MAX_LIMITS,
 };

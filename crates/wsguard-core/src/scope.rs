@@ -166,6 +166,15 @@ impl<B: Default> Default for ScopedBody<B> {
     }
 }
 
+/// A body without a scope from a short text, so that layers outside one that answers with
+/// [`ScopedBody`] can still answer their rejections through
+/// [`HttpRejection`](crate::HttpRejection).
+impl<B: From<&'static str>> From<&'static str> for ScopedBody<B> {
+    fn from(text: &'static str) -> Self {
+        Self::new(B::from(text), None)
+    }
+}
+
 impl<B> Body for ScopedBody<B>
 where
     B: Body,
