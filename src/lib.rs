@@ -9,9 +9,14 @@
 //! |---|---|---|
 //! | `client-ip` | [`client_ip`] | spoofed client addresses: proxy headers are read only from trusted proxies |
 //! | `origin` | [`origin`] | cross-site WebSocket hijacking: `Origin` allow-listing before the upgrade |
+//! | `jwt-auth` | [`jwt_auth`] | forged, expired, revoked or confused tokens: JWT verification at the handshake with pinned algorithms, claims that last the connection |
+//! | `conn-limit` | [`conn_limit`] | connection exhaustion: concurrent sockets per user, IP, key or in all for the socket's whole life; idle timeout, lifetime, heartbeat, graceful shutdown |
 //! | `msg-rate` | [`msg_rate`] | message floods after the upgrade: GCRA message and byte budgets per connection and per user |
 //! | `schema-validate` | [`schema_validate`] | hostile messages: size limits, typed or JSON Schema validation, per-message authorization |
-//! | `full` | all of the above | |
+//! | `full` (default) | all of the above, with `axum` and `tokio-tungstenite` | |
+//!
+//! [`Guard`] assembles the recommended stack in the right order (feature `full`); every
+//! piece also works alone. [`prelude`] imports the usual names.
 //!
 //! The message plane (feature `plane`, on with `msg-rate` and `schema-validate`) runs every
 //! inbound frame of an upgraded socket through a tower service: [`plane::GuardedSocket`].
@@ -50,6 +55,16 @@
 //! # fn main() {}
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(all(feature = "conn-limit", feature = "plane"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "conn-limit", feature = "plane"))))]
+pub mod guard;
+
+#[cfg(all(feature = "conn-limit", feature = "plane"))]
+#[doc(inline)]
+pub use guard::Guard;
+
+pub mod prelude;
 
 #[doc(inline)]
 pub use wsguard_core::{
@@ -93,3 +108,13 @@ pub use wsguard_schema_validate as schema_validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "client-ip")))]
 #[doc(inline)]
 pub use wsguard_client_ip as client_ip;
+
+#[cfg(feature = "jwt-auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt-auth")))]
+#[doc(inline)]
+pub use wsguard_jwt_auth as jwt_auth;
+
+#[cfg(feature = "conn-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conn-limit")))]
+#[doc(inline)]
+pub use wsguard_conn_limit as conn_limit;

@@ -1,0 +1,188 @@
+//! The `chat` example's command line. Every flag can also be set through an environment
+//! variable `WSGUARD_<FLAG>` (for example `WSGUARD_JWT_SECRET`); a bad value is a clear error
+//! and exit code 2, before anything listens.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// A chat server with every wsguard protection on.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chat", version, about)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WSGUARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// HS256 secret for tokens (at least 32 bytes). Without any key option, a random secret
+    /// is generated and demo tokens are printed.
+    #[arg(long, env = "WSGUARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA, EC P-256/P-384 or Ed25519); the algorithm follows from the key
+    /// unless --jwt-alg is given.
+    #[arg(long, env = "WSGUARD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Algorithm for --jwt-public-key (RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384, EdDSA).
+    #[arg(long, env = "WSGUARD_JWT_ALG", requires = "jwt_public_key")]
+    pub jwt_alg: Option<String>,
+
+    /// JWKS URL to fetch verification keys from.
+    #[arg(long, env = "WSGUARD_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "WSGUARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "WSGUARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Allowed Origin (repeatable; wildcards like https://*.example.com). Default: the
+    /// server's own http://127.0.0.1:PORT and http://localhost:PORT.
+    #[arg(long = "allow-origin", env = "WSGUARD_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+
+    /// Refuse handshakes that carry no Origin header (by default non-browser clients, which
+    /// send none, are allowed).
+    #[arg(long, env = "WSGUARD_DENY_MISSING_ORIGIN")]
+    pub deny_missing_origin: bool,
+
+    /// Trusted reverse proxy network (repeatable CIDR). Default: none, so forwarding headers
+    /// are ignored.
+    #[arg(long = "trusted-proxy", env = "WSGUARD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Concurrent connections per user.
+    #[arg(long, env = "WSGUARD_MAX_CONNS_PER_USER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns_per_user: u32,
+
+    /// Concurrent connections per client IP.
+    #[arg(long, env = "WSGUARD_MAX_CONNS_PER_IP", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns_per_ip: u32,
+
+    /// Concurrent connections in all.
+    #[arg(long, env = "WSGUARD_MAX_CONNS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
+
+    /// Messages per second per user (sustained).
+    #[arg(long, env = "WSGUARD_MSG_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub msg_rate: u32,
+
+    /// Messages a user may send at once above the rate.
+    #[arg(long, env = "WSGUARD_MSG_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub msg_burst: u32,
+
+    /// Largest accepted message, in bytes.
+    #[arg(long, env = "WSGUARD_MAX_MESSAGE_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_message_bytes: u32,
+
+    /// Close sockets that send no data for this many seconds (0: never).
+    #[arg(long, env = "WSGUARD_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    /// Close sockets after this many seconds, whatever they do.
+    #[arg(long, env = "WSGUARD_MAX_LIFETIME", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lifetime: u64,
+
+    /// A dialog and its members: ID=MEMBER[,MEMBER...] (repeatable; `*` means everyone).
+    #[arg(long = "dialog", env = "WSGUARD_DIALOG", value_delimiter = ';', value_parser = parse_dialog, default_value = "lobby=*")]
+    pub dialogs: Vec<(String, Members)>,
+
+    /// How refused handshakes are answered: `http` statuses, or `close` codes after
+    /// accepting the upgrade (browsers can read only those).
+    #[arg(long, env = "WSGUARD_REJECT_MODE", value_enum, default_value_t = RejectMode::Http)]
+    pub reject_mode: RejectMode,
+}
+
+/// How refused handshakes are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RejectMode {
+    /// HTTP statuses (401, 403, 429, 503).
+    Http,
+    /// Accept the upgrade, then close with the matching close code.
+    Close,
+}
+
+/// Who may join a dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// Everyone who is authenticated.
+    Everyone,
+    /// These users only.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Members {
+    /// Whether `user` may join.
+    pub fn admits(&self, user: &str) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Only(users) => users.contains(user),
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not a CIDR network (e.g. 10.0.0.0/8) or an IP address"))
+}
+
+fn parse_dialog(s: &str) -> Result<(String, Members), String> {
+    let (id, members) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=MEMBER[,MEMBER...]"))?;
+    let id = id.trim();
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("dialog id `{id}` must be 1-64 characters of [A-Za-z0-9-_.]"));
+    }
+    let members: Vec<&str> = members.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    if members.is_empty() {
+        return Err(format!("dialog `{id}` has no members (use `*` for everyone)"));
+    }
+    let members = if members.contains(&"*") {
+        Members::Everyone
+    } else {
+        Members::Only(members.into_iter().map(str::to_owned).collect())
+    };
+    Ok((id.to_owned(), members))
+}
+
+impl Args {
+    /// The dialogs, by id. A repeated id is an error.
+    pub fn dialog_map(&self) -> Result<BTreeMap<String, Members>, String> {
+        let mut map = BTreeMap::new();
+        for (id, members) in &self.dialogs {
+            if map.insert(id.clone(), members.clone()).is_some() {
+                return Err(format!("dialog `{id}` is given twice"));
+            }
+        }
+        Ok(map)
+    }
+
+    /// The idle timeout, if any.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialogs_parse() {
+        assert_eq!(parse_dialog("lobby=*").unwrap().1, Members::Everyone);
+        let (id, members) = parse_dialog("d1=alice, bob").unwrap();
+        assert_eq!(id, "d1");
+        assert!(members.admits("alice") && members.admits("bob") && !members.admits("eve"));
+        assert!(parse_dialog("d1").is_err());
+        assert!(parse_dialog("=alice").is_err());
+        assert!(parse_dialog("d1=").is_err());
+        assert!(parse_dialog("d 1=alice").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! A chat server with every wsguard protection on: the main job of the project.
+//!
+//! ```text
+//! cargo run --release --example chat
+//! ```
+//!
+//! With no key configured it generates a random HS256 secret, prints demo tokens for `alice`
+//! and `bob`, and the URL of a demo page to chat from a browser. `--help` lists the options
+//! (each also readable from `WSGUARD_<FLAG>`).
+//!
+//! Routes: `/` the demo page, `/ws` the WebSocket, `/metrics` Prometheus text, `/healthz`.
+//!
+//! The stack, outermost first: client IP (trusted proxies only), Origin allow-list, JWT
+//! (query `?token=`, `Authorization: Bearer`, or the `bearer, <token>` subprotocol form),
+//! connection limits (per user, per IP, in all) held for the socket's life; then, on every
+//! message, connection hygiene (idle timeout, lifetime, heartbeat, shutdown), the per-user
+//! message rate, typed validation of the protocol and per-message authorization (only
+//! members may subscribe to a dialog).
+
+// The modules are shared with the in-process tests (tests/chat.rs).
+#![allow(unreachable_pub)]
+
+mod cli;
+mod hub;
+mod server;
+mod socket;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::{cli::Args, server::Fatal};
+
+fn main() -> ExitCode {
+    // clap prints its own errors and exits with code 2.
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wsguard=debug".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chat: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) => {
+            eprintln!("chat: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+

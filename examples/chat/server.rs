@@ -1,0 +1,365 @@
+//! The chat server as a function, so that tests can start it in-process.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use wsguard::{
+    axum::GuardedUpgrade,
+    client_ip::{ClientIpLayer, TrustedProxies},
+    conn_limit::{ConnLimitLayer, Hygiene, Shutdown},
+    jwt_auth::{Algorithm, JwtAuthLayer, Key, NoClaims, TokenSource},
+    key::PrincipalKey,
+    msg_rate::{rate, Budget, MessageRateLimitLayer},
+    origin::{AllowList, OriginGuardLayer},
+    plane::ConnectionInfo,
+    schema_validate::{Access, ValidateMessageLayer},
+    Guard,
+};
+
+use crate::{
+    cli::{Args, RejectMode},
+    hub::{ClientMsg, ErrorCode, Hub},
+};
+
+/// Per-message authorization: only members of a dialog may subscribe to it. Unknown dialogs
+/// pass, so that the application can answer `not_found`.
+#[derive(Debug, Clone)]
+pub struct Members(Arc<Hub>);
+
+impl wsguard::schema_validate::Authorize<ClientMsg> for Members {
+    type Future = std::future::Ready<Access>;
+
+    fn authorize(&self, conn: &ConnectionInfo, message: &ClientMsg) -> Self::Future {
+        let ClientMsg::Subscribe(dialog) = message else {
+            return std::future::ready(Access::Allow);
+        };
+        let user = conn.principal().map_or("", |p| p.as_str());
+        std::future::ready(match self.0.may_join(user, &dialog.dialog_id) {
+            Err(ErrorCode::Forbidden) => Access::Deny,
+            _ => Access::Allow,
+        })
+    }
+}
+
+/// The chat's guard: every protection, in the recommended order.
+pub type ChatGuard = Guard<
+    ClientIpLayer,
+    OriginGuardLayer,
+    JwtAuthLayer<NoClaims>,
+    ConnLimitLayer,
+    MessageRateLimitLayer,
+    ValidateMessageLayer<ClientMsg, Arc<Members>>,
+>;
+
+#[derive(Clone)]
+struct App {
+    guard: ChatGuard,
+    hub: Arc<Hub>,
+    page: Arc<str>,
+    metrics: PrometheusHandle,
+}
+
+/// A startup error: printed, and the process exits with code 2 before anything listens.
+pub struct Fatal(pub String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(error: E) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// The key the layer verifies with, and, in demo mode, the secret to sign demo tokens.
+fn verification_key(args: &Args) -> Result<(Key, Option<Vec<u8>>), Fatal> {
+    if let Some(secret) = &args.jwt_secret {
+        let key = Key::hmac(Algorithm::HS256, secret.as_bytes())
+            .map_err(|e| Fatal(format!("--jwt-secret: {e}")))?;
+        return Ok((key, None));
+    }
+    if let Some(path) = &args.jwt_public_key {
+        let pem = std::fs::read(path)
+            .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())))?;
+        return public_key(&pem, args.jwt_alg.as_deref())
+            .map(|key| (key, None))
+            .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())));
+    }
+    let mut secret = vec![0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| Fatal(format!("no randomness: {e}")))?;
+    let key = Key::hmac(Algorithm::HS256, &secret)?;
+    Ok((key, Some(secret)))
+}
+
+/// A PEM public key; the algorithm follows from the key unless `alg` names one.
+fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
+    let alg = alg
+        .map(|a| a.parse::<Algorithm>().map_err(|_| format!("unknown algorithm `{a}`")))
+        .transpose()?;
+    let text = String::from_utf8_lossy(pem);
+    let result = match alg {
+        Some(alg @ (Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
+        | Algorithm::PS384 | Algorithm::PS512)) => Key::rsa_pem(alg, pem),
+        Some(alg @ (Algorithm::ES256 | Algorithm::ES384)) => Key::ec_pem(alg, pem),
+        Some(Algorithm::EdDSA) => Key::ed_pem(pem),
+        Some(other) => return Err(format!("{other:?} is not a public-key algorithm")),
+        None if text.contains("BEGIN RSA PUBLIC KEY") => Key::rsa_pem(Algorithm::RS256, pem),
+        None => Key::ed_pem(pem)
+            .or_else(|_| Key::ec_pem(Algorithm::ES256, pem))
+            .or_else(|_| Key::ec_pem(Algorithm::ES384, pem))
+            .or_else(|_| Key::rsa_pem(Algorithm::RS256, pem)),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// The guard, from the arguments and the bound address.
+fn guard(args: &Args, key: Key, addr: SocketAddr, hub: &Arc<Hub>, shutdown: &Shutdown) -> Result<ChatGuard, Fatal> {
+    let close_mode = args.reject_mode == RejectMode::Close;
+
+    let trusted = args
+        .trusted_proxies
+        .iter()
+        .fold(TrustedProxies::new(), |t, net| t.add_net(*net));
+    let client_ip = ClientIpLayer::new().trusted_proxies(trusted);
+
+    let mut allow = AllowList::new();
+    if args.allow_origins.is_empty() {
+        let port = addr.port();
+        allow = allow
+            .add_origin(&format!("http://127.0.0.1:{port}"))?
+            .add_origin(&format!("http://localhost:{port}"))?;
+    }
+    for pattern in &args.allow_origins {
+        allow = allow
+            .add_origin(pattern)
+            .map_err(|e| Fatal(format!("--allow-origin {pattern}: {e}")))?;
+    }
+    let origin = OriginGuardLayer::new(allow).allow_missing_origin(!args.deny_missing_origin);
+
+    let mut auth = JwtAuthLayer::<NoClaims>::new(key);
+    if let Some(url) = &args.jwks_url {
+        let jwks = wsguard::jwt_auth::jwks::Jwks::from_url(url)
+            .and_then(|b| b.build())
+            .map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
+        auth = auth.add_key_source(jwks);
+    }
+    let mut auth = auth
+        .with_token_sources([
+            TokenSource::query("token")?,
+            TokenSource::bearer(),
+            TokenSource::protocol("bearer")?,
+        ])?
+        .reject_after_upgrade(close_mode);
+    if let Some(issuer) = &args.jwt_issuer {
+        auth = auth.with_issuers([issuer.as_str()]);
+    }
+    if let Some(audience) = &args.jwt_audience {
+        auth = auth.with_audiences([audience.as_str()]);
+    }
+
+    let conn_limit = ConnLimitLayer::builder()
+        .global(args.max_conns)
+        .per_ip(args.max_conns_per_ip)
+        .per_principal(args.max_conns_per_user)
+        .close_mode(close_mode)
+        .build()?;
+
+    let rate_limit = MessageRateLimitLayer::new().per_key(
+        PrincipalKey::default(),
+        Budget::new().messages(
+            rate(args.msg_rate)
+                .per(Duration::from_secs(1))
+                .burst(args.msg_burst),
+        ),
+    )?;
+
+    let max = args.max_message_bytes as usize;
+    let validate = ValidateMessageLayer::new()
+        .typed::<ClientMsg>()
+        .max_message_size(max)
+        .authorize(Members(Arc::clone(hub)));
+
+    let mut hygiene = Hygiene::new()
+        .max_lifetime(Some(Duration::from_secs(args.max_lifetime)))
+        .heartbeat(Duration::from_secs(30), Duration::from_secs(10))
+        .shutdown(shutdown.clone());
+    if let Some(idle) = args.idle_timeout() {
+        hygiene = hygiene.idle_timeout(idle);
+    }
+
+    Ok(Guard::new()
+        .client_ip(client_ip)
+        .origin(origin)
+        .auth(auth)
+        .conn_limit(conn_limit)
+        .rate_limit(rate_limit)
+        .validate(validate)
+        .hygiene(hygiene)
+        .max_message_size(max))
+}
+
+/// A demo token for `user`, valid for a day.
+fn demo_token(secret: &[u8], user: &str) -> Result<String, Fatal> {
+    signing_backend();
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
+    let claims = serde_json::json!({ "sub": user, "exp": exp });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )?)
+}
+
+/// Picks jsonwebtoken's signing backend for the demo tokens. (Verification does not depend
+/// on it: wsguard-jwt-auth names its backend explicitly, and with `--all-features` both
+/// backends are compiled in, when jsonwebtoken cannot choose by itself.)
+pub fn signing_backend() {
+    // Err only means a backend is installed already.
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
+/// The demo page, pre-filled with demo tokens only in zero-configuration mode.
+fn page(tokens: Option<(&str, &str)>) -> Result<String, Fatal> {
+    let tokens = match tokens {
+        Some((alice, bob)) => serde_json::json!({ "alice": alice, "bob": bob }),
+        None => serde_json::json!({}),
+    };
+    // JSON inside a <script>: escape `<` so no value can close the element.
+    let tokens = serde_json::to_string(&tokens)?.replace('<', "\\u003c");
+    Ok(include_str!("page.html").replace("/*DEMO_TOKENS*/{}", &tokens))
+}
+
+/// A started chat server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The demo tokens of alice and bob, in zero-configuration mode.
+    pub demo_tokens: Option<(String, String)>,
+    /// Closes every socket with 1001 when triggered.
+    pub shutdown: Shutdown,
+    stop: Arc<tokio::sync::Notify>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes every socket with 1001 and waits (at most `grace`) for them.
+    pub async fn stop(self, grace: Duration) -> Result<(), Fatal> {
+        self.stop.notify_one();
+        self.server.await.map_err(|e| Fatal(e.to_string()))??;
+        let _ = tokio::time::timeout(grace, self.shutdown.closed()).await;
+        Ok(())
+    }
+}
+
+/// The process-wide Prometheus recorder (a process has one metrics recorder).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Validates the arguments, binds and starts serving in the background.
+pub async fn start(args: &Args) -> Result<Running, Fatal> {
+    let dialogs = args.dialog_map().map_err(Fatal)?;
+    let (key, demo_secret) = verification_key(args)?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Fatal(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let hub = Hub::new(dialogs);
+    let shutdown = Shutdown::new();
+    let guard = guard(args, key, addr, &hub, &shutdown)?;
+
+    let demo_tokens = match &demo_secret {
+        Some(secret) => Some((demo_token(secret, "alice")?, demo_token(secret, "bob")?)),
+        None => None,
+    };
+    let page = page(demo_tokens.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))?;
+    let app = App {
+        guard: guard.clone(),
+        hub,
+        page: page.into(),
+        metrics: metrics_handle(),
+    };
+    let router = Router::new()
+        .route("/ws", get(ws).layer(guard.handshake()))
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(app);
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        let (stop, shutdown) = (Arc::clone(&stop), shutdown.clone());
+        async move {
+            stop.notified().await;
+            tracing::info!("shutting down: closing sockets with 1001");
+            shutdown.trigger();
+        }
+    });
+    Ok(Running {
+        addr,
+        demo_tokens,
+        shutdown,
+        stop,
+        server: tokio::spawn(async move { server.await }),
+    })
+}
+
+/// Runs the chat server until Ctrl-C.
+pub async fn run(args: Args) -> Result<(), Fatal> {
+    let running = start(&args).await?;
+    let addr = running.addr;
+    println!("chat: listening on http://{addr}/ (WebSocket at ws://{addr}/ws)");
+    if let Some((alice, bob)) = &running.demo_tokens {
+        println!("chat: no key configured: demo mode with a random HS256 secret");
+        println!("chat: token for alice: {alice}");
+        println!("chat: token for bob:   {bob}");
+        println!("chat: open http://{addr}/ in a browser to chat");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    // Upgraded sockets outlive the HTTP server: give them a moment to close cleanly.
+    running.stop(Duration::from_secs(10)).await
+}
+
+async fn ws(State(app): State<App>, upgrade: GuardedUpgrade) -> Response {
+    let hub = Arc::clone(&app.hub);
+    app.guard
+        .on_upgrade(upgrade.protocols(["bearer"]), move |socket| {
+            crate::socket::serve(socket, hub)
+        })
+}
+
+async fn index(State(app): State<App>) -> Html<String> {
+    Html(app.page.to_string())
+}
+
+async fn metrics_text(State(app): State<App>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}

@@ -1,0 +1,33 @@
+//! The names most applications need: `use wsguard::prelude::*;`.
+
+pub use wsguard_core::{
+    key::{ClientIpKey, GlobalKey, PrincipalKey},
+    ClientIp, Connection, Principal, Reason, Rejection,
+};
+
+#[cfg(feature = "axum")]
+pub use wsguard_core::axum::GuardedUpgrade;
+
+#[cfg(feature = "plane")]
+pub use wsguard_core::plane::{GuardedSocket, Verdict};
+
+#[cfg(feature = "client-ip")]
+pub use wsguard_client_ip::{ClientIpLayer, TrustedProxies};
+
+#[cfg(feature = "origin")]
+pub use wsguard_origin::{AllowList, OriginGuardLayer};
+
+#[cfg(feature = "jwt-auth")]
+pub use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, Key as JwtKey, TokenSource};
+
+#[cfg(feature = "conn-limit")]
+pub use wsguard_conn_limit::{ConnLimitLayer, Hygiene, Limit, Shutdown};
+
+#[cfg(feature = "msg-rate")]
+pub use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
+
+#[cfg(feature = "schema-validate")]
+pub use wsguard_schema_validate::{Access, ValidateMessageLayer};
+
+#[cfg(all(feature = "conn-limit", feature = "plane"))]
+pub use crate::Guard;

@@ -1,0 +1,330 @@
+//! The `chat` example, started in-process on 127.0.0.1:0 (the example's own server
+//! function) and driven through real sockets by tokio-tungstenite clients.
+#![cfg(feature = "full")]
+#![allow(dead_code, unreachable_pub)]
+
+#[path = "../examples/chat/cli.rs"]
+mod cli;
+#[path = "../examples/chat/hub.rs"]
+mod hub;
+#[path = "../examples/chat/server.rs"]
+mod server;
+#[path = "../examples/chat/socket.rs"]
+mod socket;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, protocol::frame::coding::CloseCode, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "a test secret that is 32 bytes long!";
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn start(extra: &[&str]) -> server::Running {
+    let mut argv = vec!["chat", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET];
+    argv.extend_from_slice(extra);
+    let args = cli::Args::try_parse_from(argv).unwrap();
+    match server::start(&args).await {
+        Ok(running) => running,
+        Err(server::Fatal(message)) => panic!("chat did not start: {message}"),
+    }
+}
+
+fn token(user: &str, exp_from_now: i64) -> String {
+    server::signing_backend();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": user, "exp": now + exp_from_now }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Connects with `?token=` (if any) and an `Origin` (if any).
+async fn connect(
+    running: &server::Running,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Client, tungstenite::http::Response<Option<Vec<u8>>>> {
+    let url = match token {
+        Some(token) => format!("ws://{}/ws?token={token}", running.addr),
+        None => format!("ws://{}/ws", running.addr),
+    };
+    let mut req = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    match timeout(WAIT, tokio_tungstenite::connect_async(req)).await.unwrap() {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::Error::Http(res)) => Err(*res),
+        Err(other) => panic!("unexpected client error: {other}"),
+    }
+}
+
+fn own_origin(running: &server::Running) -> String {
+    format!("http://127.0.0.1:{}", running.addr.port())
+}
+
+async fn user(running: &server::Running, name: &str) -> Client {
+    connect(running, Some(&token(name, 3600)), Some(&own_origin(running)))
+        .await
+        .unwrap_or_else(|res| panic!("{name} refused: {}", res.status()))
+}
+
+async fn send(socket: &mut Client, json: serde_json::Value) {
+    socket.send(Message::text(json.to_string())).await.unwrap();
+}
+
+/// The next JSON text frame.
+async fn recv(socket: &mut Client) -> serde_json::Value {
+    loop {
+        match timeout(WAIT, socket.next()).await.expect("no answer") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the close frame; its code.
+async fn close_code(socket: &mut Client) -> Option<CloseCode> {
+    loop {
+        match timeout(WAIT, socket.next()).await.expect("no close") {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+async fn http_get(running: &server::Running, path: &str) -> String {
+    let mut tcp = TcpStream::connect(running.addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    timeout(WAIT, tcp.read_to_string(&mut out)).await.unwrap().unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_valid_token_and_origin_upgrade_and_ping_pongs() {
+    let running = start(&[]).await;
+    let mut alice = user(&running, "alice").await;
+    send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
+    // The subprotocol form: the token is never echoed as the selected protocol.
+    let mut req = format!("ws://{}/ws", running.addr).into_client_request().unwrap();
+    let offer = format!("bearer, {}", token("bob", 3600));
+    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
+    let (mut bob, res) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(res.headers()["sec-websocket-protocol"], "bearer");
+    send(&mut bob, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut bob).await["type"], "pong");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn refused_handshakes_get_their_status() {
+    let running = start(&[]).await;
+    let valid = token("alice", 3600);
+    let own = own_origin(&running);
+
+    let res = connect(&running, Some(&valid), Some("https://evil.example")).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "foreign Origin");
+
+    let res = connect(&running, None, Some(&own)).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "missing token");
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert_eq!(challenge, "Bearer");
+
+    let res = connect(&running, Some(&token("alice", -3600)), Some(&own)).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "expired token");
+    let expired = res.headers()["www-authenticate"].to_str().unwrap();
+    assert!(expired.contains("token expired"), "distinguishable: {expired}");
+
+    let forged = format!("{}x", &valid[..valid.len() - 1]);
+    let res = connect(&running, Some(&forged), Some(&own)).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(!res.headers()["www-authenticate"].to_str().unwrap().contains("expired"));
+
+    // The refusals are counted on /metrics.
+    let metrics = http_get(&running, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"));
+    for needle in [
+        "wsguard_rejections_total{layer=\"origin\",reason=\"origin_not_allowed\"}",
+        "reason=\"credentials_missing\"",
+        "reason=\"token_expired\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+    }
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn a_fourth_connection_for_one_user_is_refused() {
+    let running = start(&[]).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(user(&running, "alice").await);
+    }
+    let res = connect(&running, Some(&token("alice", 3600)), Some(&own_origin(&running)))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    let _bob = user(&running, "bob").await;
+    let metrics = http_get(&running, "/metrics").await;
+    assert!(metrics.contains("wsguard_conn_limit_refusals_total{limit=\"principal\",reason=\"too_many_connections\"}"), "{metrics}");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn a_flood_is_answered_with_rate_limited() {
+    let running = start(&["--msg-rate", "1", "--msg-burst", "3"]).await;
+    let mut alice = user(&running, "alice").await;
+    for _ in 0..10 {
+        send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(recv(&mut alice).await);
+    }
+    let pongs = answers.iter().filter(|a| a["type"] == "pong").count();
+    let limited = answers
+        .iter()
+        .filter(|a| *a == &serde_json::json!({"type": "error", "code": "rate_limited"}))
+        .count();
+    assert_eq!(pongs + limited, 10);
+    assert!((3..=4).contains(&pongs), "the burst passes, then the rate: {answers:?}");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn dialogs_are_for_their_members_only() {
+    let running = start(&["--dialog", "lobby=*", "--dialog", "secret=bob"]).await;
+    let mut alice = user(&running, "alice").await;
+    let mut bob = user(&running, "bob").await;
+    let sub = |d: &str| serde_json::json!({"type": "subscribe", "payload": {"dialog_id": d}});
+    let error = |code: &str| serde_json::json!({"type": "error", "code": code});
+
+    send(&mut alice, sub("secret")).await;
+    assert_eq!(recv(&mut alice).await, error("forbidden"));
+    send(&mut alice, sub("nowhere")).await;
+    assert_eq!(recv(&mut alice).await, error("not_found"));
+    let post = serde_json::json!({"type": "send", "payload": {"dialog_id": "lobby", "text": "hi"}});
+    send(&mut alice, post.clone()).await;
+    assert_eq!(recv(&mut alice).await, error("forbidden"), "not subscribed");
+    send(&mut alice, serde_json::json!({"type": "dance"})).await;
+    assert_eq!(recv(&mut alice).await, error("invalid_message"));
+
+    for (socket, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        send(socket, sub("lobby")).await;
+        assert_eq!(
+            recv(socket).await,
+            serde_json::json!({"type": "subscribed", "dialog_id": "lobby"}),
+            "{name}"
+        );
+    }
+    send(&mut alice, post).await;
+    let delivered = serde_json::json!({"type": "message", "dialog_id": "lobby", "from": "alice", "text": "hi"});
+    assert_eq!(recv(&mut alice).await, delivered);
+    assert_eq!(recv(&mut bob).await, delivered);
+    send(&mut bob, serde_json::json!({"type": "unsubscribe", "payload": {"dialog_id": "lobby"}})).await;
+    assert_eq!(recv(&mut bob).await, serde_json::json!({"type": "unsubscribed", "dialog_id": "lobby"}));
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn an_oversize_message_closes_with_1009() {
+    let running = start(&["--max-message-bytes", "1024"]).await;
+    let mut alice = user(&running, "alice").await;
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(1500));
+    alice.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut alice).await, Some(CloseCode::Size));
+
+    // Far over the limit, the transport refuses the frame while it arrives: the connection
+    // ends (without a close frame) and its slot comes back.
+    let mut open = vec![user(&running, "bob").await, user(&running, "bob").await];
+    let mut huge = user(&running, "bob").await;
+    let _ = huge.send(Message::text("x".repeat(1 << 20))).await;
+    assert_ne!(close_code(&mut huge).await, Some(CloseCode::Normal));
+    drop(huge);
+    let again = timeout(WAIT, async {
+        loop {
+            match connect(&running, Some(&token("bob", 3600)), Some(&own_origin(&running))).await {
+                Ok(socket) => return socket,
+                Err(res) => assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slot of the refused socket came back");
+    open.push(again);
+    drop(open);
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let running = start(&[]).await;
+    let mut alice = user(&running, "alice").await;
+    let shutdown = running.shutdown.clone();
+    let stopping = tokio::spawn(running.stop(WAIT));
+    assert_eq!(close_code(&mut alice).await, Some(CloseCode::Away));
+    drop(alice);
+    timeout(WAIT, shutdown.closed()).await.unwrap();
+    assert!(stopping.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn the_page_and_health_answer() {
+    let running = start(&[]).await;
+    let page = http_get(&running, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("wsguard chat"));
+    assert!(page.contains("const DEMO_TOKENS = {};"), "no demo tokens when a key is configured");
+    assert!(http_get(&running, "/healthz").await.ends_with("ok"));
+    running.stop(WAIT).await.ok();
+
+    // Zero configuration: demo tokens for alice and bob, and they work.
+    let args = cli::Args::try_parse_from(["chat", "--listen", "127.0.0.1:0"]).unwrap();
+    let demo = match server::start(&args).await {
+        Ok(running) => running,
+        Err(server::Fatal(message)) => panic!("{message}"),
+    };
+    let (alice, _bob) = demo.demo_tokens.clone().expect("demo tokens");
+    let page = http_get(&demo, "/").await;
+    assert!(page.contains(&alice), "the demo page is pre-filled");
+    let mut socket = connect(&demo, Some(&alice), Some(&own_origin(&demo))).await.unwrap();
+    send(&mut socket, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut socket).await["type"], "pong");
+    demo.stop(WAIT).await.ok();
+}
+
+#[test]
+fn bad_flags_are_refused_before_listening() {
+    for argv in [
+        vec!["chat", "--max-conns-per-user", "0"],
+        vec!["chat", "--listen", "nowhere"],
+        vec!["chat", "--dialog", "no-members="],
+        vec!["chat", "--reject-mode", "maybe"],
+        vec!["chat", "--trusted-proxy", "10.0.0.0/99"],
+    ] {
+        let error = cli::Args::try_parse_from(&argv).unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{argv:?}");
+    }
+}
