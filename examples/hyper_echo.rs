@@ -81,9 +81,8 @@ pub async fn start(listen: SocketAddr) -> Result<Server, Box<dyn std::error::Err
         .per_ip(20)
         .per_principal(3)
         .build()?;
-    let rate_limit = MessageRateLimitLayer::new().per_connection(
-        Budget::new().messages(rate(10).per(Duration::from_secs(1)).burst(20)),
-    )?;
+    let rate_limit = MessageRateLimitLayer::new()
+        .per_connection(Budget::new().messages(rate(10).per(Duration::from_secs(1)).burst(20)))?;
     let hygiene = Hygiene::new().idle_timeout(Duration::from_secs(300));
 
     // Both of jsonwebtoken's backends may be compiled in (`--all-features`); pick one to sign.

@@ -343,14 +343,20 @@ where
         let upgrade = match self.max_message_size {
             Some(max) => {
                 let transport = max.saturating_mul(2);
-                upgrade.max_message_size(transport).max_frame_size(transport)
+                upgrade
+                    .max_message_size(transport)
+                    .max_frame_size(transport)
             }
             None => upgrade,
         };
         let hygiene = self.hygiene.clone().unwrap_or_default();
         let messages = self.messages();
         upgrade.on_upgrade(move |socket, conn| {
-            callback(GuardedSocket::layered(hygiene.wrap(socket), conn, &messages))
+            callback(GuardedSocket::layered(
+                hygiene.wrap(socket),
+                conn,
+                &messages,
+            ))
         })
     }
 }

@@ -44,7 +44,10 @@ async fn start(extra: &[&str]) -> server::Running {
 
 fn token(user: &str, exp_from_now: i64) -> String {
     server::signing_backend();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &serde_json::json!({ "sub": user, "exp": now + exp_from_now }),
@@ -67,7 +70,10 @@ async fn connect(
     if let Some(origin) = origin {
         req.headers_mut().insert("origin", origin.parse().unwrap());
     }
-    match timeout(WAIT, tokio_tungstenite::connect_async(req)).await.unwrap() {
+    match timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+    {
         Ok((socket, _)) => Ok(socket),
         Err(tungstenite::Error::Http(res)) => Err(*res),
         Err(other) => panic!("unexpected client error: {other}"),
@@ -79,9 +85,13 @@ fn own_origin(running: &server::Running) -> String {
 }
 
 async fn user(running: &server::Running, name: &str) -> Client {
-    connect(running, Some(&token(name, 3600)), Some(&own_origin(running)))
-        .await
-        .unwrap_or_else(|res| panic!("{name} refused: {}", res.status()))
+    connect(
+        running,
+        Some(&token(name, 3600)),
+        Some(&own_origin(running)),
+    )
+    .await
+    .unwrap_or_else(|res| panic!("{name} refused: {}", res.status()))
 }
 
 async fn send(socket: &mut Client, json: serde_json::Value) {
@@ -112,11 +122,16 @@ async fn close_code(socket: &mut Client) -> Option<CloseCode> {
 
 async fn http_get(running: &server::Running, path: &str) -> String {
     let mut tcp = TcpStream::connect(running.addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
-    timeout(WAIT, tcp.read_to_string(&mut out)).await.unwrap().unwrap();
+    timeout(WAIT, tcp.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     out
 }
 
@@ -127,9 +142,12 @@ async fn a_valid_token_and_origin_upgrade_and_ping_pongs() {
     send(&mut alice, serde_json::json!({"type": "ping"})).await;
     assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
     // The subprotocol form: the token is never echoed as the selected protocol.
-    let mut req = format!("ws://{}/ws", running.addr).into_client_request().unwrap();
+    let mut req = format!("ws://{}/ws", running.addr)
+        .into_client_request()
+        .unwrap();
     let offer = format!("bearer, {}", token("bob", 3600));
-    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", offer.parse().unwrap());
     let (mut bob, res) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(res.headers()["sec-websocket-protocol"], "bearer");
     send(&mut bob, serde_json::json!({"type": "ping"})).await;
@@ -143,23 +161,38 @@ async fn refused_handshakes_get_their_status() {
     let valid = token("alice", 3600);
     let own = own_origin(&running);
 
-    let res = connect(&running, Some(&valid), Some("https://evil.example")).await.unwrap_err();
+    let res = connect(&running, Some(&valid), Some("https://evil.example"))
+        .await
+        .unwrap_err();
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "foreign Origin");
 
     let res = connect(&running, None, Some(&own)).await.unwrap_err();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "missing token");
-    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(challenge, "Bearer");
 
-    let res = connect(&running, Some(&token("alice", -3600)), Some(&own)).await.unwrap_err();
+    let res = connect(&running, Some(&token("alice", -3600)), Some(&own))
+        .await
+        .unwrap_err();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "expired token");
     let expired = res.headers()["www-authenticate"].to_str().unwrap();
-    assert!(expired.contains("token expired"), "distinguishable: {expired}");
+    assert!(
+        expired.contains("token expired"),
+        "distinguishable: {expired}"
+    );
 
     let forged = format!("{}x", &valid[..valid.len() - 1]);
-    let res = connect(&running, Some(&forged), Some(&own)).await.unwrap_err();
+    let res = connect(&running, Some(&forged), Some(&own))
+        .await
+        .unwrap_err();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert!(!res.headers()["www-authenticate"].to_str().unwrap().contains("expired"));
+    assert!(!res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("expired"));
 
     // The refusals are counted on /metrics.
     let metrics = http_get(&running, "/metrics").await;
@@ -169,7 +202,10 @@ async fn refused_handshakes_get_their_status() {
         "reason=\"credentials_missing\"",
         "reason=\"token_expired\"",
     ] {
-        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from /metrics:\n{metrics}"
+        );
     }
     running.stop(WAIT).await.ok();
 }
@@ -181,9 +217,13 @@ async fn a_fourth_connection_for_one_user_is_refused() {
     for _ in 0..3 {
         open.push(user(&running, "alice").await);
     }
-    let res = connect(&running, Some(&token("alice", 3600)), Some(&own_origin(&running)))
-        .await
-        .unwrap_err();
+    let res = connect(
+        &running,
+        Some(&token("alice", 3600)),
+        Some(&own_origin(&running)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     let _bob = user(&running, "bob").await;
@@ -209,7 +249,10 @@ async fn a_flood_is_answered_with_rate_limited() {
         .filter(|a| *a == &serde_json::json!({"type": "error", "code": "rate_limited"}))
         .count();
     assert_eq!(pongs + limited, 10);
-    assert!((3..=4).contains(&pongs), "the burst passes, then the rate: {answers:?}");
+    assert!(
+        (3..=4).contains(&pongs),
+        "the burst passes, then the rate: {answers:?}"
+    );
     running.stop(WAIT).await.ok();
 }
 
@@ -240,11 +283,19 @@ async fn dialogs_are_for_their_members_only() {
         );
     }
     send(&mut alice, post).await;
-    let delivered = serde_json::json!({"type": "message", "dialog_id": "lobby", "from": "alice", "text": "hi"});
+    let delivered =
+        serde_json::json!({"type": "message", "dialog_id": "lobby", "from": "alice", "text": "hi"});
     assert_eq!(recv(&mut alice).await, delivered);
     assert_eq!(recv(&mut bob).await, delivered);
-    send(&mut bob, serde_json::json!({"type": "unsubscribe", "payload": {"dialog_id": "lobby"}})).await;
-    assert_eq!(recv(&mut bob).await, serde_json::json!({"type": "unsubscribed", "dialog_id": "lobby"}));
+    send(
+        &mut bob,
+        serde_json::json!({"type": "unsubscribe", "payload": {"dialog_id": "lobby"}}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut bob).await,
+        serde_json::json!({"type": "unsubscribed", "dialog_id": "lobby"})
+    );
     running.stop(WAIT).await.ok();
 }
 
@@ -265,7 +316,13 @@ async fn an_oversize_message_closes_with_1009() {
     drop(huge);
     let again = timeout(WAIT, async {
         loop {
-            match connect(&running, Some(&token("bob", 3600)), Some(&own_origin(&running))).await {
+            match connect(
+                &running,
+                Some(&token("bob", 3600)),
+                Some(&own_origin(&running)),
+            )
+            .await
+            {
                 Ok(socket) => return socket,
                 Err(res) => assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS),
             }
@@ -296,7 +353,10 @@ async fn the_page_and_health_answer() {
     let running = start(&[]).await;
     let page = http_get(&running, "/").await;
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("wsguard chat"));
-    assert!(page.contains("const DEMO_TOKENS = {};"), "no demo tokens when a key is configured");
+    assert!(
+        page.contains("const DEMO_TOKENS = {};"),
+        "no demo tokens when a key is configured"
+    );
     assert!(http_get(&running, "/healthz").await.ends_with("ok"));
     running.stop(WAIT).await.ok();
 
@@ -309,7 +369,9 @@ async fn the_page_and_health_answer() {
     let (alice, _bob) = demo.demo_tokens.clone().expect("demo tokens");
     let page = http_get(&demo, "/").await;
     assert!(page.contains(&alice), "the demo page is pre-filled");
-    let mut socket = connect(&demo, Some(&alice), Some(&own_origin(&demo))).await.unwrap();
+    let mut socket = connect(&demo, Some(&alice), Some(&own_origin(&demo)))
+        .await
+        .unwrap();
     send(&mut socket, serde_json::json!({"type": "ping"})).await;
     assert_eq!(recv(&mut socket).await["type"], "pong");
     demo.stop(WAIT).await.ok();

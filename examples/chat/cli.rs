@@ -43,7 +43,11 @@ pub struct Args {
 
     /// Allowed Origin (repeatable; wildcards like https://*.example.com). Default: the
     /// server's own http://127.0.0.1:PORT and http://localhost:PORT.
-    #[arg(long = "allow-origin", env = "WSGUARD_ALLOW_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allow-origin",
+        env = "WSGUARD_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allow_origins: Vec<String>,
 
     /// Refuse handshakes that carry no Origin header (by default non-browser clients, which
@@ -137,12 +141,25 @@ fn parse_dialog(s: &str) -> Result<(String, Members), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not ID=MEMBER[,MEMBER...]"))?;
     let id = id.trim();
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(format!("dialog id `{id}` must be 1-64 characters of [A-Za-z0-9-_.]"));
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "dialog id `{id}` must be 1-64 characters of [A-Za-z0-9-_.]"
+        ));
     }
-    let members: Vec<&str> = members.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    let members: Vec<&str> = members
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
     if members.is_empty() {
-        return Err(format!("dialog `{id}` has no members (use `*` for everyone)"));
+        return Err(format!(
+            "dialog `{id}` has no members (use `*` for everyone)"
+        ));
     }
     let members = if members.contains(&"*") {
         Members::Everyone

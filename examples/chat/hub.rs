@@ -16,7 +16,12 @@ use crate::cli::Members;
 
 /// A message from a client: `{"type": ..., "payload": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    content = "payload",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum ClientMsg {
     /// `{"type":"ping"}`.
     Ping,
@@ -146,8 +151,15 @@ impl Hub {
 
     fn publish(&self, dialog: &str, msg: &ServerMsg) {
         let text: Arc<str> = msg.to_json().into();
-        let subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
-        for outbox in subscribers.get(dialog).into_iter().flat_map(HashMap::values) {
+        let subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for outbox in subscribers
+            .get(dialog)
+            .into_iter()
+            .flat_map(HashMap::values)
+        {
             // A full outbox means a slow reader: it misses this message rather than making
             // everyone else wait or memory grow.
             if outbox.try_send(text.clone()).is_err() {

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,wsguard=debug".into()),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("chat: cannot start the runtime: {error}");
@@ -55,4 +58,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

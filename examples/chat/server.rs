@@ -103,12 +103,21 @@ fn verification_key(args: &Args) -> Result<(Key, Option<Vec<u8>>), Fatal> {
 /// A PEM public key; the algorithm follows from the key unless `alg` names one.
 fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
     let alg = alg
-        .map(|a| a.parse::<Algorithm>().map_err(|_| format!("unknown algorithm `{a}`")))
+        .map(|a| {
+            a.parse::<Algorithm>()
+                .map_err(|_| format!("unknown algorithm `{a}`"))
+        })
         .transpose()?;
     let text = String::from_utf8_lossy(pem);
     let result = match alg {
-        Some(alg @ (Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
-        | Algorithm::PS384 | Algorithm::PS512)) => Key::rsa_pem(alg, pem),
+        Some(
+            alg @ (Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512),
+        ) => Key::rsa_pem(alg, pem),
         Some(alg @ (Algorithm::ES256 | Algorithm::ES384)) => Key::ec_pem(alg, pem),
         Some(Algorithm::EdDSA) => Key::ed_pem(pem),
         Some(other) => return Err(format!("{other:?} is not a public-key algorithm")),
@@ -122,7 +131,13 @@ fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
 }
 
 /// The guard, from the arguments and the bound address.
-fn guard(args: &Args, key: Key, addr: SocketAddr, hub: &Arc<Hub>, shutdown: &Shutdown) -> Result<ChatGuard, Fatal> {
+fn guard(
+    args: &Args,
+    key: Key,
+    addr: SocketAddr,
+    hub: &Arc<Hub>,
+    shutdown: &Shutdown,
+) -> Result<ChatGuard, Fatal> {
     let close_mode = args.reject_mode == RejectMode::Close;
 
     let trusted = args

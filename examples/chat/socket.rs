@@ -21,7 +21,11 @@ where
     Svc: Service<Inbound<Message>, Response = Verdict<Message>>,
     Svc::Error: fmt::Display,
 {
-    let Some(user) = socket.connection().principal().map(|p| p.as_str().to_owned()) else {
+    let Some(user) = socket
+        .connection()
+        .principal()
+        .map(|p| p.as_str().to_owned())
+    else {
         // The handshake layers always set the principal; without one there is no chat.
         return;
     };

@@ -133,7 +133,9 @@ fn contention(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let semaphore = Arc::clone(&semaphore);
             two_threads(iters, move |_| {
-                drop(black_box(Arc::clone(&semaphore).try_acquire_owned().unwrap()));
+                drop(black_box(
+                    Arc::clone(&semaphore).try_acquire_owned().unwrap(),
+                ));
             })
         })
     });

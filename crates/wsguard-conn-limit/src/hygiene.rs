@@ -373,9 +373,7 @@ impl<S> HygieneSocket<S> {
         self.closed_by = Some(reason);
         self.outgoing = Some(Outgoing::Close(reason));
         self.phase = Phase::Closing;
-        self.timer
-            .as_mut()
-            .reset(Instant::now() + CLOSE_TIMEOUT);
+        self.timer.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
     }
 
     /// Applies the rules whose deadline passed; queues a ping when one is due.
