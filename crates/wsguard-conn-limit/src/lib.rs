@@ -1,4 +1,87 @@
 //! Connection limits that hold for a WebSocket's whole life, and connection hygiene.
+//!
+//! A WebSocket handshake is one HTTP request, but the connection it opens lives for hours.
+//! tower's `ConcurrencyLimit` frees its permit as soon as the `101 Switching Protocols` is
+//! sent, and a listener-level limit is global and queues. An attacker (or a buggy client in
+//! a reconnect loop) can therefore open sockets until memory, file descriptors or the
+//! application's per-socket work run out, and one user can take the capacity of all others.
+//!
+//! [`ConnLimitLayer`] counts connections under several limits at once (in all, per client
+//! IP with IPv6 clients per /64, per authenticated user, per any key such as a path
+//! parameter) and refuses at once, never queueing: 429 with `Retry-After` when a key is at
+//! its limit, 503 when the server is full. The response never tells the limit or the count.
+//! The slots it takes travel through the request's
+//! [`ConnectionScope`](wsguard_core::ConnectionScope) into the upgraded socket's task (via
+//! wsguard-core's hand-offs, `GuardedUpgrade` for axum or raw hyper) and come back when the
+//! socket ends, however it ends: clean close, error, client abort, handler panic, server
+//! shutdown. A streamed response (SSE, a gRPC server stream) keeps its slots in its body until
+//! the stream ends or the client goes away; a plain response gives them back when it is done.
+//! An upgrade answered without a wsguard hand-off would let the socket outlive its slots, so
+//! it is refused (500) and logged at error level with a metric.
+//!
+//! Acquisition is all-or-nothing: a connection refused by one limit holds nothing of the
+//! others. Counts live behind the [`ConnectionStore`] trait; the default [`InMemoryStore`]
+//! is sharded, removes a key when its count reaches zero, and tracks at most a configured
+//! number of keys (100,000 by default; beyond, new keys are refused with 503), about 140
+//! bytes each.
+//!
+//! [`Hygiene`] closes sockets that are idle (4408), too old (4410), silent after a ping
+//! (4504) or open when the server shuts down (1001), so that their slots come back.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{extract::ws::Message, routing::get, Router};
+//! use futures_util::{SinkExt, StreamExt};
+//! use wsguard_conn_limit::{ConnLimitLayer, Hygiene};
+//! use wsguard_core::axum::GuardedUpgrade;
+//!
+//! # fn main() -> Result<(), wsguard_conn_limit::ConfigError> {
+//! // 10,000 sockets in all, 20 per client address, 3 per user (the principal that an
+//! // authentication layer in front, such as wsguard-jwt-auth, sets).
+//! let limits = ConnLimitLayer::builder()
+//!     .global(10_000)
+//!     .per_ip(20)
+//!     .per_principal(3)
+//!     .build()?;
+//! let hygiene = Hygiene::new().idle_timeout(Duration::from_secs(300));
+//!
+//! let app: Router = Router::new()
+//!     .route(
+//!         "/ws",
+//!         get(move |upgrade: GuardedUpgrade| async move {
+//!             upgrade.on_upgrade(move |socket, conn| async move {
+//!                 let mut socket = hygiene.wrap(socket);
+//!                 while let Some(Ok(msg)) = socket.next().await {
+//!                     if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
+//!                         break;
+//!                     }
+//!                 }
+//!                 // `conn` (and with it the connection's slots) drops here.
+//!                 drop(conn);
+//!             })
+//!         }),
+//!     )
+//!     .layer(limits);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is logged and measured
+//!
+//! Refusals are `tracing` events at debug level (a key at its limit) or warn level (the key
+//! store is full), with the limit's name and the key's class (`ip`, `principal`, ...), never
+//! the key itself, which is personal data. With the `metrics` feature:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `wsguard_connections_active` | gauge | `limit` |
+//! | `wsguard_conn_limit_refusals_total` | counter | `limit`, `reason` |
+//! | `wsguard_conn_limit_unclaimed_upgrades_total` | counter | |
+//! | `wsguard_rejections_total` | counter | `layer="conn_limit"`, `reason` |
+//!
+//! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod future;
