@@ -74,16 +74,18 @@ async fn serve(hygiene: Hygiene, alive: Alive) -> SocketAddr {
     addr
 }
 
-type Client = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: SocketAddr) -> Client {
-    timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{addr}/ws")))
-        .await
-        .unwrap()
-        .unwrap()
-        .0
+    timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .0
 }
 
 /// Reads (answering pings, as tungstenite does while reading) until the close frame.
@@ -107,7 +109,11 @@ async fn an_idle_socket_closes_with_4408_and_a_chatty_one_stays() {
     // Twice the idle time, talking every 100 ms: never idle.
     for _ in 0..6 {
         chatty.send(Message::text("hi")).await.unwrap();
-        let echo = timeout(WAIT, chatty.next()).await.unwrap().unwrap().unwrap();
+        let echo = timeout(WAIT, chatty.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(echo, Message::text("hi"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -148,7 +154,10 @@ async fn a_peer_that_answers_pings_stays_and_a_silent_one_closes_with_4504() {
         pings
     })
     .await;
-    assert!(pings.is_err(), "the socket stayed open for the whole window");
+    assert!(
+        pings.is_err(),
+        "the socket stayed open for the whole window"
+    );
 
     // A peer that does not read does not answer: 4504.
     let mut silent = connect(addr).await;
@@ -168,7 +177,11 @@ async fn shutdown_closes_every_socket_with_1001_and_releases_their_guards() {
     for _ in 0..3 {
         let mut client = connect(addr).await;
         client.send(Message::text("hi")).await.unwrap();
-        timeout(WAIT, client.next()).await.unwrap().unwrap().unwrap();
+        timeout(WAIT, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         clients.push(client);
     }
     assert_eq!(shutdown.active(), 3);
@@ -179,7 +192,9 @@ async fn shutdown_closes_every_socket_with_1001_and_releases_their_guards() {
         // Complete the close handshake.
         while let Ok(Some(Ok(_))) = timeout(WAIT, client.next()).await {}
     }
-    timeout(WAIT, shutdown.closed()).await.expect("sockets drained");
+    timeout(WAIT, shutdown.closed())
+        .await
+        .expect("sockets drained");
     alive.until(0).await;
 
     // A socket opened after the trigger closes at once.
