@@ -155,16 +155,17 @@ where
                         }
                         Err(refusal) => {
                             let rejection = refused(config, refusal, slots);
-                            if config.close_mode
-                                && rejection.close_code().is_some()
-                                && is_websocket_upgrade(&req)
-                            {
-                                let pending =
-                                    PendingRejection::defer(req.extensions_mut(), rejection);
-                                let future = inner.call(req);
-                                this.state.set(State::Deferred { future, pending });
+                            let pending = if config.close_mode && is_websocket_upgrade(&req) {
+                                PendingRejection::defer(req.extensions_mut(), rejection)
                             } else {
-                                return Poll::Ready(Ok(reject(config, rejection)));
+                                None
+                            };
+                            match pending {
+                                Some(pending) => {
+                                    let future = inner.call(req);
+                                    this.state.set(State::Deferred { future, pending });
+                                }
+                                None => return Poll::Ready(Ok(reject(config, rejection))),
                             }
                         }
                     }

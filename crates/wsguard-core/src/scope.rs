@@ -224,13 +224,20 @@ impl PendingRejection {
     /// Marks `extensions` to be closed with `rejection` after the upgrade, unless an outer
     /// layer deferred a rejection already (the first one decided wins). Returns the marker
     /// that is in force.
-    pub fn defer(extensions: &mut Extensions, rejection: Rejection) -> Self {
-        extensions
-            .get_or_insert_with(|| Self {
-                rejection,
-                delivered: Arc::default(),
-            })
-            .clone()
+    ///
+    /// Returns `None`, and marks nothing, for a reason that must never be answered by
+    /// accepting the upgrade first (one without a close code: [`Reason::OriginNotAllowed`](crate::Reason::OriginNotAllowed)):
+    /// the caller answers over HTTP instead.
+    pub fn defer(extensions: &mut Extensions, rejection: Rejection) -> Option<Self> {
+        rejection.close_code()?;
+        Some(
+            extensions
+                .get_or_insert_with(|| Self {
+                    rejection,
+                    delivered: Arc::default(),
+                })
+                .clone(),
+        )
     }
 
     /// The rejection to deliver.
@@ -454,8 +461,15 @@ mod tests {
     fn the_first_deferred_rejection_wins_and_fails_closed() {
         use crate::{HttpRejection, Reason};
         let mut ext = Extensions::new();
-        let first = PendingRejection::defer(&mut ext, Rejection::new(Reason::TokenExpired));
-        let second = PendingRejection::defer(&mut ext, Rejection::new(Reason::TooManyConnections));
+        assert!(
+            PendingRejection::defer(&mut ext, Rejection::new(Reason::OriginNotAllowed)).is_none(),
+            "a cross-origin handshake is never accepted, not even to close it"
+        );
+        assert!(ext.get::<PendingRejection>().is_none());
+        let first =
+            PendingRejection::defer(&mut ext, Rejection::new(Reason::TokenExpired)).unwrap();
+        let second =
+            PendingRejection::defer(&mut ext, Rejection::new(Reason::TooManyConnections)).unwrap();
         assert_eq!(second.rejection().reason(), Reason::TokenExpired);
 
         let upgraded = Response::builder().status(101).body(String::new()).unwrap();

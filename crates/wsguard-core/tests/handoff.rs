@@ -140,7 +140,7 @@ mod axum_handoff {
                 ServiceBuilder::new().map_request(move |mut req: Request<axum::body::Body>| {
                     ConnectionScope::of(&mut req).hold(alive.guard());
                     if let Some(rejection) = deferred {
-                        PendingRejection::defer(req.extensions_mut(), rejection);
+                        let _ = PendingRejection::defer(req.extensions_mut(), rejection);
                     }
                     req
                 }),
@@ -212,7 +212,7 @@ mod hyper_handoff {
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     ConnectionScope::of(&mut req).hold(alive.guard());
                     if let Some(rejection) = deferred {
-                        PendingRejection::defer(req.extensions_mut(), rejection);
+                        let _ = PendingRejection::defer(req.extensions_mut(), rejection);
                     }
                     let called = called.clone();
                     async move {

@@ -223,14 +223,16 @@ where
 {
     log_rejection(failure, source, peer(&req));
     if config.close_mode && is_websocket_upgrade(&req) {
-        let pending =
-            PendingRejection::defer(req.extensions_mut(), Rejection::new(failure.reason()));
-        return Kind::Deferred {
-            future: inner.call(req),
-            pending,
-            config: Arc::clone(config),
-            failure,
-        };
+        if let Some(pending) =
+            PendingRejection::defer(req.extensions_mut(), Rejection::new(failure.reason()))
+        {
+            return Kind::Deferred {
+                future: inner.call(req),
+                pending,
+                config: Arc::clone(config),
+                failure,
+            };
+        }
     }
     Kind::Rejected {
         response: Some(config.reject(failure)),
