@@ -22,7 +22,7 @@
 //! Acquisition is all-or-nothing: a connection refused by one limit holds nothing of the
 //! others. Counts live behind the [`ConnectionStore`] trait; the default [`InMemoryStore`]
 //! is sharded, removes a key when its count reaches zero, and tracks at most a configured
-//! number of keys (100,000 by default; beyond, new keys are refused with 503), about 140
+//! number of keys (100,000 by default; beyond, new keys are refused with 503), about 150
 //! bytes each.
 //!
 //! [`Hygiene`] closes sockets that are idle (4408), too old (4410), silent after a ping

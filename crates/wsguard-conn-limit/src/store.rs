@@ -14,7 +14,6 @@
 //! that: acquisition is asynchronous and returns an owned lease whose `Drop` releases.
 
 use std::{
-    collections::HashMap,
     fmt,
     future::{ready, Future, Ready},
     hash::{BuildHasher, RandomState},
@@ -25,6 +24,7 @@ use std::{
     },
 };
 
+use hashbrown::HashTable;
 use wsguard_core::Key;
 
 /// One slot a connection asks for: a key counted under one limit, and that limit's maximum.
@@ -114,7 +114,7 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 ///   keep working.
 /// - Counts are spread over shards, each behind its own short-held mutex, chosen by a
 ///   randomly seeded hash of the key, so connections of different keys rarely meet on a lock.
-/// - One tracked key with one holder costs about 140 bytes of heap for an address or a
+/// - One tracked key with one holder costs about 150 bytes of heap for an address or a
 ///   principal key (the table entry with its share of spare capacity, and the holder's
 ///   lease), measured by the crate's `memory` test; figures in `BENCHMARKS.md`.
 ///
@@ -128,14 +128,30 @@ pub struct InMemoryStore {
     shared: Arc<Shared>,
 }
 
-/// The counts of one shard: (limit, key) to holders.
-type Shard = Mutex<HashMap<(u16, Key), u32>>;
+/// One tracked key: its limit, the key, its hash (computed once per connection) and its
+/// holders.
+struct Count {
+    hash: u64,
+    limit: u16,
+    key: Key,
+    holders: u32,
+}
+
+/// The counts of one shard.
+type Shard = Mutex<HashTable<Count>>;
 
 struct Shared {
     shards: Box<[Shard]>,
     hasher: RandomState,
     tracked: AtomicUsize,
     max_keys: usize,
+}
+
+/// A slot a lease holds: enough to find its count again without hashing.
+struct Held {
+    hash: u64,
+    limit: u16,
+    key: Key,
 }
 
 impl Default for InMemoryStore {
@@ -166,7 +182,7 @@ impl InMemoryStore {
         let shards = (cores * 4).next_power_of_two().clamp(4, 256);
         Self {
             shared: Arc::new(Shared {
-                shards: (0..shards).map(|_| Mutex::default()).collect(),
+                shards: (0..shards).map(|_| Mutex::new(HashTable::new())).collect(),
                 hasher: RandomState::new(),
                 tracked: AtomicUsize::new(0),
                 max_keys: max_keys.get(),
@@ -186,29 +202,32 @@ impl InMemoryStore {
 
     /// How many holders `key` has under the limit numbered `limit`.
     pub fn count(&self, limit: u16, key: &Key) -> u32 {
-        let id = (limit, key.clone());
+        let hash = self.shared.hash(limit, key);
         self.shared
-            .shard(&id)
+            .shard(hash)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
+            .find(hash, |c| c.limit == limit && c.key == *key)
+            .map_or(0, |c| c.holders)
     }
 
     /// Takes the slots synchronously; what [`ConnectionStore::acquire`] answers.
     pub fn try_acquire(&self, slots: &[Slot]) -> Result<InMemoryLease, Refusal> {
         let mut held = Vec::with_capacity(slots.len());
         for (index, slot) in slots.iter().enumerate() {
-            let id = (slot.limit, slot.key.clone());
-            if let Err(refusal) = self.shared.take(&id, slot.max, index) {
+            let hash = self.shared.hash(slot.limit, &slot.key);
+            if let Err(refusal) = self.shared.take(hash, slot, index) {
                 // Give back what this connection took so far: all or nothing.
-                for id in held.drain(..).rev() {
-                    self.shared.give(&id);
+                for held in held.drain(..).rev() {
+                    self.shared.give(&held);
                 }
                 return Err(refusal);
             }
-            held.push(id);
+            held.push(Held {
+                hash,
+                limit: slot.limit,
+                key: slot.key.clone(),
+            });
         }
         Ok(InMemoryLease {
             shared: Arc::clone(&self.shared),
@@ -218,22 +237,27 @@ impl InMemoryStore {
 }
 
 impl Shared {
-    fn shard(&self, id: &(u16, Key)) -> &Shard {
-        // The shard count is a power of two; the hash's low bits pick one.
-        let index = (self.hasher.hash_one(id) as usize) & (self.shards.len() - 1);
+    fn hash(&self, limit: u16, key: &Key) -> u64 {
+        self.hasher.hash_one((limit, key))
+    }
+
+    fn shard(&self, hash: u64) -> &Shard {
+        // The table uses the hash's low bits for buckets and its top seven as tags; the
+        // shard comes from bits in between, so that sharding takes nothing from either.
+        let index = ((hash >> 32) as usize) & (self.shards.len() - 1);
         &self.shards[index]
     }
 
-    fn take(&self, id: &(u16, Key), max: NonZeroU32, slot: usize) -> Result<(), Refusal> {
+    fn take(&self, hash: u64, slot: &Slot, index: usize) -> Result<(), Refusal> {
         let mut shard = self
-            .shard(id)
+            .shard(hash)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = shard.get_mut(id) {
-            if *count >= max.get() {
-                return Err(Refusal::Full { slot });
+        if let Some(count) = shard.find_mut(hash, |c| c.limit == slot.limit && c.key == slot.key) {
+            if count.holders >= slot.max.get() {
+                return Err(Refusal::Full { slot: index });
             }
-            *count += 1;
+            count.holders += 1;
             return Ok(());
         }
         // A new key: reserve room for it under the global bound first.
@@ -243,28 +267,35 @@ impl Shared {
                 (n < self.max_keys).then_some(n + 1)
             });
         if reserved.is_err() {
-            return Err(Refusal::TooManyKeys { slot });
+            return Err(Refusal::TooManyKeys { slot: index });
         }
-        shard.insert(id.clone(), 1);
+        shard.insert_unique(
+            hash,
+            Count {
+                hash,
+                limit: slot.limit,
+                key: slot.key.clone(),
+                holders: 1,
+            },
+            |c| c.hash,
+        );
         Ok(())
     }
 
-    fn give(&self, id: &(u16, Key)) {
+    fn give(&self, held: &Held) {
         let mut shard = self
-            .shard(id)
+            .shard(held.hash)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let last = match shard.get_mut(id) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
+        if let Ok(mut entry) =
+            shard.find_entry(held.hash, |c| c.limit == held.limit && c.key == held.key)
+        {
+            if entry.get().holders > 1 {
+                entry.get_mut().holders -= 1;
+            } else {
+                entry.remove();
+                self.tracked.fetch_sub(1, Ordering::AcqRel);
             }
-            Some(_) => true,
-            None => false,
-        };
-        if last {
-            shard.remove(id);
-            self.tracked.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -281,7 +312,7 @@ impl ConnectionStore for InMemoryStore {
 /// The slots an [`InMemoryStore`] gave a connection; dropping it gives them back.
 pub struct InMemoryLease {
     shared: Arc<Shared>,
-    held: Vec<(u16, Key)>,
+    held: Vec<Held>,
 }
 
 impl fmt::Debug for InMemoryLease {
@@ -294,8 +325,8 @@ impl fmt::Debug for InMemoryLease {
 
 impl Drop for InMemoryLease {
     fn drop(&mut self) {
-        for id in self.held.drain(..).rev() {
-            self.shared.give(&id);
+        for held in self.held.drain(..).rev() {
+            self.shared.give(&held);
         }
     }
 }
