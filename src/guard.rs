@@ -63,9 +63,19 @@
 //! #     MessageRateLimitLayer,
 //! # >;
 //!
+//! // The handshake layers are ordinary tower layers: here under tower-http's tracing and
+//! // timeout (which bounds the handshake, not the socket), in one `ServiceBuilder`.
 //! let app: Router = Router::new()
 //!     .route("/ws", get(ws))
-//!     .layer(guard.handshake())
+//!     .layer(
+//!         tower::ServiceBuilder::new()
+//!             .layer(tower_http::trace::TraceLayer::new_for_http())
+//!             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+//!                 http::StatusCode::REQUEST_TIMEOUT,
+//!                 Duration::from_secs(10),
+//!             ))
+//!             .layer(guard.handshake()),
+//!     )
 //!     .with_state(guard);
 //! # Ok(())
 //! # }
