@@ -58,6 +58,18 @@ impl<C> Clone for Verifier<C> {
     }
 }
 
+/// The bytes of a compact JWS: the base64url alphabet and the dots between the parts.
+const JWS_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        byte += 1;
+    }
+    table
+};
+
 impl<C> Verifier<C>
 where
     C: DeserializeOwned,
@@ -86,17 +98,33 @@ where
         now: SystemTime,
         may_refresh: bool,
     ) -> Result<Verified<C>, Step> {
-        // A compact JWS is three base64url parts (RFC 7515 section 7.1).
-        let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        if !token.bytes().all(|b| base64url(b) || b == b'.') {
-            return Err(Failure::Malformed.into());
+        // A compact JWS is three base64url parts (RFC 7515 section 7.1): one pass checks the
+        // bytes and finds the two dots.
+        let mut dots = [0usize; 2];
+        let mut found = 0;
+        for (at, &byte) in token.as_bytes().iter().enumerate() {
+            if !JWS_BYTES[usize::from(byte)] {
+                return Err(Failure::Malformed.into());
+            }
+            if byte == b'.' {
+                let Some(slot) = dots.get_mut(found) else {
+                    return Err(Failure::Malformed.into());
+                };
+                *slot = at;
+                found += 1;
+            }
         }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let [first, second] = dots;
+        let (Some(header), Some(payload), Some(signature)) = (
+            token.get(..first),
+            token.get(first + 1..second),
+            token.get(second + 1..),
+        ) else {
             return Err(Failure::Malformed.into());
         };
+        if found != 2 {
+            return Err(Failure::Malformed.into());
+        }
         if header.is_empty() || payload.is_empty() {
             return Err(Failure::Malformed.into());
         }
