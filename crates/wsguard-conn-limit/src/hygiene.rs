@@ -135,9 +135,10 @@ impl Hygiene {
         self
     }
 
-    /// Sends a ping `every` interval of silence and closes with 4504 a socket that sends
-    /// nothing (no pong, no other frame) `within` the wait after a ping. Finds peers that
-    /// vanished without closing the TCP connection (a laptop lid, a NAT that forgot).
+    /// Sends a ping every `every` and closes with 4504 a socket that sends nothing (no pong,
+    /// no other frame) `within` the wait after a ping. Finds peers that vanished without
+    /// closing the TCP connection (a laptop lid, a NAT that forgot), and keeps idle
+    /// connections alive through proxies that drop silent ones.
     pub const fn heartbeat(mut self, every: Duration, within: Duration) -> Self {
         self.heartbeat = Some((every, within));
         self
