@@ -151,6 +151,12 @@
 //! | `axum` | [`Claims<C>`] and [`VerifiedToken`] as axum extractors |
 //! | `site-token` | [`site_claim`](JwtAuthLayer::site_claim): site/widget tokens bound to `Origin` domains |
 //! | `metrics` | rejection counters through the `metrics` facade |
+//!
+//! The layer names its `jsonwebtoken` backend explicitly, so it works with either feature or
+//! both. Your own calls to `jsonwebtoken::encode` or `decode` use jsonwebtoken's process-wide
+//! backend, which it cannot choose when both are compiled in (for example under
+//! `--all-features`): install one first with
+//! `jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default()` (or `aws_lc`'s).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod claims;
