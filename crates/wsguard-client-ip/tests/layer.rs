@@ -1,11 +1,10 @@
 //! The layer as a tower service: the rejection for a missing peer in each policy, the
-//! order of peer sources, any body type (gRPC, SSE), and the events it logs.
+//! order of peer sources and any body type (gRPC, SSE). The events it logs are tested in
+//! `logging.rs`.
 
 use std::{
     convert::Infallible,
-    io,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
 };
 
 use http::{Extensions, Request, Response, StatusCode};
@@ -137,98 +136,6 @@ async fn clones_share_the_configuration() {
             .unwrap();
         assert_eq!(res.body(), "192.0.2.3");
     }
-}
-
-/// Collects formatted events.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Runs one request through `layer` and returns what was logged, at every level.
-fn logged(layer: ClientIpLayer, req: Request<String>) -> String {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(layer.layer(service_fn(echo)).oneshot(req))
-            .unwrap();
-    });
-    let bytes = logs.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
-fn levels(logs: &str) -> Vec<&str> {
-    logs.lines()
-        .filter_map(|line| {
-            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
-                .into_iter()
-                .find(|level| line.contains(level))
-        })
-        .collect()
-}
-
-#[test]
-fn events_and_their_levels() {
-    // A missing peer is an error.
-    let logs = logged(loopback(), request(None, &[]));
-    assert_eq!(levels(&logs), ["ERROR"], "{logs}");
-    assert!(logs.contains("no peer address"), "{logs}");
-
-    // A header from an untrusted peer is ignored at trace level; its content is not logged.
-    let logs = logged(
-        ClientIpLayer::new(),
-        request(Some("203.0.113.50:1"), &[("x-forwarded-for", "6.6.6.6")]),
-    );
-    assert!(levels(&logs).iter().all(|l| *l == "TRACE"), "{logs}");
-    assert!(logs.contains("untrusted peer ignored"), "{logs}");
-    assert!(!logs.contains("6.6.6.6"), "{logs}");
-
-    // A duplicated single-value header through a trusted proxy is a warning.
-    let single = loopback().source(Source::x_real_ip()).unwrap();
-    let logs = logged(
-        single,
-        request(
-            Some("127.0.0.1:1"),
-            &[("x-real-ip", "192.0.2.1"), ("x-real-ip", "192.0.2.2")],
-        ),
-    );
-    assert_eq!(levels(&logs), ["WARN"], "{logs}");
-    assert!(
-        logs.contains("x-real-ip") && !logs.contains("192.0.2.1"),
-        "{logs}"
-    );
-
-    // Garbage from a trusted proxy: debug, with the reason and the address used.
-    let logs = logged(
-        loopback(),
-        request(Some("127.0.0.1:1"), &[("x-forwarded-for", "nonsense")]),
-    );
-    assert_eq!(levels(&logs), ["DEBUG"], "{logs}");
-    assert!(logs.contains("unparsable element"), "{logs}");
-
-    // A clean resolution: trace only.
-    let logs = logged(
-        loopback(),
-        request(Some("127.0.0.1:1"), &[("x-forwarded-for", "192.0.2.1")]),
-    );
-    assert_eq!(levels(&logs), ["TRACE"], "{logs}");
-    assert!(logs.contains("client_ip=192.0.2.1"), "{logs}");
 }
 
 #[test]

@@ -1,0 +1,133 @@
+//! The events the layer logs and their levels.
+//!
+//! Alone in its own test binary: a test running on another thread could register the
+//! callsites while no subscriber exists and race with the scoped subscriber used here.
+
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use http::{Request, Response};
+use tower::{service_fn, Layer, ServiceExt};
+use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
+use wsguard_core::{ClientIp, PeerAddr};
+
+/// Answers with the resolved client IP, or "none".
+async fn echo<B>(req: Request<B>) -> Result<Response<String>, Infallible> {
+    let ip = req.extensions().get::<ClientIp>().map(ToString::to_string);
+    Ok(Response::new(ip.unwrap_or_else(|| "none".into())))
+}
+
+fn request(peer: Option<&str>, headers: &[(&str, &str)]) -> Request<String> {
+    let mut req = Request::new(String::new());
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    if let Some(peer) = peer {
+        req.extensions_mut()
+            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+    }
+    req
+}
+
+fn loopback() -> ClientIpLayer {
+    ClientIpLayer::new().trusted_proxies(TrustedProxies::loopback())
+}
+
+/// Collects formatted events.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one request through `layer` and returns what was logged, at every level.
+fn logged(layer: ClientIpLayer, req: Request<String>) -> String {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(layer.layer(service_fn(echo)).oneshot(req))
+            .unwrap();
+    });
+    let bytes = logs.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn levels(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter_map(|line| {
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .into_iter()
+                .find(|level| line.contains(level))
+        })
+        .collect()
+}
+
+#[test]
+fn events_and_their_levels() {
+    // A missing peer is an error.
+    let logs = logged(loopback(), request(None, &[]));
+    assert_eq!(levels(&logs), ["ERROR"], "{logs}");
+    assert!(logs.contains("no peer address"), "{logs}");
+
+    // A header from an untrusted peer is ignored at trace level; its content is not logged.
+    let logs = logged(
+        ClientIpLayer::new(),
+        request(Some("203.0.113.50:1"), &[("x-forwarded-for", "6.6.6.6")]),
+    );
+    assert!(levels(&logs).iter().all(|l| *l == "TRACE"), "{logs}");
+    assert!(logs.contains("untrusted peer ignored"), "{logs}");
+    assert!(!logs.contains("6.6.6.6"), "{logs}");
+
+    // A duplicated single-value header through a trusted proxy is a warning.
+    let single = loopback().source(Source::x_real_ip()).unwrap();
+    let logs = logged(
+        single,
+        request(
+            Some("127.0.0.1:1"),
+            &[("x-real-ip", "192.0.2.1"), ("x-real-ip", "192.0.2.2")],
+        ),
+    );
+    assert_eq!(levels(&logs), ["WARN"], "{logs}");
+    assert!(
+        logs.contains("x-real-ip") && !logs.contains("192.0.2.1"),
+        "{logs}"
+    );
+
+    // Garbage from a trusted proxy: debug, with the reason and the address used.
+    let logs = logged(
+        loopback(),
+        request(Some("127.0.0.1:1"), &[("x-forwarded-for", "nonsense")]),
+    );
+    assert_eq!(levels(&logs), ["DEBUG"], "{logs}");
+    assert!(logs.contains("unparsable element"), "{logs}");
+
+    // A clean resolution: trace only.
+    let logs = logged(
+        loopback(),
+        request(Some("127.0.0.1:1"), &[("x-forwarded-for", "192.0.2.1")]),
+    );
+    assert_eq!(levels(&logs), ["TRACE"], "{logs}");
+    assert!(logs.contains("client_ip=192.0.2.1"), "{logs}");
+}
