@@ -239,7 +239,7 @@ where
     }
 }
 
-impl<S, K, F> Layer<S> for MessageRateLimitLayer<K, F> {
+impl<S, K: KeyStore, F> Layer<S> for MessageRateLimitLayer<K, F> {
     type Service = MessageRateLimit<S, K, F>;
 
     /// Builds the service of one connection, with that connection's own budget.

@@ -116,7 +116,8 @@
 //! keys than the cap (see [`InMemoryStore`]). Implement [`KeyStore`] to keep the budgets in
 //! a shared database instead, so that several server instances share them.
 //!
-//! The per-key budget is keyed once per socket, from the identity of its handshake: put the
+//! The per-key budget is keyed once per socket, from the identity of its handshake (and the
+//! store [prepares](KeyStore::prepare) the key once, so a message costs no hashing): put the
 //! authentication layer (for `PrincipalKey`) or `wsguard-client-ip` (for `ClientIpKey`) in
 //! front of the upgrade. A socket without that identity is closed with 1011 at its first
 //! message, and the misconfiguration is logged at `error` level.
@@ -140,7 +141,7 @@ pub use layer::{MessageRateLimitLayer, OnExcess};
 pub use rate::{rate, Budget, ConfigError, Rate, RateBuilder};
 pub use service::MessageRateLimit;
 pub use store::{
-    Cost, Decision, InMemoryStore, KeyStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL,
+    Cost, Decision, InMemoryStore, KeyStore, PreparedKey, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL,
 };
 
 /// The GCRA implementation these limits rely on.

@@ -14,7 +14,7 @@ use governor::{
 use tower_service::Service;
 use wsguard_core::{
     plane::{ConnectionInfo, ErrorFrame, Inbound, Verdict},
-    telemetry, Key, KeyError, Reason, Rejection, WsMessage,
+    telemetry, KeyError, Reason, Rejection, WsMessage,
 };
 
 use crate::{
@@ -29,16 +29,17 @@ type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, PlaneClock, NoOpMiddle
 const LAYER: &str = "msg_rate";
 
 /// The budgets of one connection, and its key once known.
-pub(crate) struct ConnState {
+pub(crate) struct ConnState<K: KeyStore> {
     clock: PlaneClock,
     messages: Option<DirectLimiter>,
     bytes: Option<DirectLimiter>,
     refusals: Option<DirectLimiter>,
-    key: OnceLock<Result<Key, KeyError>>,
+    /// The key, prepared by the store, and its class (for logs).
+    key: OnceLock<Result<(K::Prepared, &'static str), KeyError>>,
 }
 
-impl ConnState {
-    pub(crate) fn new<K, F>(config: &Config<K, F>) -> Self {
+impl<K: KeyStore> ConnState<K> {
+    pub(crate) fn new<F>(config: &Config<K, F>) -> Self {
         let clock = PlaneClock::new();
         let direct = |quota| RateLimiter::direct_with_clock(quota, clock);
         Self {
@@ -58,14 +59,15 @@ impl ConnState {
 /// for one connection.
 ///
 /// Clones share the connection's budget. See the [crate docs](crate) for an example.
-pub struct MessageRateLimit<S, K = InMemoryStore, F = wsguard_core::plane::JsonErrorFrame> {
+pub struct MessageRateLimit<S, K: KeyStore = InMemoryStore, F = wsguard_core::plane::JsonErrorFrame>
+{
     inner: S,
     config: Arc<Config<K, F>>,
-    conn: Arc<ConnState>,
+    conn: Arc<ConnState<K>>,
 }
 
-impl<S, K, F> MessageRateLimit<S, K, F> {
-    pub(crate) fn new(inner: S, config: Arc<Config<K, F>>, conn: Arc<ConnState>) -> Self {
+impl<S, K: KeyStore, F> MessageRateLimit<S, K, F> {
+    pub(crate) fn new(inner: S, config: Arc<Config<K, F>>, conn: Arc<ConnState<K>>) -> Self {
         Self {
             inner,
             config,
@@ -89,7 +91,7 @@ impl<S, K, F> MessageRateLimit<S, K, F> {
     }
 }
 
-impl<S: Clone, K, F> Clone for MessageRateLimit<S, K, F> {
+impl<S: Clone, K: KeyStore, F> Clone for MessageRateLimit<S, K, F> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -99,7 +101,7 @@ impl<S: Clone, K, F> Clone for MessageRateLimit<S, K, F> {
     }
 }
 
-impl<S: fmt::Debug, K, F> fmt::Debug for MessageRateLimit<S, K, F> {
+impl<S: fmt::Debug, K: KeyStore, F> fmt::Debug for MessageRateLimit<S, K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MessageRateLimit")
             .field("inner", &self.inner)
@@ -148,11 +150,11 @@ where
 }
 
 /// What the check of a message needs after `call` returned.
-pub(crate) struct Pending<S, M, K, F> {
+pub(crate) struct Pending<S, M, K: KeyStore, F> {
     pub(crate) inner: S,
     pub(crate) req: Inbound<M>,
     pub(crate) config: Arc<Config<K, F>>,
-    pub(crate) conn: Arc<ConnState>,
+    pub(crate) conn: Arc<ConnState<K>>,
     pub(crate) progress: Progress,
 }
 
@@ -215,7 +217,7 @@ impl Progress {
     fn advance<M, K, F>(
         &mut self,
         config: &Config<K, F>,
-        conn: &ConnState,
+        conn: &ConnState<K>,
         info: &ConnectionInfo,
     ) -> Next<K::Future, M>
     where
@@ -230,7 +232,7 @@ impl Progress {
     fn advance_now<M, K, F>(
         &mut self,
         config: &Config<K, F>,
-        conn: &ConnState,
+        conn: &ConnState<K>,
         info: &ConnectionInfo,
     ) -> Next<K::Future, M>
     where
@@ -271,11 +273,13 @@ impl Progress {
                         self.stage = Stage::Done;
                         continue;
                     };
-                    let key = conn
-                        .key
-                        .get_or_init(|| keyed.extractor.extract(&info.head()));
+                    let key = conn.key.get_or_init(|| {
+                        let key = keyed.extractor.extract(&info.head())?;
+                        let class = key.class();
+                        Ok((keyed.store.prepare(key), class))
+                    });
                     let key = match key {
-                        Ok(key) => key,
+                        Ok((key, _)) => key,
                         Err(err) => return key_error(*err),
                     };
                     return match keyed.store.check_now(key, self.cost) {
@@ -292,7 +296,7 @@ impl Progress {
         &mut self,
         decision: Decision,
         config: &Config<K, F>,
-        conn: &ConnState,
+        conn: &ConnState<K>,
         info: &ConnectionInfo,
     ) -> Next<K::Future, M>
     where
@@ -301,7 +305,7 @@ impl Progress {
         F: ErrorFrame,
     {
         let class = match conn.key.get() {
-            Some(Ok(key)) => key.class(),
+            Some(Ok((_, class))) => class,
             _ => "key",
         };
         match decision {
@@ -318,7 +322,7 @@ impl Progress {
     fn excess<M, K, F>(
         &mut self,
         config: &Config<K, F>,
-        conn: &ConnState,
+        conn: &ConnState<K>,
         info: &ConnectionInfo,
         scope: &'static str,
         retry_after: Duration,

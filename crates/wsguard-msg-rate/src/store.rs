@@ -1,14 +1,13 @@
 //! Shared per-key budgets: the [`KeyStore`] trait and the bounded [`InMemoryStore`].
 
 use std::{
-    collections::HashMap,
     fmt,
     future::{ready, Future, Ready},
-    hash::BuildHasher,
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     num::{NonZeroU32, NonZeroU64},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
     },
     time::Duration,
 };
@@ -16,7 +15,7 @@ use std::{
 use governor::{
     clock::Clock, middleware::NoOpMiddleware, nanos::Nanos, state::StateStore, RateLimiter,
 };
-use std::hash::RandomState;
+use hashbrown::HashTable;
 use wsguard_core::Key;
 
 use crate::{
@@ -78,20 +77,69 @@ pub enum Decision {
 /// database (Redis, ...) lets several server instances share them. Such a store decides
 /// itself what to answer when its backend is unreachable (fail open with
 /// [`Decision::Allow`], or closed with a [`Decision::Deny`]).
+///
+/// A connection's key is [prepared](Self::prepare) once, at its first message, and every
+/// message of the connection is checked with the prepared key: whatever the key alone
+/// determines (its hash in a map, its name in a database) is computed once per connection,
+/// not once per message.
 pub trait KeyStore: Clone + Send + Sync + 'static {
+    /// A key made ready for the checks of one connection's messages.
+    type Prepared: Send + Sync + 'static;
+
     /// The future of a decision.
     type Future: Future<Output = Decision> + Send + 'static;
 
+    /// Prepares `key` for [`check`](Self::check) and [`check_now`](Self::check_now).
+    fn prepare(&self, key: Key) -> Self::Prepared;
+
     /// Spends `cost` from `key`'s budgets if they all have room.
-    fn check(&self, key: &Key, cost: Cost) -> Self::Future;
+    fn check(&self, key: &Self::Prepared, cost: Cost) -> Self::Future;
 
     /// The same decision, made at once if the store can (an in-process store can), which
     /// spares the layer the asynchronous step. The default says it cannot: `None`, and the
     /// layer calls [`check`](Self::check).
-    fn check_now(&self, key: &Key, cost: Cost) -> Option<Decision> {
+    fn check_now(&self, key: &Self::Prepared, cost: Cost) -> Option<Decision> {
         let _ = (key, cost);
         None
     }
+}
+
+/// A key prepared by an [`InMemoryStore`]: the key and its hash, computed once.
+///
+/// Usable with every [`InMemoryStore`] of the process (their hashes share one random seed).
+/// Its `Debug` output shows the key's [class](Key::class), never its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedKey {
+    key: Key,
+    hash: u64,
+}
+
+impl PreparedKey {
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedKey")
+            .field("class", &self.key.class())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hash for PreparedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of every in-memory store: randomly seeded once per process, so that clients
+/// cannot choose keys that collide, and a [`PreparedKey`] fits every store.
+fn hasher() -> &'static RandomState {
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    HASHER.get_or_init(RandomState::new)
 }
 
 /// The default largest number of keys an [`InMemoryStore`] tracks.
@@ -106,7 +154,7 @@ const SHARDS: usize = 16;
 /// Whether a sweep is due is looked at once per this many checks.
 const SWEEP_CHECK_EVERY: u64 = 64;
 
-type KeyedLimiter = RateLimiter<Key, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
+type KeyedLimiter = RateLimiter<PreparedKey, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
 
 /// Per-key budgets in this process, in a map with a hard cap on its size.
 ///
@@ -130,7 +178,8 @@ type KeyedLimiter = RateLimiter<Key, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
 ///   ever spend more than its burst at once. The store never holds more than `max_keys`
 ///   keys, whatever keys clients make up.
 ///
-/// Keys are hashed with a randomly keyed SipHash, so clients cannot aim at one shard.
+/// Keys are hashed with a randomly keyed SipHash, so clients cannot aim at one shard; each
+/// connection hashes its key once ([`KeyStore::prepare`]), so a message costs no hashing.
 ///
 /// See the [crate docs](crate) for an example.
 #[derive(Clone)]
@@ -200,7 +249,6 @@ impl InMemoryStore {
         let clock = PlaneClock::new();
         let table = Arc::new(Table {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
             shard_cap: (max_keys / shards).max(1),
             max_keys,
             sweep_every: u64::try_from(sweep.as_nanos()).unwrap_or(u64::MAX),
@@ -265,13 +313,19 @@ impl InMemoryStore {
         self.inner.table.sweep_all();
     }
 
+    /// Prepares `key` for [`decide`](Self::decide): hashes it once.
+    pub fn prepare(&self, key: Key) -> PreparedKey {
+        let hash = hasher().hash_one(&key);
+        PreparedKey { key, hash }
+    }
+
     /// Spends `cost` from `key`'s budgets: the message budget first, then the byte budget
     /// (a message the byte budget refuses has still spent its message cell).
-    pub fn decide(&self, key: &Key, cost: Cost) -> Decision {
+    pub fn decide(&self, key: &PreparedKey, cost: Cost) -> Decision {
         read_once(|| self.decide_now(key, cost))
     }
 
-    fn decide_now(&self, key: &Key, cost: Cost) -> Decision {
+    fn decide_now(&self, key: &PreparedKey, cost: Cost) -> Decision {
         let inner = &*self.inner;
         if let Some(limiter) = &inner.messages {
             if let Err(not_until) = limiter.check_key(key) {
@@ -301,13 +355,18 @@ impl InMemoryStore {
 }
 
 impl KeyStore for InMemoryStore {
+    type Prepared = PreparedKey;
     type Future = Ready<Decision>;
 
-    fn check(&self, key: &Key, cost: Cost) -> Self::Future {
+    fn prepare(&self, key: Key) -> PreparedKey {
+        InMemoryStore::prepare(self, key)
+    }
+
+    fn check(&self, key: &PreparedKey, cost: Cost) -> Self::Future {
         ready(self.decide(key, cost))
     }
 
-    fn check_now(&self, key: &Key, cost: Cost) -> Option<Decision> {
+    fn check_now(&self, key: &PreparedKey, cost: Cost) -> Option<Decision> {
         Some(self.decide(key, cost))
     }
 }
@@ -315,7 +374,6 @@ impl KeyStore for InMemoryStore {
 /// The shared table: per key, the GCRA "theoretical arrival time" of each rate (0: none).
 struct Table {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
     shard_cap: usize,
     max_keys: usize,
     sweep_every: u64,
@@ -331,13 +389,26 @@ struct Table {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, [u64; 2]>,
+    map: HashTable<Entry>,
+}
+
+/// One tracked key and the arrival times of its two rates.
+struct Entry {
+    key: Key,
+    tats: [u64; 2],
+}
+
+/// Rehashes an entry when its shard's table grows or shrinks (rare: the hash of a lookup
+/// comes from the [`PreparedKey`]).
+fn rehash(entry: &Entry) -> u64 {
+    hasher().hash_one(&entry.key)
 }
 
 impl Table {
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        let len = self.shards.len() as u64;
-        let index = usize::try_from(self.hasher.hash_one(key) % len).unwrap_or(0);
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // The shard's table uses the hash's low bits for buckets and its top seven as tags;
+        // the shard is chosen with bits of neither.
+        let index = usize::try_from((hash >> 32) % self.shards.len() as u64).unwrap_or(0);
         // `index < len`, and a table has at least one shard.
         self.shards.get(index).unwrap_or(&self.shards[0])
     }
@@ -367,7 +438,7 @@ impl Table {
         }
     }
 
-    fn update<T, E, F>(&self, key: &Key, slot: usize, f: F) -> Result<T, E>
+    fn update<T, E, F>(&self, key: &PreparedKey, slot: usize, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
@@ -391,11 +462,11 @@ impl Table {
         }
         let start = self.start_bound.load(Ordering::Relaxed);
         let mut shard = self
-            .shard(key)
+            .shard(key.hash)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = shard.map.get_mut(key) {
-            let Some(tat) = entry.get_mut(slot) else {
+        if let Some(entry) = shard.map.find_mut(key.hash, |e| e.key == key.key) {
+            let Some(tat) = entry.tats.get_mut(slot) else {
                 return f(None).map(|(t, _)| t);
             };
             let (t, next) = f(NonZeroU64::new(*tat).map(|n| Nanos::from(n.get())))?;
@@ -408,11 +479,15 @@ impl Table {
         if shard.map.len() >= self.shard_cap {
             shard.make_room(self.now(), start, self.shard_cap);
         }
-        let mut entry = [0; 2];
-        if let Some(tat) = entry.get_mut(slot) {
+        let mut tats = [0; 2];
+        if let Some(tat) = tats.get_mut(slot) {
             *tat = next.into();
         }
-        shard.map.insert(key.clone(), entry);
+        let entry = Entry {
+            key: key.key.clone(),
+            tats,
+        };
+        shard.map.insert_unique(key.hash, entry, rehash);
         Ok(t)
     }
 }
@@ -422,11 +497,10 @@ impl Shard {
     /// the past, so they would decide exactly like a key never seen.
     fn sweep(&mut self, now: u64, start: u64) {
         let horizon = now.saturating_sub(start);
-        self.map
-            .retain(|_, tats| tats.iter().any(|&tat| tat > horizon));
+        self.map.retain(|e| e.tats.iter().any(|&tat| tat > horizon));
         let len = self.map.len();
         if self.map.capacity() > 4 * len.max(64) {
-            self.map.shrink_to(2 * len);
+            self.map.shrink_to(2 * len, rehash);
         }
     }
 
@@ -441,14 +515,14 @@ impl Shard {
         // smallest latest arrival time), which forgives the least debt.
         let mut latest: Vec<u64> = self
             .map
-            .values()
-            .map(|tats| tats.iter().copied().max().unwrap_or(0))
+            .iter()
+            .map(|e| e.tats.iter().copied().max().unwrap_or(0))
             .collect();
         let evict = (latest.len() / 8).max(1);
         let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
         let mut left = evict;
-        self.map.retain(|_, tats| {
-            let tat = tats.iter().copied().max().unwrap_or(0);
+        self.map.retain(|e| {
+            let tat = e.tats.iter().copied().max().unwrap_or(0);
             if left > 0 && tat <= threshold {
                 left -= 1;
                 false
@@ -472,9 +546,9 @@ impl fmt::Debug for Slot {
 }
 
 impl StateStore for Slot {
-    type Key = Key;
+    type Key = PreparedKey;
 
-    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    fn measure_and_replace<T, F, E>(&self, key: &PreparedKey, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
@@ -489,8 +563,12 @@ mod tests {
     use super::*;
     use crate::rate;
 
-    fn ip(n: u32) -> Key {
-        Key::Ip(IpAddr::V4(Ipv4Addr::from(n)))
+    fn ip(n: u32) -> PreparedKey {
+        let key = Key::Ip(IpAddr::V4(Ipv4Addr::from(n)));
+        PreparedKey {
+            hash: hasher().hash_one(&key),
+            key,
+        }
     }
 
     fn per_second(n: u32) -> Budget {
@@ -606,6 +684,24 @@ mod tests {
             store.decide(&ip(n), Cost::message(1));
             assert!(store.len() <= 8);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prepared_key_fits_every_store() {
+        let a = InMemoryStore::new(per_second(1)).unwrap();
+        let b = InMemoryStore::new(per_second(1)).unwrap();
+        let key = Key::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let from_a = a.prepare(key.clone());
+        assert_eq!(b.decide(&from_a, Cost::message(1)), Decision::Allow);
+        assert!(
+            matches!(
+                b.decide(&b.prepare(key), Cost::message(1)),
+                Decision::Deny { .. }
+            ),
+            "the same key, prepared by either store, is one key"
+        );
+        assert_eq!(b.len(), 1);
+        assert!(!format!("{from_a:?}").contains("127.0.0.1"), "{from_a:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use wsguard_core::{
 };
 use wsguard_msg_rate::{
     rate, Budget, Cost, Decision, InMemoryStore, KeyStore, MessageRateLimitLayer, OnExcess,
+    PreparedKey,
 };
 
 const RATE_LIMITED: &str = r#"{"type":"error","code":"rate_limited"}"#;
@@ -301,9 +302,14 @@ async fn a_missing_identity_is_a_configuration_error() {
 struct SlowStore(InMemoryStore);
 
 impl KeyStore for SlowStore {
+    type Prepared = PreparedKey;
     type Future = Pin<Box<dyn Future<Output = Decision> + Send>>;
 
-    fn check(&self, key: &Key, cost: Cost) -> Self::Future {
+    fn prepare(&self, key: Key) -> PreparedKey {
+        self.0.prepare(key)
+    }
+
+    fn check(&self, key: &PreparedKey, cost: Cost) -> Self::Future {
         let (store, key) = (self.0.clone(), key.clone());
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(5)).await;

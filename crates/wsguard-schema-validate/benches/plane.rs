@@ -194,20 +194,65 @@ fn sockets(c: &mut Criterion) {
         .build()
         .unwrap();
     let addr = rt.block_on(serve());
+    let mut clients: Vec<Client> = ROUTES
+        .iter()
+        .map(|route| {
+            rt.block_on(async {
+                connect_async_with_config(format!("ws://{addr}/{route}"), None, true)
+                    .await
+                    .unwrap()
+                    .0
+            })
+        })
+        .collect();
     let mut group = c.benchmark_group("socket_echo_60B");
     group.throughput(Throughput::Elements(BATCH));
-    for route in ["bare", "parsing", "plane", "rate", "schema", "both"] {
-        let mut client = rt.block_on(async {
-            connect_async_with_config(format!("ws://{addr}/{route}"), None, true)
-                .await
-                .unwrap()
-                .0
-        });
-        group.bench_function(route, |b| {
-            b.iter_custom(|iters| rt.block_on(round_trips(&mut client, iters)));
+    for (route, client) in ROUTES.iter().zip(&mut clients) {
+        group.bench_function(*route, |b| {
+            b.iter_custom(|iters| rt.block_on(round_trips(client, iters)));
         });
     }
     group.finish();
+    paired(&rt, &mut clients);
+}
+
+const ROUTES: [&str; 6] = ["bare", "parsing", "plane", "rate", "schema", "both"];
+
+/// A paired measurement, robust to the drift of a shared machine (criterion measures the
+/// routes one after the other, a minute apart): rounds of a few batches on every route in
+/// turn (starting from a different route each round), and per route the median over the
+/// rounds of its throughput divided by the bare echo's in the same round. Only under
+/// `cargo bench` (criterion's test mode runs each case once).
+fn paired(rt: &Runtime, clients: &mut [Client]) {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
+    const ROUNDS: usize = 41;
+    const BATCHES: u64 = 16;
+    let mut ratios = vec![Vec::with_capacity(ROUNDS); ROUTES.len()];
+    for round in 0..ROUNDS {
+        let mut elapsed = [0.0f64; ROUTES.len()];
+        for turn in 0..ROUTES.len() {
+            let route = (round + turn) % ROUTES.len();
+            elapsed[route] = rt
+                .block_on(round_trips(&mut clients[route], BATCHES))
+                .as_secs_f64();
+        }
+        for (route, time) in elapsed.iter().enumerate() {
+            // Throughput ratio: bare time / route time.
+            ratios[route].push(elapsed[0] / time);
+        }
+    }
+    for (route, ratios) in ROUTES.iter().zip(&mut ratios) {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "socket_echo_60B/{route}: throughput / bare, median of {ROUNDS} paired rounds: \
+             {:.3} (quartiles {:.3}-{:.3})",
+            ratios[ROUNDS / 2],
+            ratios[ROUNDS / 4],
+            ratios[3 * ROUNDS / 4]
+        );
+    }
 }
 
 fn call_once<S>(svc: &mut S, req: Inbound<Message>, cx: &mut Context<'_>) -> Verdict<Message>

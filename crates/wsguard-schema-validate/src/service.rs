@@ -122,8 +122,8 @@ where
         let message = req.message();
         // Cheapest first: the frame type, the size, the bounded scan, then the parser.
         let json = match message.kind() {
-            MessageKind::Text if config.accept.text() => message.as_text().map(str::as_bytes),
-            MessageKind::Binary if config.accept.binary() => message.as_binary(),
+            MessageKind::Text if config.accept.text() => message.as_text().map(Json::Text),
+            MessageKind::Binary if config.accept.binary() => message.as_binary().map(Json::Bytes),
             MessageKind::Text | MessageKind::Binary => {
                 return ResponseFuture::done(close(req.connection(), Reason::UnsupportedData))
             }
@@ -133,10 +133,10 @@ where
         let Some(json) = json else {
             return ResponseFuture::done(close(req.connection(), Reason::UnsupportedData));
         };
-        if json.len() > config.max_size {
+        if json.bytes().len() > config.max_size {
             return ResponseFuture::done(close(req.connection(), Reason::MessageTooLarge));
         }
-        if let Err(exceeded) = scan::check(json, &config.limits) {
+        if let Err(exceeded) = scan::check(json.bytes(), &config.limits) {
             return ResponseFuture::done(self.invalid(req.connection(), exceeded.as_str()));
         }
         let parsed: T = match parse(json, config) {
@@ -225,15 +225,39 @@ pub(crate) fn denied<M: WsMessage, A, F: ErrorFrame>(
     }
 }
 
+/// A message's JSON: text frames are UTF-8 already (tungstenite checked), so the parser
+/// need not check it again; binary frames are bytes.
+#[derive(Clone, Copy)]
+enum Json<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Json<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Bytes(bytes) => bytes,
+        }
+    }
+
+    fn deserialize<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Self::Text(text) => serde_json::from_str(text),
+            Self::Bytes(bytes) => serde_json::from_slice(bytes),
+        }
+    }
+}
+
 /// Parses a message that passed the scan. Errors name the kind of failure only: serde's
 /// and jsonschema's messages can quote the input.
-fn parse<T, A, F>(json: &[u8], config: &Config<A, F>) -> Result<T, &'static str>
+fn parse<T, A, F>(json: Json<'_>, config: &Config<A, F>) -> Result<T, &'static str>
 where
     T: DeserializeOwned,
 {
     #[cfg(feature = "json-schema")]
     if let Some(schema) = &config.schema {
-        let value: serde_json::Value = serde_json::from_slice(json).map_err(category)?;
+        let value: serde_json::Value = json.deserialize().map_err(category)?;
         if !schema.is_valid(&value) {
             return Err("schema");
         }
@@ -241,7 +265,7 @@ where
     }
     #[cfg(not(feature = "json-schema"))]
     let _ = config;
-    serde_json::from_slice(json).map_err(category)
+    json.deserialize().map_err(category)
 }
 
 fn category(err: serde_json::Error) -> &'static str {
