@@ -259,10 +259,9 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
     /// The largest message the application gets (give the validation layer the same
     /// limit). Default: the hand-off's (1 MiB).
     ///
-    /// The WebSocket transport is told to read messages and frames of up to twice this size,
-    /// so that a message somewhat over the limit reaches the validation layer, which closes
-    /// the socket with 1009; a larger one is refused by the transport while it arrives (never
-    /// buffered whole), which ends the connection without a close frame.
+    /// The WebSocket transport gets the same limit for messages and frames: a larger message
+    /// is refused while it arrives (never buffered whole), and the socket is closed with
+    /// 1009.
     pub fn max_message_size(mut self, max: usize) -> Self {
         self.max_message_size = Some(max);
         self
@@ -351,12 +350,7 @@ where
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let upgrade = match self.max_message_size {
-            Some(max) => {
-                let transport = max.saturating_mul(2);
-                upgrade
-                    .max_message_size(transport)
-                    .max_frame_size(transport)
-            }
+            Some(max) => upgrade.max_message_size(max).max_frame_size(max),
             None => upgrade,
         };
         let hygiene = self.hygiene.clone().unwrap_or_default();

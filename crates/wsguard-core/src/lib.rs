@@ -90,6 +90,6 @@ pub mod plane;
 pub use handshake::is_websocket_upgrade;
 pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
 pub use key::{Key, KeyError, KeyExtractor};
-pub use message::{MessageKind, WsMessage};
+pub use message::{MessageKind, WsError, WsMessage};
 pub use reject::{GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
 pub use scope::{Connection, ConnectionScope, PendingRejection, ScopedBody};

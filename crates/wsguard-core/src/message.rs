@@ -60,6 +60,34 @@ pub trait WsMessage: Sized + Send + 'static {
     fn close(rejection: &Rejection) -> Self;
 }
 
+/// What the wsguard socket adapters need to know of a socket's errors.
+pub trait WsError {
+    /// Whether the socket refused an incoming message or frame over its own size limit
+    /// (tungstenite's `max_message_size` and `max_frame_size`, which the hand-offs set).
+    /// The message plane then closes the socket with 1009, as it does for a message over a
+    /// layer's limit.
+    fn is_too_large(&self) -> bool;
+}
+
+#[cfg(feature = "tokio-tungstenite")]
+impl WsError for tokio_tungstenite::tungstenite::Error {
+    fn is_too_large(&self) -> bool {
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        matches!(self, Self::Capacity(CapacityError::MessageTooLong { .. }))
+    }
+}
+
+#[cfg(feature = "axum")]
+impl WsError for axum::Error {
+    fn is_too_large(&self) -> bool {
+        use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+        // axum's socket errors carry tungstenite's: the same crate, as axum depends on it.
+        std::error::Error::source(self)
+            .and_then(|source| source.downcast_ref::<Error>())
+            .is_some_and(|err| matches!(err, Error::Capacity(CapacityError::MessageTooLong { .. })))
+    }
+}
+
 #[cfg(feature = "axum")]
 impl WsMessage for axum::extract::ws::Message {
     fn kind(&self) -> MessageKind {

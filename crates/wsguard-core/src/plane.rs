@@ -93,7 +93,7 @@ use tower_service::Service;
 
 use crate::{
     key::RequestHead, telemetry, Connection, ConnectionScope, PendingRejection, Principal, Reason,
-    Rejection, WsMessage,
+    Rejection, WsError, WsMessage,
 };
 
 /// How long a [`GuardedSocket`] that closed the connection waits for the peer's close frame
@@ -441,13 +441,14 @@ pub trait WsSocket:
     /// The message type.
     type Message: WsMessage;
     /// The error of both halves.
-    type SocketError;
+    type SocketError: WsError;
 }
 
 impl<S, M, E> WsSocket for S
 where
     S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
     M: WsMessage,
+    E: WsError,
 {
     type Message = M;
     type SocketError = E;
@@ -484,6 +485,8 @@ where
     timer: Option<Pin<Box<Sleep>>>,
     close_timeout: Duration,
     state: State,
+    /// The socket's stream ended with an error: nothing more can be read from it.
+    read_ended: bool,
     rejection: Option<Rejection>,
     last: Extensions,
     info: ConnectionInfo,
@@ -563,6 +566,7 @@ where
             timer: None,
             close_timeout: CLOSE_TIMEOUT,
             state: State::Open,
+            read_ended: false,
             rejection: None,
             last: Extensions::new(),
             info,
@@ -730,6 +734,12 @@ where
             }
 
             if self.state == State::Closing {
+                if self.read_ended {
+                    // Nothing can be read: the close frame is sent (or the flush will wake
+                    // us), and the socket lingers until the close timeout so that the peer
+                    // reads it before the connection goes.
+                    return Poll::Pending;
+                }
                 // Discard everything until the peer's close frame ends the stream.
                 match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
                     Some(Ok(_)) => continue,
@@ -769,6 +779,16 @@ where
                 None => {
                     self.state = State::Done;
                     return Poll::Ready(None);
+                }
+                Some(Err(err)) if err.is_too_large() => {
+                    tracing::debug!(
+                        reason = Reason::MessageTooLarge.as_str(),
+                        peer = self.info.client_ip().map(tracing::field::display),
+                        "message over the socket's size limit, closing the socket"
+                    );
+                    telemetry::record_rejection("plane", Reason::MessageTooLarge);
+                    self.read_ended = true;
+                    self.begin_close(Rejection::new(Reason::MessageTooLarge));
                 }
                 Some(Err(err)) => return Poll::Ready(Some(Err(err))),
                 Some(Ok(msg)) if msg.kind().is_data() => {
@@ -854,7 +874,7 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::{KeyExtractor, MessageKind, TokenExpiry};
+    use crate::{KeyExtractor, MessageKind, TokenExpiry, WsError};
 
     /// A message type of our own, so the plane is tested without axum or tungstenite.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -910,8 +930,20 @@ mod tests {
         }
     }
 
+    /// The mock socket's errors.
     #[derive(Debug)]
-    struct Broken;
+    enum Broken {
+        /// The peer is gone.
+        Gone,
+        /// A message over the socket's own size limit.
+        TooLarge,
+    }
+
+    impl WsError for Broken {
+        fn is_too_large(&self) -> bool {
+            matches!(self, Self::TooLarge)
+        }
+    }
 
     /// The server side of a socket: frames the peer sent come from `inbound`, frames the
     /// server sends go to `outbound`; `reads` counts the frames the adapter took.
@@ -938,7 +970,7 @@ mod tests {
             Poll::Ready(Ok(()))
         }
         fn start_send(self: Pin<&mut Self>, item: Msg) -> Result<(), Broken> {
-            self.outbound.send(item).map_err(|_| Broken)
+            self.outbound.send(item).map_err(|_| Broken::Gone)
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Broken>> {
             Poll::Ready(Ok(()))
@@ -1062,6 +1094,40 @@ mod tests {
         let (ended, rejection) = end.await.unwrap();
         assert!(ended);
         assert_eq!(rejection, Some(Rejection::new(Reason::InvalidMessage)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_socket_size_limit_closes_with_1009_then_lingers() {
+        let (sock, mut peer) = socket();
+        let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
+        let start = Instant::now();
+        peer.tx.send(Err(Broken::TooLarge)).unwrap();
+        let app = tokio::spawn(async move {
+            let next = guarded.next().await;
+            (next.is_none(), Instant::now(), guarded.rejection().copied())
+        });
+        assert_eq!(peer.recv().await, Msg::Close(1009));
+        // Nothing more can be read from the socket: it stays open until the close timeout,
+        // so that the peer reads the close frame before the connection goes.
+        peer.send(Msg::text("ok".into()));
+        let (ended, at, rejection) = app.await.unwrap();
+        assert!(ended);
+        assert_eq!(rejection, Some(Rejection::new(Reason::MessageTooLarge)));
+        assert_eq!(at.duration_since(start), CLOSE_TIMEOUT);
+        assert_eq!(
+            peer.reads.load(Ordering::SeqCst),
+            1,
+            "not read after the error"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_socket_errors_reach_the_application() {
+        let (sock, peer) = socket();
+        let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
+        peer.tx.send(Err(Broken::Gone)).unwrap();
+        assert!(matches!(guarded.next().await, Some(Err(Broken::Gone))));
+        assert_eq!(guarded.rejection(), None);
     }
 
     #[tokio::test(start_paused = true)]

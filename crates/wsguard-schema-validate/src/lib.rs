@@ -107,18 +107,13 @@
 //! # Message size
 //!
 //! The layer sees whole messages, after tungstenite has read them. To keep oversize data
-//! from ever being buffered, give the hand-off a limit too:
+//! from ever being buffered, give the hand-off the same limit:
 //! `GuardedUpgrade::max_message_size(..)` and `GuardedUpgrade::max_frame_size(..)`
 //! (axum's and the raw tokio-tungstenite hand-off both have them), with
 //! [`ValidateMessageLayer::message_size_limit`]. tungstenite checks a frame's length from
-//! its header and fails the read of a larger one before reading its payload; the socket
-//! then ends without a close code (tungstenite sends none). Messages within the hand-off's
-//! limit but over the layer's are closed with 1009. So:
-//!
-//! - the same limit on both: nothing oversize is buffered; an oversize message drops the
-//!   connection;
-//! - the hand-off's limit somewhat higher (say twice the layer's): an oversize message is
-//!   answered with 1009, and at most the hand-off's limit is ever buffered.
+//! its header and fails the read of a larger one before reading its payload; the
+//! `GuardedSocket` then closes the socket with 1009, as this layer does for a message over
+//! its own limit. Either way the client gets 1009 and nothing over the limit is buffered.
 //!
 //! UTF-8 is checked by tungstenite (an invalid text frame fails the connection with 1007);
 //! binary payloads, if [`Accept`] lets them through, are parsed as UTF-8 JSON.

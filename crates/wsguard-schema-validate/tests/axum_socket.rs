@@ -207,6 +207,15 @@ async fn oversize_and_binary_messages_close_with_1009_and_1003() {
         .unwrap();
     assert_eq!(close_code(&mut client).await, CloseCode::Size);
 
+    // Over the hand-off's limit, tungstenite refuses the message before buffering it whole:
+    // the plane closes with 1009 all the same.
+    let mut client = connect(addr, "user=alice").await;
+    client
+        .send(tungstenite::Message::text("x".repeat(10_000)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut client).await, CloseCode::Size);
+
     let mut client = connect(addr, "user=alice").await;
     client
         .send(tungstenite::Message::binary(&b"{\"type\":\"ping\"}"[..]))
