@@ -110,14 +110,16 @@
 //! # Shared budgets and memory
 //!
 //! Per-key budgets live in a [`KeyStore`]; the default [`InMemoryStore`] is bounded: a hard
-//! cap on tracked keys (100,000 by default; 75 bytes per IP key and 107 per 16-byte
-//! principal id, measured), a sweep of full
-//! budgets run by the store itself, and a documented eviction when clients make up more
-//! keys than the cap (see [`InMemoryStore`]). Implement [`KeyStore`] to keep the budgets in
-//! a shared database instead, so that several server instances share them.
+//! cap on tracked keys (100,000 by default; 96 bytes per IP key and 128 per 16-byte
+//! principal id, measured), a sweep of full budgets run by the store itself, and a
+//! documented eviction when clients make up more keys than the cap (see
+//! [`InMemoryStore`]); the keys of live connections are never evicted. Implement
+//! [`KeyStore`] to keep the budgets in a shared database instead, so that several server
+//! instances share them.
 //!
-//! The per-key budget is keyed once per socket, from the identity of its handshake (and the
-//! store [prepares](KeyStore::prepare) the key once, so a message costs no hashing): put the
+//! The per-key budget is keyed once per socket, from the identity of its handshake (the
+//! store [prepares](KeyStore::prepare) the key once: a message costs atomic updates of the
+//! key's budgets, no lock, lookup or hashing): put the
 //! authentication layer (for `PrincipalKey`) or `wsguard-client-ip` (for `ClientIpKey`) in
 //! front of the upgrade. A socket without that identity is closed with 1011 at its first
 //! message, and the misconfiguration is logged at `error` level.

@@ -104,15 +104,27 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
     }
 }
 
-/// A key prepared by an [`InMemoryStore`]: the key and its hash, computed once.
+/// A key prepared by an [`InMemoryStore`]: the key, its hash, and a handle on the key's
+/// budgets in that store, so that checks go straight to them (no lock, no lookup).
 ///
-/// Usable with every [`InMemoryStore`] of the process (their hashes share one random seed).
+/// While a prepared key lives, its key is never evicted from the store that prepared it.
+/// Used with another store, it is looked up there on each check (correct, but slower).
 /// Its `Debug` output shows the key's [class](Key::class), never its value.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PreparedKey {
     key: Key,
     hash: u64,
+    cell: Arc<Cell>,
+    table: Arc<Table>,
 }
+
+impl PartialEq for PreparedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for PreparedKey {}
 
 impl PreparedKey {
     /// The key.
@@ -136,7 +148,7 @@ impl Hash for PreparedKey {
 }
 
 /// The hasher of every in-memory store: randomly seeded once per process, so that clients
-/// cannot choose keys that collide, and a [`PreparedKey`] fits every store.
+/// cannot choose keys that collide.
 fn hasher() -> &'static RandomState {
     static HASHER: OnceLock<RandomState> = OnceLock::new();
     HASHER.get_or_init(RandomState::new)
@@ -151,35 +163,42 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A shard of at most this many keys is one shard; larger stores use up to [`SHARDS`].
 const KEYS_PER_SHARD_MIN: usize = 1024;
 const SHARDS: usize = 16;
-/// Whether a sweep is due is looked at once per this many checks.
-const SWEEP_CHECK_EVERY: u64 = 64;
 
 type KeyedLimiter = RateLimiter<PreparedKey, Slot, PlaneClock, NoOpMiddleware<Nanos>>;
 
 /// Per-key budgets in this process, in a map with a hard cap on its size.
 ///
-/// Each key costs one hash-map entry: the key (40 bytes inline) and the GCRA state of both
-/// of its rates (two `u64`s), plus the key's own heap (a principal id). Measured with
-/// 100,000 keys (`tests/memory.rs`): **75 bytes per IP key, 107 bytes per key of a 16-byte
-/// principal id**; with the tables' load factor between 7/16 and 7/8 that ranges from
-/// about 65 to 130 bytes per IP key. The default cap of 100,000 keys thus bounds the store
-/// near 13 MB at worst.
+/// A connection [prepares](KeyStore::prepare) its key once: the store finds (or makes) the
+/// key's budgets and hands the connection a handle on them. Each message is then checked
+/// against the handle: atomic updates of the GCRA state, shared only by the connections of
+/// that key, with no lock, no lookup and no hashing.
+///
+/// Each key costs one hash-map entry (the key, 40 bytes inline, and a pointer) and one small
+/// allocation holding the GCRA state of both of its rates, plus the key's own heap (a
+/// principal id). Measured with 100,000 keys (`tests/memory.rs`, bytes requested from the
+/// allocator): **96 bytes per IP key, 128 bytes per key of a 16-byte principal id**; the
+/// allocator's own overhead adds about 16 bytes per key. The default cap of 100,000 keys
+/// thus bounds the store near 12 MB, plus the keys of live connections.
 ///
 /// # Eviction
 ///
-/// - **Sweeps.** A key whose budgets are full again is indistinguishable from an unknown
-///   key, so it is removed without changing any decision. The store sweeps such keys
-///   itself: once a sweep interval (default 30 s) has passed, the next check that looks
-///   (one in 64) sweeps the whole store, a pass over at most `max_keys` entries. No
-///   background task is needed, and an idle store costs nothing.
+/// - **Sweeps.** A key whose budgets are full again, and that no live connection holds, is
+///   indistinguishable from an unknown key, so it is removed without changing any decision.
+///   The store sweeps such keys itself: once a sweep interval (default 30 s) has passed, the
+///   next connection to prepare its key sweeps the whole store, a pass over at most
+///   `max_keys` entries. No background task is needed, and an idle store costs nothing.
 /// - **The cap.** When a new key arrives at a full shard, the shard is swept first; if it is
-///   still full, the eighth of its keys closest to a full budget are dropped. They lose at
-///   most the debt they still had (their next message finds a full burst), and no key can
-///   ever spend more than its burst at once. The store never holds more than `max_keys`
-///   keys, whatever keys clients make up.
+///   still full, the eighth of its keys that no connection holds and that are closest to a
+///   full budget are dropped. They lose at most the debt they still had (their next
+///   connection finds a full burst), and no key can ever spend more than its burst at once.
+/// - **Keys in use are never evicted**: evicting one would let the next connection of that
+///   key start a second, full budget beside the one its live connections still spend. The
+///   keys that no connection holds never number more than `max_keys`; the keys in use are
+///   at most one per live connection (bound those with `wsguard-conn-limit`), so the store
+///   holds at most `max_keys` plus the number of live connections, whatever keys clients
+///   make up.
 ///
-/// Keys are hashed with a randomly keyed SipHash, so clients cannot aim at one shard; each
-/// connection hashes its key once ([`KeyStore::prepare`]), so a message costs no hashing.
+/// Keys are hashed with a randomly keyed SipHash, so clients cannot aim at one shard.
 ///
 /// See the [crate docs](crate) for an example.
 #[derive(Clone)]
@@ -256,7 +275,6 @@ impl InMemoryStore {
             clock,
             start_bound: AtomicU64::new(0),
             last_sweep: AtomicU64::new(clock.nanos()),
-            ops: AtomicU64::new(0),
         });
         let limiter = |quota, slot| {
             RateLimiter::new(
@@ -308,15 +326,25 @@ impl InMemoryStore {
         self.len() == 0
     }
 
-    /// Drops every key whose budgets are full again, in every shard, now.
+    /// Drops every key whose budgets are full again and that no [`PreparedKey`] holds, in
+    /// every shard, now.
     pub fn sweep(&self) {
         self.inner.table.sweep_all();
     }
 
-    /// Prepares `key` for [`decide`](Self::decide): hashes it once.
+    /// Prepares `key` for [`decide`](Self::decide): hashes it, and finds its budgets (or
+    /// makes them, full). The key is not evicted while the prepared key lives.
     pub fn prepare(&self, key: Key) -> PreparedKey {
+        let table = &self.inner.table;
+        table.sweep_if_due();
         let hash = hasher().hash_one(&key);
-        PreparedKey { key, hash }
+        let cell = table.cell(&key, hash);
+        PreparedKey {
+            key,
+            hash,
+            cell,
+            table: table.clone(),
+        }
     }
 
     /// Spends `cost` from `key`'s budgets: the message budget first, then the byte budget
@@ -383,8 +411,6 @@ struct Table {
     /// relative to their start.
     start_bound: AtomicU64,
     last_sweep: AtomicU64,
-    /// Checks since the sweep clock was last looked at.
-    ops: AtomicU64,
 }
 
 #[derive(Default)]
@@ -392,14 +418,59 @@ struct Shard {
     map: HashTable<Entry>,
 }
 
-/// One tracked key and the arrival times of its two rates.
+/// One tracked key and its budgets.
 struct Entry {
     key: Key,
-    tats: [u64; 2],
+    cell: Arc<Cell>,
 }
 
-/// Rehashes an entry when its shard's table grows or shrinks (rare: the hash of a lookup
-/// comes from the [`PreparedKey`]).
+impl Entry {
+    /// Whether a [`PreparedKey`] holds the entry's budgets.
+    fn is_held(&self) -> bool {
+        Arc::strong_count(&self.cell) > 1
+    }
+}
+
+/// The GCRA state of one key's two rates: each rate's theoretical arrival time, in
+/// nanoseconds since its limiter's start (0: none yet), updated atomically.
+#[derive(Default)]
+struct Cell {
+    tats: [AtomicU64; 2],
+}
+
+impl Cell {
+    /// The latest arrival time of both rates.
+    fn latest(&self) -> u64 {
+        self.tats
+            .iter()
+            .map(|tat| tat.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Governor's state-store contract for one rate: `f` decides from the current state,
+    /// and the new state is stored only if nobody changed it meanwhile (else `f` decides
+    /// again from the newer state).
+    fn measure_and_replace<T, E, F>(&self, slot: usize, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let Some(tat) = self.tats.get(slot) else {
+            return f(None).map(|(t, _)| t);
+        };
+        let mut prev = tat.load(Ordering::Acquire);
+        loop {
+            let (t, next) = f(NonZeroU64::new(prev).map(|n| Nanos::from(n.get())))?;
+            match tat.compare_exchange_weak(prev, next.into(), Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(t),
+                Err(current) => prev = current,
+            }
+        }
+    }
+}
+
+/// Rehashes an entry when its shard's table grows or shrinks (lookups bring their hash).
 fn rehash(entry: &Entry) -> u64 {
     hasher().hash_one(&entry.key)
 }
@@ -438,57 +509,40 @@ impl Table {
         }
     }
 
-    fn update<T, E, F>(&self, key: &PreparedKey, slot: usize, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        // Whether a sweep is due is looked at every few checks, not on each.
-        if self
-            .ops
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(SWEEP_CHECK_EVERY)
+    /// Sweeps the whole table if a sweep interval passed since the last sweep.
+    fn sweep_if_due(&self) {
+        let now = self.now();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.sweep_every
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
-            let now = self.now();
-            let last = self.last_sweep.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= self.sweep_every
-                && self
-                    .last_sweep
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                // The check that notices sweeps (before taking its own shard's lock).
-                self.sweep_all_at(now);
-            }
+            self.sweep_all_at(now);
         }
-        let start = self.start_bound.load(Ordering::Relaxed);
+    }
+
+    /// The budgets of `key`, found or made (full) under the shard's lock.
+    fn cell(&self, key: &Key, hash: u64) -> Arc<Cell> {
         let mut shard = self
-            .shard(key.hash)
+            .shard(hash)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = shard.map.find_mut(key.hash, |e| e.key == key.key) {
-            let Some(tat) = entry.tats.get_mut(slot) else {
-                return f(None).map(|(t, _)| t);
-            };
-            let (t, next) = f(NonZeroU64::new(*tat).map(|n| Nanos::from(n.get())))?;
-            *tat = next.into();
-            return Ok(t);
+        if let Some(entry) = shard.map.find(hash, |e| e.key == *key) {
+            return entry.cell.clone();
         }
-        // Decide before storing: a refused unknown key (a message larger than the burst)
-        // is not stored.
-        let (t, next) = f(None)?;
         if shard.map.len() >= self.shard_cap {
+            let start = self.start_bound.load(Ordering::Relaxed);
             shard.make_room(self.now(), start, self.shard_cap);
         }
-        let mut tats = [0; 2];
-        if let Some(tat) = tats.get_mut(slot) {
-            *tat = next.into();
-        }
+        let cell = Arc::new(Cell::default());
         let entry = Entry {
-            key: key.key.clone(),
-            tats,
+            key: key.clone(),
+            cell: cell.clone(),
         };
-        shard.map.insert_unique(key.hash, entry, rehash);
-        Ok(t)
+        shard.map.insert_unique(hash, entry, rehash);
+        cell
     }
 }
 
@@ -497,7 +551,8 @@ impl Shard {
     /// the past, so they would decide exactly like a key never seen.
     fn sweep(&mut self, now: u64, start: u64) {
         let horizon = now.saturating_sub(start);
-        self.map.retain(|e| e.tats.iter().any(|&tat| tat > horizon));
+        self.map
+            .retain(|e| e.is_held() || e.cell.latest() > horizon);
         let len = self.map.len();
         if self.map.capacity() > 4 * len.max(64) {
             self.map.shrink_to(2 * len, rehash);
@@ -511,18 +566,26 @@ impl Shard {
         if self.map.len() < cap {
             return;
         }
-        // Still full: drop the eighth of the keys that are closest to a full budget (the
-        // smallest latest arrival time), which forgives the least debt.
+        // Still full: drop the eighth of the keys no connection holds that are closest to a
+        // full budget (the smallest latest arrival time), which forgives the least debt.
         let mut latest: Vec<u64> = self
             .map
             .iter()
-            .map(|e| e.tats.iter().copied().max().unwrap_or(0))
+            .filter(|e| !e.is_held())
+            .map(|e| e.cell.latest())
             .collect();
-        let evict = (latest.len() / 8).max(1);
+        if latest.is_empty() {
+            // Every key is in use: the new one goes in over the cap (see the eviction docs).
+            return;
+        }
+        let evict = (self.map.len() / 8).clamp(1, latest.len());
         let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
         let mut left = evict;
         self.map.retain(|e| {
-            let tat = e.tats.iter().copied().max().unwrap_or(0);
+            if e.is_held() {
+                return true;
+            }
+            let tat = e.cell.latest();
             if left > 0 && tat <= threshold {
                 left -= 1;
                 false
@@ -552,7 +615,14 @@ impl StateStore for Slot {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        self.table.update(key, self.slot, f)
+        if Arc::ptr_eq(&key.table, &self.table) {
+            key.cell.measure_and_replace(self.slot, f)
+        } else {
+            // Prepared by another store: this store's own budgets for the key.
+            self.table
+                .cell(&key.key, key.hash)
+                .measure_and_replace(self.slot, f)
+        }
     }
 }
 
@@ -563,12 +633,13 @@ mod tests {
     use super::*;
     use crate::rate;
 
-    fn ip(n: u32) -> PreparedKey {
-        let key = Key::Ip(IpAddr::V4(Ipv4Addr::from(n)));
-        PreparedKey {
-            hash: hasher().hash_one(&key),
-            key,
-        }
+    fn ip(n: u32) -> Key {
+        Key::Ip(IpAddr::V4(Ipv4Addr::from(n)))
+    }
+
+    /// One message of `key`, as a connection that ends right after it.
+    fn once(store: &InMemoryStore, n: u32, cost: Cost) -> Decision {
+        store.decide(&store.prepare(ip(n)), cost)
     }
 
     fn per_second(n: u32) -> Budget {
@@ -579,43 +650,41 @@ mod tests {
     async fn a_key_gets_its_burst_then_its_rate() {
         let store = InMemoryStore::new(per_second(10)).unwrap();
         let cost = Cost::message(10);
+        let one = store.prepare(ip(1));
         for _ in 0..10 {
-            assert_eq!(store.decide(&ip(1), cost), Decision::Allow);
+            assert_eq!(store.decide(&one, cost), Decision::Allow);
         }
         assert_eq!(
-            store.decide(&ip(1), cost),
+            store.decide(&one, cost),
             Decision::Deny {
                 retry_after: Duration::from_millis(100)
             }
         );
-        assert_eq!(
-            store.decide(&ip(2), cost),
-            Decision::Allow,
-            "keys are apart"
-        );
+        assert_eq!(once(&store, 2, cost), Decision::Allow, "keys are apart");
+        // Another connection of the same key shares its budget.
+        assert!(matches!(once(&store, 1, cost), Decision::Deny { .. }));
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(store.decide(&ip(1), cost), Decision::Allow);
-        assert!(matches!(store.decide(&ip(1), cost), Decision::Deny { .. }));
+        assert_eq!(store.decide(&one, cost), Decision::Allow);
+        assert!(matches!(store.decide(&one, cost), Decision::Deny { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn byte_budgets_count_bytes_and_refuse_what_never_fits() {
         let budget = Budget::new().bytes(rate(1000).per(Duration::from_secs(1)).burst(1500));
         let store = InMemoryStore::new(budget).unwrap();
-        assert_eq!(store.decide(&ip(1), Cost::message(1000)), Decision::Allow);
-        assert_eq!(store.decide(&ip(1), Cost::message(500)), Decision::Allow);
+        let one = store.prepare(ip(1));
+        assert_eq!(store.decide(&one, Cost::message(1000)), Decision::Allow);
+        assert_eq!(store.decide(&one, Cost::message(500)), Decision::Allow);
         assert_eq!(
-            store.decide(&ip(1), Cost::message(100)),
+            store.decide(&one, Cost::message(100)),
             Decision::Deny {
                 retry_after: Duration::from_millis(100)
             }
         );
-        assert_eq!(store.decide(&ip(1), Cost::message(0)), Decision::Allow);
-        assert_eq!(
-            store.decide(&ip(2), Cost::message(1501)),
-            Decision::TooLarge
-        );
-        assert_eq!(store.len(), 1, "a refused new key is not stored");
+        assert_eq!(store.decide(&one, Cost::message(0)), Decision::Allow);
+        assert_eq!(once(&store, 2, Cost::message(1501)), Decision::TooLarge);
+        store.sweep();
+        assert_eq!(store.len(), 1, "a key that never spent anything is swept");
     }
 
     #[tokio::test(start_paused = true)]
@@ -625,19 +694,18 @@ mod tests {
             .with_sweep_interval(Duration::from_secs(30))
             .unwrap();
         for n in 0..100 {
-            store.decide(&ip(n), Cost::message(1));
+            once(&store, n, Cost::message(1));
         }
         assert_eq!(store.len(), 100);
         // Every budget is full again after 1 s, but sweeps run every 30 s only.
         tokio::time::advance(Duration::from_secs(2)).await;
-        store.decide(&ip(1000), Cost::message(1));
+        once(&store, 1000, Cost::message(1));
         assert_eq!(store.len(), 101);
         tokio::time::advance(Duration::from_secs(30)).await;
-        // One check in 64 looks whether a sweep is due.
-        for _ in 0..64 {
-            store.decide(&ip(1001), Cost::message(1));
-        }
-        assert_eq!(store.len(), 1, "the sweep kept only the key just used");
+        // The next key prepared sweeps: only the key just used is left.
+        let busy = store.prepare(ip(1001));
+        store.decide(&busy, Cost::message(1));
+        assert_eq!(store.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -646,15 +714,49 @@ mod tests {
             .unwrap()
             .with_sweep_interval(Duration::from_secs(1))
             .unwrap();
-        store.decide(&ip(1), Cost::message(1));
+        once(&store, 1, Cost::message(1));
         tokio::time::advance(Duration::from_millis(500)).await;
         store.sweep();
         assert_eq!(store.len(), 1, "its budget is not full yet");
         assert!(matches!(
-            store.decide(&ip(1), Cost::message(1)),
+            once(&store, 1, Cost::message(1)),
             Decision::Deny { .. }
         ));
         tokio::time::advance(Duration::from_millis(500)).await;
+        store.sweep();
+        assert_eq!(store.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_in_use_is_never_evicted() {
+        let store = InMemoryStore::new(per_second(1))
+            .unwrap()
+            .with_max_keys(2)
+            .unwrap();
+        let held = store.prepare(ip(1));
+        assert_eq!(store.decide(&held, Cost::message(1)), Decision::Allow);
+        // Its budget is full again, but a connection holds it: sweeps keep it.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        store.sweep();
+        assert_eq!(store.len(), 1);
+        // Keys come and go around it; it keeps its state and is shared with new holders.
+        assert_eq!(store.decide(&held, Cost::message(1)), Decision::Allow);
+        for n in 100..200 {
+            once(&store, n, Cost::message(1));
+            assert!(store.len() <= 2);
+        }
+        assert!(matches!(
+            once(&store, 1, Cost::message(1)),
+            Decision::Deny { .. }
+        ));
+        // Only keys in use go over the cap: one per holder.
+        let more: Vec<_> = (10..14).map(|n| store.prepare(ip(n))).collect();
+        assert_eq!(store.len(), 5);
+        drop(more);
+        once(&store, 500, Cost::message(1));
+        assert!(store.len() <= 5);
+        drop(held);
+        tokio::time::advance(Duration::from_secs(5)).await;
         store.sweep();
         assert_eq!(store.len(), 0);
     }
@@ -667,41 +769,63 @@ mod tests {
             .unwrap();
         // Eight keys, spent one after the other: key 0 is the closest to a full budget.
         for n in 0..8 {
-            assert_eq!(store.decide(&ip(n), Cost::message(1)), Decision::Allow);
+            assert_eq!(once(&store, n, Cost::message(1)), Decision::Allow);
             tokio::time::advance(Duration::from_millis(10)).await;
         }
         assert_eq!(store.len(), 8);
-        assert_eq!(store.decide(&ip(100), Cost::message(1)), Decision::Allow);
+        assert_eq!(once(&store, 100, Cost::message(1)), Decision::Allow);
         assert_eq!(store.len(), 8, "never more than max_keys");
         // Key 0 was forgotten: it finds a full burst again. Key 7 was kept.
-        assert_eq!(store.decide(&ip(0), Cost::message(1)), Decision::Allow);
+        assert_eq!(once(&store, 0, Cost::message(1)), Decision::Allow);
         assert!(matches!(
-            store.decide(&ip(7), Cost::message(1)),
+            once(&store, 7, Cost::message(1)),
             Decision::Deny { .. }
         ));
         // A flood of new keys never grows the store.
         for n in 1000..3000 {
-            store.decide(&ip(n), Cost::message(1));
+            once(&store, n, Cost::message(1));
             assert!(store.len() <= 8);
         }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_prepared_key_fits_every_store() {
+    async fn a_key_prepared_by_another_store_is_looked_up() {
         let a = InMemoryStore::new(per_second(1)).unwrap();
         let b = InMemoryStore::new(per_second(1)).unwrap();
-        let key = Key::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let from_a = a.prepare(key.clone());
+        let from_a = a.prepare(ip(1));
         assert_eq!(b.decide(&from_a, Cost::message(1)), Decision::Allow);
         assert!(
-            matches!(
-                b.decide(&b.prepare(key), Cost::message(1)),
-                Decision::Deny { .. }
-            ),
-            "the same key, prepared by either store, is one key"
+            matches!(once(&b, 1, Cost::message(1)), Decision::Deny { .. }),
+            "the same key, prepared by either store, is one key in b"
         );
-        assert_eq!(b.len(), 1);
-        assert!(!format!("{from_a:?}").contains("127.0.0.1"), "{from_a:?}");
+        assert_eq!(
+            a.decide(&from_a, Cost::message(1)),
+            Decision::Allow,
+            "and a's budget is its own"
+        );
+        assert!(!format!("{from_a:?}").contains("0.0.0.1"), "{from_a:?}");
+    }
+
+    #[test]
+    fn connections_on_many_threads_never_spend_more_than_the_burst() {
+        // One message an hour, a burst of 100: whatever the interleaving, 100 pass.
+        let budget = Budget::new().messages(rate(1).per(Duration::from_secs(3600)).burst(100));
+        let store = InMemoryStore::new(budget).unwrap();
+        let allowed = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let key = store.prepare(ip(1));
+                    for _ in 0..1000 {
+                        if store.decide(&key, Cost::message(1)) == Decision::Allow {
+                            allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(allowed.load(Ordering::Relaxed), 100);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use wsguard_core::{Key, Principal};
-use wsguard_msg_rate::{rate, Budget, Cost, Decision, InMemoryStore, PreparedKey};
+use wsguard_msg_rate::{rate, Budget, Cost, Decision, InMemoryStore};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -26,11 +26,13 @@ fn bytes_per_key(make: impl Fn(u32) -> Key) -> f64 {
         .unwrap()
         .with_max_keys(2 * KEYS as usize)
         .unwrap();
-    // Prepared as connections prepare them: once, before their messages.
-    let keys: Vec<PreparedKey> = (0..KEYS).map(|n| store.prepare(make(n))).collect();
+    let keys: Vec<Key> = (0..KEYS).map(make).collect();
     let region = Region::new(GLOBAL);
+    // Each key as a connection that sends one message and ends: the store keeps the key
+    // (its budget is not full again yet), the connection's prepared key is gone.
     for key in &keys {
-        assert_eq!(store.decide(key, Cost::message(60)), Decision::Allow);
+        let prepared = store.prepare(key.clone());
+        assert_eq!(store.decide(&prepared, Cost::message(60)), Decision::Allow);
     }
     let change = region.change();
     assert_eq!(store.len(), KEYS as usize);
@@ -40,7 +42,7 @@ fn bytes_per_key(make: impl Fn(u32) -> Key) -> f64 {
         - change.bytes_deallocated;
     let heap: usize = keys
         .iter()
-        .map(|key| match key.key() {
+        .map(|key| match key {
             // An `Arc<str>`: the string and two reference counts.
             Key::Principal(p) => p.as_str().len() + 2 * size_of::<usize>(),
             other => other.heap_size(),
