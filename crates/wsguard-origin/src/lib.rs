@@ -170,6 +170,15 @@
 //!   without validation) lets that attacker choose what "same host" means. Behind such
 //!   proxies, list the public origins explicitly instead of using the same-host rule; this
 //!   layer does not read `X-Forwarded-Host` or `Forwarded`.
+//! - **DNS rebinding** defeats the [same-host rule](#same-host-mode) on its own. An attacker's
+//!   page on `http://rebind.attacker.example:8080` resolves that name to your server (for
+//!   example a service on `127.0.0.1:8080` or a private address), and the browser then sends
+//!   `Origin: http://rebind.attacker.example:8080` *and* `Host: rebind.attacker.example:8080`:
+//!   same host, allowed, although the page is the attacker's. Services reachable under names
+//!   you do not control (local development servers, devices on private networks) must check
+//!   `Host` against the names they serve (a host allow-list in the router or the proxy), or
+//!   list their origins explicitly instead of using the same-host rule. Explicit patterns
+//!   are not affected: the attacker's origin is not on the list.
 //! - Non-browser clients can send any `Origin` they like, or none. This layer protects
 //!   browser users' sessions from other sites; it does not authenticate clients. Put an
 //!   authentication layer (such as `wsguard-jwt-auth`) next to it.

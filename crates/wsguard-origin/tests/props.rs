@@ -76,6 +76,41 @@ fn origin() -> impl Strategy<Value = String> {
     })
 }
 
+/// Hosts around `example.com`: subdomains, look-alikes and suffix tricks, in any case, so
+/// that the matching properties see near misses and not only random noise.
+fn around_example() -> impl Strategy<Value = String> {
+    let prefix = prop_oneof![
+        prop::sample::select(vec!["", "a.", "x.Y.", "evil", "evil-", ".", "a.."])
+            .prop_map(String::from),
+        label().prop_map(|l| l + "."),
+    ];
+    let core = prop_oneof![
+        Just("example.com"),
+        Just("EXAMPLE.COM"),
+        Just("Example.Com"),
+        Just("example.co"),
+        Just("xample.com"),
+        Just("example.com.evil"),
+    ];
+    let suffix = prop_oneof![
+        Just(""),
+        Just("."),
+        Just(".evil"),
+        Just("m"),
+        Just("-evil.com"),
+        Just("%2e"),
+        Just(":443"),
+        Just(":8443"),
+    ];
+    (prefix, core, suffix).prop_map(|(p, c, s)| format!("{p}{c}{s}"))
+}
+
+/// Origins whose host is [`around_example`].
+fn origin_around_example() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![Just("https"), Just("HTTPS"), Just("http"), Just("wss")];
+    (scheme, around_example()).prop_map(|(scheme, host)| format!("{scheme}://{host}"))
+}
+
 fn handshake(origin: HeaderValue) -> Request<()> {
     let mut req = Request::builder()
         .header(header::UPGRADE, "websocket")
@@ -130,6 +165,7 @@ proptest! {
             prop::collection::vec(any::<u8>(), 0..80),
             origin_like().prop_map(String::into_bytes),
             origin().prop_map(String::into_bytes),
+            origin_around_example().prop_map(String::into_bytes),
         ],
     ) {
         let allow = AllowList::new()
@@ -155,13 +191,35 @@ proptest! {
             );
         } else {
             prop_assert_eq!(res.status(), StatusCode::FORBIDDEN);
+            // And nothing the list covers is refused: an https origin on the default port
+            // whose host is a proper subdomain of example.com passes.
+            if let Ok(origin) = Origin::parse(value.to_str().unwrap_or("")) {
+                let covered = origin.scheme() == "https"
+                    && origin.port().is_none()
+                    && origin.host().strip_suffix(".example.com").is_some_and(|sub| {
+                        !sub.is_empty() && sub.split('.').all(|label| !label.is_empty())
+                    });
+                prop_assert!(!covered, "{} refused", origin);
+            }
         }
     }
 
     #[test]
-    fn wildcards_only_match_proper_subdomains(input in origin()) {
+    fn domain_sets_contain_every_subdomain(labels in prop::collection::vec(label(), 1..4), upper in any::<bool>()) {
+        let set = DomainSet::new(["example.com"]).unwrap();
+        let host = labels.join(".") + ".example.com";
+        let host = if upper { host.to_ascii_uppercase() } else { host };
+        prop_assert!(set.contains_host(&host), "{}", host);
+        prop_assert!(set.contains_host("example.com"));
+    }
+
+    #[test]
+    fn wildcards_only_match_proper_subdomains(input in prop_oneof![origin(), origin_around_example()]) {
         let allow = AllowList::new().add_origin("https://*.example.com").unwrap();
-        let origin = Origin::parse(&input).unwrap();
+        let Ok(origin) = Origin::parse(&input) else {
+            // Only the near misses can be malformed (`a..`, `%2e`): nothing to match.
+            return Ok(());
+        };
         if allow.allows(&origin) {
             prop_assert!(origin.host().ends_with(".example.com"));
             prop_assert!(origin.host().len() > ".example.com".len());
@@ -183,7 +241,7 @@ proptest! {
     }
 
     #[test]
-    fn domain_sets_match_only_at_label_boundaries(host in origin_like()) {
+    fn domain_sets_match_only_at_label_boundaries(host in prop_oneof![origin_like(), around_example()]) {
         let set = DomainSet::new(["example.com"]).unwrap();
         if set.contains_host(&host) {
             let host = host.to_ascii_lowercase();
