@@ -23,7 +23,15 @@
 //!   being decided, so a slow guard (or a rate limiter that waits) slows the client down
 //!   through TCP flow control instead of buffering its messages;
 //! - token lifetime: when the connection's [`TokenExpiry`](crate::TokenExpiry) passes, the
-//!   socket is closed with 4440 ([`Reason::TokenExpired`]) by a timer, idle or not.
+//!   socket is closed with 4440 ([`Reason::TokenExpired`]) by a timer, idle or not;
+//! - size: a message over the socket's own limit (which the hand-offs set, and which
+//!   tungstenite enforces while the message arrives) closes the socket with 1009
+//!   ([`Reason::MessageTooLarge`]); other socket errors reach the application.
+//!
+//! The adapter does its work (the timers included) while the application polls it for the
+//! next message, as a WebSocket loop does anyway: keep reading the socket, for example in a
+//! `tokio::select!` beside the application's other sources, rather than only between long
+//! pauses.
 //!
 //! What a guard learned about a message travels with it in the [`Inbound`]'s extensions
 //! (a validator puts the parsed, typed message there), and reaches the application as part
