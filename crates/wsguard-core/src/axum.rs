@@ -27,7 +27,7 @@
 //! let app: Router = Router::new().route("/ws", get(ws));
 //! ```
 
-use std::future::Future;
+use std::{convert::Infallible, future::Future};
 
 use axum::{
     extract::{
@@ -35,7 +35,7 @@ use axum::{
             rejection::WebSocketUpgradeRejection, CloseFrame, DefaultOnFailedUpgrade, Message,
             OnFailedUpgrade, WebSocket, WebSocketUpgrade,
         },
-        FromRequestParts,
+        FromRequestParts, OptionalFromRequestParts,
     },
     response::{IntoResponse, Response},
 };
@@ -215,5 +215,30 @@ where
             .get::<Self>()
             .cloned()
             .ok_or(MissingIdentity("principal (add an authentication layer)"))
+    }
+}
+
+/// `Option<ClientIp>`: `None` when no layer resolved the client IP.
+impl<S> OptionalFromRequestParts<S> for ClientIp
+where
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<Self>().copied())
+    }
+}
+
+/// `Option<Principal>`: `None` for an anonymous request, on routes where authentication is
+/// optional.
+impl<S> OptionalFromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<Self>().cloned())
     }
 }
