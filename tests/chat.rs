@@ -338,6 +338,48 @@ async fn an_oversize_message_closes_with_1009() {
     running.stop(WAIT).await.ok();
 }
 
+/// Connects the browser's way: the token in `Sec-WebSocket-Protocol`, after `bearer`.
+async fn connect_as_browser(running: &server::Running, token: &str) -> Client {
+    let mut req = format!("ws://{}/ws", running.addr)
+        .into_client_request()
+        .unwrap();
+    let headers = req.headers_mut();
+    headers.insert("origin", own_origin(running).parse().unwrap());
+    headers.insert(
+        "sec-websocket-protocol",
+        format!("bearer, {token}").parse().unwrap(),
+    );
+    let (socket, res) = timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .expect("close mode upgrades refused handshakes");
+    // Browsers fail a handshake that offered subprotocols and got none selected.
+    assert_eq!(res.headers()["sec-websocket-protocol"], "bearer");
+    socket
+}
+
+#[tokio::test]
+async fn close_mode_tells_browsers_why_with_a_close_code() {
+    let running = start(&["--reject-mode", "close"]).await;
+    let mut forged = connect_as_browser(&running, "not.a.token").await;
+    assert_eq!(close_code(&mut forged).await, Some(CloseCode::from(4401)));
+    let mut expired = connect_as_browser(&running, &token("alice", -3600)).await;
+    assert_eq!(close_code(&mut expired).await, Some(CloseCode::from(4440)));
+    // A valid token still gets the chat.
+    let mut alice = connect_as_browser(&running, &token("alice", 3600)).await;
+    send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
+    // Over the per-user limit (3): 4429.
+    let _more = [
+        connect_as_browser(&running, &token("alice", 3600)).await,
+        connect_as_browser(&running, &token("alice", 3600)).await,
+    ];
+    let mut fourth = connect_as_browser(&running, &token("alice", 3600)).await;
+    assert_eq!(close_code(&mut fourth).await, Some(CloseCode::from(4429)));
+    drop((alice, _more, fourth));
+    running.stop(WAIT).await.ok();
+}
+
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
     let running = start(&[]).await;

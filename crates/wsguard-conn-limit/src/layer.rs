@@ -66,7 +66,11 @@ impl Limit {
     ///
     /// A request whose key cannot be computed is refused (500 when the key is missing,
     /// which means the layer that provides it is not in front; 400 when it is invalid),
-    /// unless the limit is [`optional`](Self::optional).
+    /// unless the limit is [`optional`](Self::optional). A handshake that an outer layer
+    /// already refused in close mode (a [`PendingRejection`](wsguard_core::PendingRejection)
+    /// in its extensions, for example a bad token, hence no principal) is not refused for a
+    /// missing key: that limit does not apply to it, and the others count it for the short
+    /// time its socket is open before the hand-off closes it with the outer rejection.
     pub fn new(name: impl Into<Cow<'static, str>>, extractor: impl KeyExtractor, max: u32) -> Self {
         Self {
             name: name.into(),

@@ -6,7 +6,8 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 use wsguard_core::{
-    key::RequestHead, HttpRejection, KeyError, OnRejection, Reason, Rejection, ScopedBody,
+    key::RequestHead, HttpRejection, KeyError, OnRejection, PendingRejection, Reason, Rejection,
+    ScopedBody,
 };
 
 use crate::{
@@ -81,6 +82,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.layer.config;
         let head = RequestHead::from_request(&req);
+        // An outer layer already refused this handshake in close mode (for example the
+        // authentication layer, so there is no principal): the socket will only be closed.
+        // Limits whose key is missing do not apply to it; the others still count it for the
+        // short time it is open.
+        let refused_already = req.extensions().get::<PendingRejection>().is_some();
         let mut slots = Vec::with_capacity(config.limits.len());
         let mut counted = 0u64;
         for (index, limit) in config.limits.iter().enumerate() {
@@ -90,7 +96,7 @@ where
                     slots.push(Slot::new(index as u16, key, limit.max));
                     counted |= 1 << index;
                 }
-                Err(KeyError::Missing(_)) if limit.optional => {}
+                Err(KeyError::Missing(_)) if limit.optional || refused_already => {}
                 Err(error) => {
                     let reason = match error {
                         KeyError::Invalid(what) => {

@@ -29,7 +29,9 @@ use tokio_tungstenite::{
 };
 use tower::ServiceBuilder;
 use wsguard_conn_limit::{ConnLimitLayer, InMemoryStore, Limit};
-use wsguard_core::{axum::GuardedUpgrade, ClientIp, Principal};
+use wsguard_core::{
+    axum::GuardedUpgrade, ClientIp, PendingRejection, Principal, Reason, Rejection,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,9 +46,14 @@ fn identity(mut req: Request<Body>) -> Request<Body> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (user, ip) = (header("x-user"), header("x-ip"));
+    let (user, ip, refused) = (header("x-user"), header("x-ip"), header("x-refused"));
     if let Some(user) = user {
         req.extensions_mut().insert(Principal::new(user));
+    }
+    if refused.is_some() {
+        // What an authentication layer in close mode does with a bad token: no principal,
+        // and a rejection for the hand-off to deliver.
+        let _ = PendingRejection::defer(req.extensions_mut(), Rejection::new(Reason::TokenInvalid));
     }
     let ip = ip
         .and_then(|ip| ip.parse().ok())
@@ -448,6 +455,32 @@ async fn close_mode_accepts_then_closes_with_4429() {
         "the refused socket holds nothing"
     );
     echo(&mut first).await;
+}
+
+#[tokio::test]
+async fn a_handshake_refused_earlier_in_close_mode_is_closed_with_that_code() {
+    // The principal limit has no key for it (no principal): it does not apply, and nothing
+    // is logged as a misconfiguration. The IP limit still counts it while it is open.
+    let layer = ConnLimitLayer::builder()
+        .per_principal(5)
+        .per_ip(2)
+        .build()
+        .unwrap();
+    let (addr, _) = serve(layer.clone()).await;
+    let mut req = request(addr, "/ws", "", "192.0.2.9");
+    req.headers_mut().insert("x-refused", "1".parse().unwrap());
+    let (mut refused, _) = timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .expect("the hand-off completes the upgrade to close it");
+    let frame = match timeout(WAIT, refused.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => frame,
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    assert_eq!(frame.code, CloseCode::from(4401));
+    assert_eq!(layer.active("principal"), Some(0));
+    drop(refused);
+    until_active(&layer, "ip", 0).await;
 }
 
 #[tokio::test]
