@@ -97,7 +97,9 @@ impl<F> GuardedUpgrade<F> {
         self.map(|ws| ws.max_write_buffer_size(max))
     }
 
-    /// Largest accepted message (default 1 MiB); larger ones end the socket with an error.
+    /// Largest accepted message (default 1 MiB). A larger one is refused while it arrives:
+    /// the bare socket yields an error, the message plane's `GuardedSocket`
+    /// closes with 1009.
     pub fn max_message_size(self, max: usize) -> Self {
         self.map(|ws| ws.max_message_size(max))
     }

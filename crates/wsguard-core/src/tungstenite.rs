@@ -224,7 +224,8 @@ impl GuardedUpgrade {
         self
     }
 
-    /// Largest accepted message (default 1 MiB).
+    /// Largest accepted message (default 1 MiB). A larger one is refused while it arrives:
+    /// the bare socket yields an error, the message plane's `GuardedSocket` closes with 1009.
     pub const fn max_message_size(mut self, max: usize) -> Self {
         self.config.max_message_size = Some(max);
         self
