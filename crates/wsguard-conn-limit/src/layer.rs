@@ -310,7 +310,9 @@ impl<St, P> ConnLimitBuilder<St, P> {
     ///
     /// The cost: every refused client completes an upgrade (one more round trip and a task
     /// on the server) before it is closed, and the application's handler runs (its socket
-    /// callback does not: the wsguard hand-off delivers the close instead). The refused
+    /// callback does not: the wsguard hand-off delivers the close instead). The handler has
+    /// to run: it selects the subprotocol, and Chromium fails a handshake that offered
+    /// subprotocols (the token's `bearer` pair) and got none selected. The refused
     /// connection holds no slot. An application that upgrades without a wsguard hand-off
     /// gets the HTTP answer, never an unguarded socket. Requests that are not WebSocket
     /// handshakes always get the HTTP answer.
