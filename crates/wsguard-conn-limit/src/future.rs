@@ -91,6 +91,24 @@ where
         }
     }
 
+    /// The store decided at once: no acquiring step, and `inner` (ready) is called now.
+    pub(crate) fn decided(
+        acquired: Result<St::Lease, Refusal>,
+        inner: &mut S,
+        req: Request<ReqBody>,
+        slots: &[Slot],
+        counted: u64,
+        layer: ConnLimitLayer<St, P>,
+    ) -> Self
+    where
+        P: Send + Sync + 'static,
+    {
+        Self {
+            state: start(acquired, inner, req, slots, counted, &layer.config),
+            layer,
+        }
+    }
+
     pub(crate) const fn rejected(rejection: Rejection, layer: ConnLimitLayer<St, P>) -> Self {
         Self {
             state: State::Rejected { rejection },
@@ -138,37 +156,12 @@ where
                     counted,
                 } => {
                     let acquired = ready!(acquire.poll(cx));
-                    let (Some(mut inner), Some(mut req)) = (inner.take(), req.take()) else {
+                    let (Some(mut inner), Some(req)) = (inner.take(), req.take()) else {
                         // Only reachable if polled after a panic inside `poll`.
                         return Poll::Ready(Ok(reject(config, Rejection::new(Reason::Internal))));
                     };
-                    match acquired {
-                        Ok(lease) => {
-                            let held = Held::new(lease, Arc::clone(config), *counted);
-                            let scope = ConnectionScope::of(&mut req);
-                            scope.hold(held);
-                            let future = inner.call(req);
-                            this.state.set(State::Calling {
-                                future,
-                                scope: Some(scope),
-                            });
-                        }
-                        Err(refusal) => {
-                            let rejection = refused(config, refusal, slots);
-                            let pending = if config.close_mode && is_websocket_upgrade(&req) {
-                                PendingRejection::defer(req.extensions_mut(), rejection)
-                            } else {
-                                None
-                            };
-                            match pending {
-                                Some(pending) => {
-                                    let future = inner.call(req);
-                                    this.state.set(State::Deferred { future, pending });
-                                }
-                                None => return Poll::Ready(Ok(reject(config, rejection))),
-                            }
-                        }
-                    }
+                    let next = start(acquired, &mut inner, req, slots, *counted, config);
+                    this.state.set(next);
                 }
                 StateProj::Calling { future, scope } => {
                     let res = ready!(future.poll(cx))?;
@@ -203,6 +196,49 @@ where
                 StateProj::Rejected { rejection } => {
                     return Poll::Ready(Ok(reject(config, *rejection)));
                 }
+            }
+        }
+    }
+}
+
+/// What follows the store's answer: the inner service called with the lease in the
+/// connection scope; or the refusal, answered, or deferred to the hand-off in close mode.
+fn start<S, St, P, ReqBody>(
+    acquired: Result<St::Lease, Refusal>,
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+    slots: &[Slot],
+    counted: u64,
+    config: &Arc<Config<St, P>>,
+) -> State<S, St, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    St: ConnectionStore,
+    P: Send + Sync + 'static,
+{
+    match acquired {
+        Ok(lease) => {
+            let held = Held::new(lease, Arc::clone(config), counted);
+            let scope = ConnectionScope::of(&mut req);
+            scope.hold(held);
+            State::Calling {
+                future: inner.call(req),
+                scope: Some(scope),
+            }
+        }
+        Err(refusal) => {
+            let rejection = refused(config, refusal, slots);
+            let pending = if config.close_mode && is_websocket_upgrade(&req) {
+                PendingRejection::defer(req.extensions_mut(), rejection)
+            } else {
+                None
+            };
+            match pending {
+                Some(pending) => State::Deferred {
+                    future: inner.call(req),
+                    pending,
+                },
+                None => State::Rejected { rejection },
             }
         }
     }

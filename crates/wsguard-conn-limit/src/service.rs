@@ -117,6 +117,16 @@ where
                 }
             }
         }
+        if let Some(acquired) = config.store.acquire_now(&slots) {
+            return ResponseFuture::decided(
+                acquired,
+                &mut self.inner,
+                req,
+                &slots,
+                counted,
+                self.layer.clone(),
+            );
+        }
         let acquire = config.store.acquire(&slots);
         // The ready service goes into the future; a fresh clone waits for the next call.
         let clone = self.inner.clone();

@@ -99,6 +99,14 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// A slot is free while its key has fewer than [`Slot::max`] holders. On refusal nothing
     /// stays taken.
     fn acquire(&self, slots: &[Slot]) -> Self::Future;
+
+    /// The same answer, given at once if the store can (an in-process store can), which
+    /// spares the layer the asynchronous step. The default says it cannot: `None`, and the
+    /// layer calls [`acquire`](Self::acquire).
+    fn acquire_now(&self, slots: &[Slot]) -> Option<Result<Self::Lease, Refusal>> {
+        let _ = slots;
+        None
+    }
 }
 
 /// The default bound on the keys an [`InMemoryStore`] tracks at once.
@@ -306,6 +314,10 @@ impl ConnectionStore for InMemoryStore {
 
     fn acquire(&self, slots: &[Slot]) -> Self::Future {
         ready(self.try_acquire(slots))
+    }
+
+    fn acquire_now(&self, slots: &[Slot]) -> Option<Result<InMemoryLease, Refusal>> {
+        Some(self.try_acquire(slots))
     }
 }
 
