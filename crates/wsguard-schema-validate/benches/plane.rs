@@ -298,6 +298,10 @@ fn services(c: &mut Criterion, rt: &Runtime) {
         });
     }
 
+    // The floor of typed validation: serde's parse alone, as the application would do it.
+    group.bench_function("parse_only", |b| {
+        b.iter(|| serde_json::from_str::<Command>(black_box(MESSAGE)).unwrap());
+    });
     run(&mut group, "admit", Admit, &info, &message, &mut cx);
     run(
         &mut group,
