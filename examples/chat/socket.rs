@@ -36,7 +36,7 @@ where
             next = socket.next_admitted() => {
                 let Some(Ok(mut admitted)) = next else { break };
                 // Control frames carry no command.
-                let Some(command) = admitted.take::<ClientMsg>() else { continue };
+                let Some(command) = admitted.take_parsed::<ClientMsg>() else { continue };
                 if let Some(answer) = session.handle(command) {
                     if socket.send(Message::text(answer.to_json())).await.is_err() {
                         break;

@@ -33,11 +33,12 @@
 //! `tokio::select!` beside the application's other sources, rather than only between long
 //! pauses.
 //!
-//! What a guard learned about a message travels with it in the [`Inbound`]'s extensions
-//! (a validator puts the parsed, typed message there), and reaches the application as part
-//! of an [`Admitted`] message through [`GuardedSocket::next_admitted`], so nothing is parsed
-//! twice. Through the plain `Stream` interface the application gets the bare message, and
-//! the extensions of the message it got last from [`GuardedSocket::take_extensions`].
+//! What a guard learned about a message travels with it in the [`Inbound`]: the message's
+//! parsed form ([`Inbound::set_parsed`]: a validator's typed message) and its extensions
+//! (anything else). Both reach the application as part of an [`Admitted`] message through
+//! [`GuardedSocket::next_admitted`], so nothing is parsed twice. Through the plain `Stream`
+//! interface the application gets the bare message, and what was learned about the message
+//! it got last from [`GuardedSocket::take_parsed`] and [`GuardedSocket::take_extensions`].
 //!
 //! The plane builds one service per connection ([`GuardedSocket::layered`] calls
 //! [`Layer::layer`] for each socket), so a guard keeps its per-connection state in the
@@ -83,6 +84,7 @@
 //! ```
 
 use std::{
+    any::Any,
     convert::Infallible,
     fmt,
     future::{poll_fn, Future},
@@ -205,21 +207,30 @@ impl fmt::Debug for ConnectionInfo {
     }
 }
 
+/// The parsed form of a message, of whatever type the guard that parsed it chose.
+type Parsed = Option<Box<dyn Any + Send + Sync>>;
+
 /// The request of the message plane: one inbound data message and its connection.
+///
+/// Besides the message, it carries what the guards learned about it: the message as a
+/// guard parsed it ([`parsed`](Self::parsed), one value, set by a validator) and
+/// [`extensions`](Self::extensions) for anything else.
 ///
 /// See the [module docs](self) for an example.
 pub struct Inbound<M> {
     message: M,
     connection: ConnectionInfo,
+    parsed: Parsed,
     extensions: Extensions,
 }
 
 impl<M> Inbound<M> {
-    /// A message received on `connection`, with empty extensions.
+    /// A message received on `connection`, not parsed yet, with empty extensions.
     pub fn new(message: M, connection: ConnectionInfo) -> Self {
         Self {
             message,
             connection,
+            parsed: None,
             extensions: Extensions::new(),
         }
     }
@@ -239,8 +250,21 @@ impl<M> Inbound<M> {
         &self.connection
     }
 
-    /// What the guards learned about this message (a validator puts the parsed message
-    /// here).
+    /// The message as a guard parsed it, if one did and parsed it into a `T`.
+    pub fn parsed<T: 'static>(&self) -> Option<&T> {
+        self.parsed.as_deref()?.downcast_ref()
+    }
+
+    /// Sets the message's parsed form (a validator does this, so that the application does
+    /// not parse the message again), replacing any earlier one.
+    ///
+    /// Unlike an extension, it costs one allocation and no map, and `T` need not be
+    /// `Clone`.
+    pub fn set_parsed<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.parsed = Some(Box::new(value));
+    }
+
+    /// Anything else the guards learned about this message.
     pub const fn extensions(&self) -> &Extensions {
         &self.extensions
     }
@@ -255,10 +279,11 @@ impl<M> Inbound<M> {
         self.message
     }
 
-    /// The message and its extensions, as the application receives them.
+    /// The message, its parsed form and its extensions, as the application receives them.
     pub fn into_admitted(self) -> Admitted<M> {
         Admitted {
             message: self.message,
+            parsed: self.parsed,
             extensions: self.extensions,
         }
     }
@@ -269,6 +294,7 @@ impl<M: fmt::Debug> fmt::Debug for Inbound<M> {
         f.debug_struct("Inbound")
             .field("message", &self.message)
             .field("connection", &self.connection)
+            .field("parsed", &self.parsed.is_some())
             .field("extensions", &self.extensions)
             .finish()
     }
@@ -305,19 +331,23 @@ impl<M> Verdict<M> {
     }
 }
 
-/// A message the plane admitted, with what the guards learned about it.
+/// A message the plane admitted, with what the guards learned about it: its parsed form
+/// (see [`Inbound::parsed`]) and its extensions.
 ///
 /// See the [module docs](self) for an example.
 pub struct Admitted<M> {
     message: M,
+    parsed: Parsed,
     extensions: Extensions,
 }
 
 impl<M> Admitted<M> {
-    /// A message with empty extensions (control frames reach the application this way).
+    /// A message not parsed, with empty extensions (control frames reach the application
+    /// this way).
     pub fn new(message: M) -> Self {
         Self {
             message,
+            parsed: None,
             extensions: Extensions::new(),
         }
     }
@@ -327,12 +357,22 @@ impl<M> Admitted<M> {
         &self.message
     }
 
-    /// The message, dropping the extensions.
+    /// The message, dropping the rest.
     pub fn into_message(self) -> M {
         self.message
     }
 
-    /// The extensions the guards left (for example the parsed, typed message).
+    /// The message as a guard parsed it (a validator's typed message), if it is a `T`.
+    pub fn parsed<T: 'static>(&self) -> Option<&T> {
+        self.parsed.as_deref()?.downcast_ref()
+    }
+
+    /// Takes the message's parsed form out, if it is a `T` (else leaves it).
+    pub fn take_parsed<T: 'static>(&mut self) -> Option<T> {
+        take_parsed(&mut self.parsed)
+    }
+
+    /// Anything else the guards left.
     pub const fn extensions(&self) -> &Extensions {
         &self.extensions
     }
@@ -341,26 +381,22 @@ impl<M> Admitted<M> {
     pub fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
     }
+}
 
-    /// Takes the value of type `T` out of the extensions, for example the message a
-    /// validator parsed.
-    pub fn take<T>(&mut self) -> Option<T>
-    where
-        T: Clone + Send + Sync + 'static,
-    {
-        self.extensions.remove::<T>()
+/// Takes the value out of `parsed` if it is a `T`.
+fn take_parsed<T: 'static>(parsed: &mut Parsed) -> Option<T> {
+    if !parsed.as_deref()?.is::<T>() {
+        return None;
     }
-
-    /// The message and its extensions.
-    pub fn into_parts(self) -> (M, Extensions) {
-        (self.message, self.extensions)
-    }
+    let any: Box<dyn Any> = parsed.take()?;
+    any.downcast().ok().map(|value| *value)
 }
 
 impl<M: fmt::Debug> fmt::Debug for Admitted<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admitted")
             .field("message", &self.message)
+            .field("parsed", &self.parsed.is_some())
             .field("extensions", &self.extensions)
             .finish()
     }
@@ -496,6 +532,8 @@ where
     /// The socket's stream ended with an error: nothing more can be read from it.
     read_ended: bool,
     rejection: Option<Rejection>,
+    /// What the guards learned about the data message the `Stream` interface yielded last.
+    last_parsed: Parsed,
     last: Extensions,
     info: ConnectionInfo,
     conn: Connection,
@@ -576,6 +614,7 @@ where
             state: State::Open,
             read_ended: false,
             rejection: None,
+            last_parsed: None,
             last: Extensions::new(),
             info,
             conn,
@@ -631,6 +670,12 @@ where
     /// Why the plane closed the socket, once it did.
     pub const fn rejection(&self) -> Option<&Rejection> {
         self.rejection.as_ref()
+    }
+
+    /// The parsed form of the data message the `Stream` interface yielded last, if it is a
+    /// `T` (`None` after a control frame).
+    pub fn take_parsed<T: 'static>(&mut self) -> Option<T> {
+        take_parsed(&mut self.last_parsed)
     }
 
     /// The extensions of the data message the `Stream` interface yielded last (empty for
@@ -821,9 +866,9 @@ where
         let this = self.get_mut();
         match ready!(this.poll_next_admitted(cx)) {
             Some(Ok(admitted)) => {
-                let (message, extensions) = admitted.into_parts();
-                this.last = extensions;
-                Poll::Ready(Some(Ok(message)))
+                this.last_parsed = admitted.parsed;
+                this.last = admitted.extensions;
+                Poll::Ready(Some(Ok(admitted.message)))
             }
             Some(Err(err)) => Poll::Ready(Some(Err(err))),
             None => Poll::Ready(None),
@@ -1047,6 +1092,8 @@ mod tests {
                 Some("close") => Verdict::Close(Rejection::new(Reason::InvalidMessage)),
                 _ => {
                     req.extensions_mut().insert(Seen("by-text"));
+                    let parsed = format!("parsed {}", req.message().payload_len());
+                    req.set_parsed(parsed);
                     Verdict::Admit(req)
                 }
             };
@@ -1069,11 +1116,17 @@ mod tests {
         let ping = guarded.next_admitted().await.unwrap().unwrap();
         assert_eq!(ping.message(), &Msg::Ping(Bytes::from_static(b"p")));
         assert!(ping.extensions().is_empty());
+        assert_eq!(ping.parsed::<String>(), None);
         assert_eq!(peer.recv().await, Msg::text("refused".into()));
 
         let mut ok = guarded.next_admitted().await.unwrap().unwrap();
         assert_eq!(ok.message(), &Msg::text("ok".into()));
-        assert_eq!(ok.take::<Seen>(), Some(Seen("by-text")));
+        assert_eq!(ok.extensions_mut().remove::<Seen>(), Some(Seen("by-text")));
+        // The parsed form is taken only as the type it has.
+        assert_eq!(ok.take_parsed::<u32>(), None);
+        assert_eq!(ok.parsed::<String>().map(String::as_str), Some("parsed 2"));
+        assert_eq!(ok.take_parsed::<String>().as_deref(), Some("parsed 2"));
+        assert_eq!(ok.take_parsed::<String>(), None, "taken once");
 
         // Through the plain `Stream` interface, the extensions wait in the adapter.
         assert_eq!(
@@ -1084,6 +1137,7 @@ mod tests {
             guarded.take_extensions().get::<Seen>(),
             Some(&Seen("by-text"))
         );
+        assert_eq!(guarded.take_parsed::<String>().as_deref(), Some("parsed 2"));
 
         // The application's own frames go out through the adapter.
         guarded.send(Msg::text("from app".into())).await.unwrap();

@@ -111,7 +111,7 @@ impl<S, M, T, A, F> Future for ResponseFuture<S, M, T, A, F>
 where
     S: Service<Inbound<M>, Response = Verdict<M>>,
     M: WsMessage,
-    T: Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
     A: Authorize<T>,
     F: ErrorFrame,
 {
@@ -141,7 +141,7 @@ where
                     };
                     match access {
                         Access::Allow => {
-                            req.extensions_mut().insert(parsed);
+                            req.set_parsed(parsed);
                             this.kind.set(Kind::Inner {
                                 future: inner.call(req),
                             });

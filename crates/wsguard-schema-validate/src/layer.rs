@@ -81,7 +81,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Validates every inbound message of the message plane, and hands the parsed value of `T`
-/// to the application in the message's extensions.
+/// to the application as the message's parsed form
+/// ([`Inbound::parsed`](wsguard_core::plane::Inbound::parsed)).
 ///
 /// `T` is the type messages are parsed into (`serde_json::Value` until
 /// [`typed`](Self::typed) says otherwise), `A` the [`Authorize`] hook, `F` the

@@ -29,9 +29,11 @@
 //! close the socket with 1007. A denied message gets `{"type":"error","code":"forbidden"}`,
 //! or a 4403 close with [`OnDeny::Close`].
 //!
-//! The parsed value is handed to the application with the message, in its extensions:
-//! nothing is parsed twice. Take it from the [`Admitted`](wsguard_core::plane::Admitted)
-//! message that `GuardedSocket::next_admitted` returns.
+//! The parsed value is handed to the application with the message, as its parsed form:
+//! nothing is parsed twice. Take it with
+//! [`take_parsed`](wsguard_core::plane::Admitted::take_parsed) from the
+//! [`Admitted`](wsguard_core::plane::Admitted) message that `GuardedSocket::next_admitted`
+//! returns.
 //!
 //! # Example
 //!
@@ -85,7 +87,7 @@
 //!                 let mut socket = GuardedSocket::layered(socket, conn, &validate);
 //!                 while let Some(Ok(mut msg)) = socket.next_admitted().await {
 //!                     // Valid, allowed, and parsed once.
-//!                     let reply = match msg.take::<Command>() {
+//!                     let reply = match msg.take_parsed::<Command>() {
 //!                         Some(Command::Ping) => "pong",
 //!                         Some(Command::Subscribe { .. }) => "subscribed",
 //!                         Some(Command::Unsubscribe { .. }) => "unsubscribed",

@@ -105,7 +105,7 @@ impl<S, M, T, A, F> Service<Inbound<M>> for ValidateMessage<S, T, A, F>
 where
     S: Service<Inbound<M>, Response = Verdict<M>> + Clone,
     M: WsMessage,
-    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
     A: Authorize<T>,
     F: ErrorFrame,
 {
@@ -146,7 +146,7 @@ where
         self.conn.invalid.store(0, Ordering::Relaxed);
 
         if config.authorize.allows_all() {
-            req.extensions_mut().insert(parsed);
+            req.set_parsed(parsed);
             return ResponseFuture::inner(self.inner.call(req));
         }
         let asking = config.authorize.authorize(req.connection(), &parsed);

@@ -76,7 +76,7 @@ where
                 .on_upgrade(move |socket, conn| async move {
                     let mut socket = GuardedSocket::layered(socket, conn, &plane);
                     while let Some(Ok(mut msg)) = socket.next_admitted().await {
-                        let answer = match msg.take::<Command>() {
+                        let answer = match msg.take_parsed::<Command>() {
                             Some(Command::Ping) => "pong".to_owned(),
                             Some(Command::Subscribe { session_id }) => {
                                 format!("subscribed {session_id}")

@@ -65,7 +65,7 @@ async fn valid_messages_carry_their_parsed_value() {
     };
     let mut admitted = inbound.into_admitted();
     assert_eq!(
-        admitted.take::<Command>(),
+        admitted.take_parsed::<Command>(),
         Some(Command::Subscribe {
             session_id: "s-1".into()
         })
@@ -73,6 +73,25 @@ async fn valid_messages_carry_their_parsed_value() {
     assert!(send(&mut svc, &conn, Message::text(r#"{"type":"ping"}"#))
         .await
         .is_admit());
+}
+
+/// A message type that is not `Clone` (it owns a socket-side resource, say).
+#[derive(Debug, serde::Deserialize)]
+struct Owned {
+    id: u32,
+}
+
+#[tokio::test]
+async fn types_need_not_be_clone() {
+    let mut svc = ValidateMessageLayer::new().typed::<Owned>().layer(Admit);
+    let verdict = send(&mut svc, &info(None), Message::text(r#"{"id":7}"#)).await;
+    let Verdict::Admit(inbound) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(
+        inbound.into_admitted().take_parsed::<Owned>().map(|o| o.id),
+        Some(7)
+    );
 }
 
 #[tokio::test]
@@ -180,7 +199,7 @@ async fn authorization_allows_owned_sessions_and_denies_foreign_ones() {
         panic!("{verdict:?}")
     };
     assert_eq!(
-        inbound.extensions().get::<Command>(),
+        inbound.parsed::<Command>(),
         Some(&Command::Subscribe {
             session_id: "s-alice".into()
         })
@@ -260,10 +279,7 @@ mod json_schema {
         let Verdict::Admit(inbound) = verdict else {
             panic!("{verdict:?}")
         };
-        assert_eq!(
-            inbound.extensions().get::<Value>().unwrap()["session_id"],
-            "s-abc"
-        );
+        assert_eq!(inbound.parsed::<Value>().unwrap()["session_id"], "s-abc");
         for bad in [
             r#"{"type":"subscribe","session_id":"EVIL"}"#,
             r#"{"type":"EVIL"}"#,
@@ -292,7 +308,7 @@ mod json_schema {
             panic!("{verdict:?}")
         };
         assert_eq!(
-            inbound.extensions().get::<Command>(),
+            inbound.parsed::<Command>(),
             Some(&Command::Unsubscribe {
                 session_id: "s-x".into()
             })
