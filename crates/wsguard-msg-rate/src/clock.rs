@@ -65,10 +65,6 @@ fn now() -> u64 {
 pub(crate) struct PlaneClock;
 
 impl PlaneClock {
-    pub(crate) fn new() -> Self {
-        Self
-    }
-
     /// Nanoseconds on the plane's timeline (only differences mean anything).
     pub(crate) fn nanos(self) -> u64 {
         now()
@@ -91,7 +87,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_reading_per_scope() {
-        let clock = PlaneClock::new();
+        let clock = PlaneClock;
         let origin = clock.nanos();
         tokio::time::advance(Duration::from_millis(5)).await;
         read_once(|| {

@@ -30,7 +30,6 @@ const LAYER: &str = "msg_rate";
 
 /// The budgets of one connection, and its key once known.
 pub(crate) struct ConnState<K: KeyStore> {
-    clock: PlaneClock,
     messages: Option<DirectLimiter>,
     bytes: Option<DirectLimiter>,
     refusals: Option<DirectLimiter>,
@@ -40,10 +39,8 @@ pub(crate) struct ConnState<K: KeyStore> {
 
 impl<K: KeyStore> ConnState<K> {
     pub(crate) fn new<F>(config: &Config<K, F>) -> Self {
-        let clock = PlaneClock::new();
-        let direct = |quota| RateLimiter::direct_with_clock(quota, clock);
+        let direct = |quota| RateLimiter::direct_with_clock(quota, PlaneClock);
         Self {
-            clock,
             messages: config.connection.and_then(|q| q.messages).map(direct),
             bytes: config.connection.and_then(|q| q.bytes).map(direct),
             refusals: match config.abuse {
@@ -245,7 +242,7 @@ impl Progress {
                 Stage::Messages => {
                     if let Some(limiter) = &conn.messages {
                         if let Err(not_until) = limiter.check() {
-                            let wait = not_until.wait_time_from(conn.clock.now());
+                            let wait = not_until.wait_time_from(PlaneClock.now());
                             return self.excess(config, conn, info, "connection", wait);
                         }
                     }
@@ -258,7 +255,7 @@ impl Progress {
                             Ok(Some(cells)) => match limiter.check_n(cells) {
                                 Ok(Ok(())) => {}
                                 Ok(Err(not_until)) => {
-                                    let wait = not_until.wait_time_from(conn.clock.now());
+                                    let wait = not_until.wait_time_from(PlaneClock.now());
                                     return self.excess(config, conn, info, "connection", wait);
                                 }
                                 Err(_) => return too_large(info, "connection"),

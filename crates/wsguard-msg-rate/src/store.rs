@@ -210,7 +210,6 @@ struct StoreInner {
     messages: Option<KeyedLimiter>,
     bytes: Option<KeyedLimiter>,
     table: Arc<Table>,
-    clock: PlaneClock,
     budget: Budget,
 }
 
@@ -265,16 +264,14 @@ impl InMemoryStore {
             return Err(ConfigError::ZeroSweepInterval);
         }
         let shards = (max_keys / KEYS_PER_SHARD_MIN).clamp(1, SHARDS);
-        let clock = PlaneClock::new();
         let table = Arc::new(Table {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             shard_cap: (max_keys / shards).max(1),
             max_keys,
             sweep_every: u64::try_from(sweep.as_nanos()).unwrap_or(u64::MAX),
             sweep_interval: sweep,
-            clock,
             start_bound: AtomicU64::new(0),
-            last_sweep: AtomicU64::new(clock.nanos()),
+            last_sweep: AtomicU64::new(PlaneClock.nanos()),
         });
         let limiter = |quota, slot| {
             RateLimiter::new(
@@ -283,19 +280,20 @@ impl InMemoryStore {
                     table: table.clone(),
                     slot,
                 },
-                clock,
+                PlaneClock,
             )
         };
         let messages = messages.map(|q| limiter(q, 0));
         let bytes = bytes.map(|q| limiter(q, 1));
         // Read after both limiters took their start: a time no earlier than either start.
-        table.start_bound.store(clock.nanos(), Ordering::Relaxed);
+        table
+            .start_bound
+            .store(PlaneClock.nanos(), Ordering::Relaxed);
         Ok(Self {
             inner: Arc::new(StoreInner {
                 messages,
                 bytes,
                 table,
-                clock,
                 budget,
             }),
         })
@@ -358,7 +356,7 @@ impl InMemoryStore {
         if let Some(limiter) = &inner.messages {
             if let Err(not_until) = limiter.check_key(key) {
                 return Decision::Deny {
-                    retry_after: not_until.wait_time_from(inner.clock.now()),
+                    retry_after: not_until.wait_time_from(PlaneClock.now()),
                 };
             }
         }
@@ -371,7 +369,7 @@ impl InMemoryStore {
                     Ok(Ok(())) => {}
                     Ok(Err(not_until)) => {
                         return Decision::Deny {
-                            retry_after: not_until.wait_time_from(inner.clock.now()),
+                            retry_after: not_until.wait_time_from(PlaneClock.now()),
                         }
                     }
                     Err(_) => return Decision::TooLarge,
@@ -406,7 +404,6 @@ struct Table {
     max_keys: usize,
     sweep_every: u64,
     sweep_interval: Duration,
-    clock: PlaneClock,
     /// A clock reading no earlier than the limiters' start: times in the table are
     /// relative to their start.
     start_bound: AtomicU64,
@@ -485,7 +482,7 @@ impl Table {
     }
 
     fn now(&self) -> u64 {
-        self.clock.nanos()
+        PlaneClock.nanos()
     }
 
     fn len(&self) -> usize {
