@@ -2,40 +2,15 @@
 //! order of peer sources and any body type (gRPC, SSE). The events it logs are tested in
 //! `logging.rs`.
 
-use std::{
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-};
+mod common;
 
+use std::net::{IpAddr, SocketAddr};
+
+use common::{echo, loopback, request};
 use http::{Extensions, Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
-use wsguard_core::{ClientIp, GrpcRejection, PeerAddr, Reason, Rejection};
-
-/// Answers with the resolved client IP, or "none".
-async fn echo<B>(req: Request<B>) -> Result<Response<String>, Infallible> {
-    let ip = req.extensions().get::<ClientIp>().map(ToString::to_string);
-    Ok(Response::new(ip.unwrap_or_else(|| "none".into())))
-}
-
-fn request(peer: Option<&str>, headers: &[(&str, &str)]) -> Request<String> {
-    let mut req = Request::new(String::new());
-    for (name, value) in headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    if let Some(peer) = peer {
-        req.extensions_mut()
-            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
-    }
-    req
-}
-
-fn loopback() -> ClientIpLayer {
-    ClientIpLayer::new().trusted_proxies(TrustedProxies::loopback())
-}
+use wsguard_core::{GrpcRejection, PeerAddr, Reason, Rejection};
 
 #[tokio::test]
 async fn missing_peer_is_rejected_through_the_policy() {

@@ -3,42 +3,17 @@
 //! Alone in its own test binary: a test running on another thread could register the
 //! callsites while no subscriber exists and race with the scoped subscriber used here.
 
+mod common;
+
 use std::{
-    convert::Infallible,
     io,
-    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
-use http::{Request, Response};
+use common::{echo, loopback, request};
+use http::Request;
 use tower::{service_fn, Layer, ServiceExt};
-use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
-use wsguard_core::{ClientIp, PeerAddr};
-
-/// Answers with the resolved client IP, or "none".
-async fn echo<B>(req: Request<B>) -> Result<Response<String>, Infallible> {
-    let ip = req.extensions().get::<ClientIp>().map(ToString::to_string);
-    Ok(Response::new(ip.unwrap_or_else(|| "none".into())))
-}
-
-fn request(peer: Option<&str>, headers: &[(&str, &str)]) -> Request<String> {
-    let mut req = Request::new(String::new());
-    for (name, value) in headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    if let Some(peer) = peer {
-        req.extensions_mut()
-            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
-    }
-    req
-}
-
-fn loopback() -> ClientIpLayer {
-    ClientIpLayer::new().trusted_proxies(TrustedProxies::loopback())
-}
+use wsguard_client_ip::{ClientIpLayer, Source};
 
 /// Collects formatted events.
 #[derive(Clone, Default)]
