@@ -2,6 +2,8 @@
 //! exactly when the upgraded socket ends, through both hand-offs, however the socket ends.
 #![cfg(all(feature = "axum", feature = "tokio-tungstenite"))]
 
+mod common;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -180,7 +182,7 @@ mod axum_handoff {
 
 mod hyper_handoff {
     use http_body_util::Full;
-    use hyper::{body::Incoming, server::conn::http1, service::service_fn, Response};
+    use hyper::{body::Incoming, service::service_fn, Response};
     use hyper_util::rt::TokioIo;
     use wsguard_core::tungstenite::{GuardedStream, GuardedUpgrade};
 
@@ -203,41 +205,31 @@ mod hyper_handoff {
         deferred: Option<Rejection>,
         called: Arc<AtomicBool>,
     ) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (alive, called) = (alive.clone(), called.clone());
-                let service = service_fn(move |mut req: Request<Incoming>| {
-                    ConnectionScope::of(&mut req).hold(alive.guard());
-                    if let Some(rejection) = deferred {
-                        let _ = PendingRejection::defer(req.extensions_mut(), rejection);
-                    }
-                    let called = called.clone();
-                    async move {
-                        let res: Response<Full<bytes::Bytes>> =
-                            match GuardedUpgrade::from_request(&mut req) {
-                                Ok(up) => up.on_upgrade(move |socket, conn| {
-                                    called.store(true, Ordering::SeqCst);
-                                    async move {
-                                        echo(socket).await;
-                                        drop(conn);
-                                    }
-                                }),
-                                Err(err) => err.to_response(),
-                            };
-                        Ok::<_, Infallible>(res)
-                    }
-                });
-                tokio::spawn(
-                    http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades(),
-                );
-            }
-        });
-        addr
+        common::serve_http1(move || {
+            let (alive, called) = (alive.clone(), called.clone());
+            service_fn(move |mut req: Request<Incoming>| {
+                ConnectionScope::of(&mut req).hold(alive.guard());
+                if let Some(rejection) = deferred {
+                    let _ = PendingRejection::defer(req.extensions_mut(), rejection);
+                }
+                let called = called.clone();
+                async move {
+                    let res: Response<Full<bytes::Bytes>> =
+                        match GuardedUpgrade::from_request(&mut req) {
+                            Ok(up) => up.on_upgrade(move |socket, conn| {
+                                called.store(true, Ordering::SeqCst);
+                                async move {
+                                    echo(socket).await;
+                                    drop(conn);
+                                }
+                            }),
+                            Err(err) => err.to_response(),
+                        };
+                    Ok::<_, Infallible>(res)
+                }
+            })
+        })
+        .await
     }
 
     #[tokio::test]

@@ -3,6 +3,8 @@
 //! close frame instead of a reset connection.
 #![cfg(all(feature = "plane", feature = "axum", feature = "tokio-tungstenite"))]
 
+mod common;
+
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
@@ -43,31 +45,19 @@ async fn axum_server() -> SocketAddr {
 async fn hyper_server() -> SocketAddr {
     use http::Request;
     use http_body_util::Full;
-    use hyper::{body::Incoming, server::conn::http1, service::service_fn, Response};
-    use hyper_util::rt::TokioIo;
+    use hyper::{body::Incoming, service::service_fn, Response};
     use wsguard_core::tungstenite::GuardedUpgrade;
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = service_fn(|mut req: Request<Incoming>| async move {
-                let res: Response<Full<bytes::Bytes>> = match GuardedUpgrade::from_request(&mut req)
-                {
-                    Ok(up) => up.max_message_size(LIMIT).on_upgrade(echo),
-                    Err(err) => err.to_response(),
-                };
-                Ok::<_, Infallible>(res)
-            });
-            tokio::spawn(
-                http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades(),
-            );
-        }
-    });
-    addr
+    common::serve_http1(|| {
+        service_fn(|mut req: Request<Incoming>| async move {
+            let res: Response<Full<bytes::Bytes>> = match GuardedUpgrade::from_request(&mut req) {
+                Ok(up) => up.max_message_size(LIMIT).on_upgrade(echo),
+                Err(err) => err.to_response(),
+            };
+            Ok::<_, Infallible>(res)
+        })
+    })
+    .await
 }
 
 async fn oversize_message_gets_1009(addr: SocketAddr) {
