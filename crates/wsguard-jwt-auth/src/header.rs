@@ -155,6 +155,8 @@ impl<'de> Visitor<'de> for HeaderSeed {
                 HeaderParameter::X5t | HeaderParameter::X5tS256 | HeaderParameter::Unknown => {
                     map.next_value::<IgnoredAny>()?;
                 }
+                // `b64`, the key-carrying and key-locating parameters, the JWE ones, and any
+                // named parameter added later: refused unless listed above.
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     read.unsupported.get_or_insert(param);
