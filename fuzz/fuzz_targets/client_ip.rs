@@ -52,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
     let max_elements = words.next().and_then(|w| w.parse::<usize>().ok());
     let max_bytes = words.next().and_then(|w| w.parse::<usize>().ok());
 
-    let trusted = TrustedProxies::new().add_cidrs(TRUSTED).expect("fixed networks");
+    let trusted = TrustedProxies::new()
+        .add_cidrs(TRUSTED)
+        .expect("fixed networks");
     let mut layer = ClientIpLayer::new().trusted_proxies(trusted.clone());
     if let Some(max) = max_elements {
         match layer.clone().max_elements(max) {
@@ -92,7 +94,10 @@ fuzz_target!(|data: &[u8]| {
         || source == Source::Peer
         || source == Source::XForwardedForHops(0)
     {
-        assert_eq!(resolved, canonical_peer, "headers read when they must not be");
+        assert_eq!(
+            resolved, canonical_peer,
+            "headers read when they must not be"
+        );
         return;
     }
     if resolved != canonical_peer {

@@ -123,7 +123,10 @@ fuzz_target!(|data: &[u8]| {
     let good = minted
         .iter()
         .any(|(_, header, payload)| acceptable(header, payload, &principal));
-    assert!(good, "accepted a request without a valid token of ours: {text:?}");
+    assert!(
+        good,
+        "accepted a request without a valid token of ours: {text:?}"
+    );
 
     // The query token and the subprotocol token are gone before the inner service.
     if let Some(q) = seen.uri.query() {

@@ -80,23 +80,37 @@ fuzz_target!(|data: &[u8]| {
         Verdict::Admit(inbound) => {
             let value = reference.expect("admitted invalid JSON");
             assert_eq!(depth_ok, Some(true), "admitted over the depth limit");
-            assert!(longest.unwrap_or(0) <= max_string_len, "admitted a long string");
+            assert!(
+                longest.unwrap_or(0) <= max_string_len,
+                "admitted a long string"
+            );
             if typed {
                 let parsed = inbound.parsed::<Command>().expect("parsed command");
                 assert_eq!(Some(parsed), command.as_ref(), "parsed differently");
             } else {
-                assert_eq!(inbound.parsed::<Value>(), Some(&value), "parsed differently");
+                assert_eq!(
+                    inbound.parsed::<Value>(),
+                    Some(&value),
+                    "parsed differently"
+                );
             }
         }
         Verdict::Reply(frame) => {
-            assert_eq!(frame, Message::text(ERROR_FRAME), "not the generic error frame");
+            assert_eq!(
+                frame,
+                Message::text(ERROR_FRAME),
+                "not the generic error frame"
+            );
             // Duplicate keys hide values from `Value`, so the converse needs none.
             let unique = serde_json::from_slice::<UniqueKeys>(json).is_ok();
             if let (Some(true), Some(longest), true) = (depth_ok, longest, unique) {
                 let surely_short =
                     json.len() <= max_string_len || longest.saturating_mul(6) <= max_string_len;
                 let of_type = !typed || command.is_some();
-                assert!(!(surely_short && of_type), "refused a valid message within limits");
+                assert!(
+                    !(surely_short && of_type),
+                    "refused a valid message within limits"
+                );
             }
         }
         other => panic!("unexpected verdict {other:?}"),

@@ -65,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         StatusCode::FORBIDDEN
     };
-    assert_eq!(status, expected, "the layer disagrees with AllowList::allows");
+    assert_eq!(
+        status, expected,
+        "the layer disagrees with AllowList::allows"
+    );
 });
 
 fn check_origin(input: &str, origin: &Origin) {

@@ -123,7 +123,10 @@ fn check_output(mut out: &[u8], admitted: &[String]) {
                         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
                         "close code {code} may not be sent"
                     );
-                    assert!(std::str::from_utf8(reason).is_ok(), "close reason not UTF-8");
+                    assert!(
+                        std::str::from_utf8(reason).is_ok(),
+                        "close reason not UTF-8"
+                    );
                 } else {
                     assert!(payload.is_empty(), "a one-byte close payload");
                 }
