@@ -332,9 +332,19 @@ fn parse_pattern(pattern: &str) -> Result<Rule, ConfigError> {
             pattern: pattern.to_owned(),
         });
     }
-    // A pattern longer than any accepted `Origin` could never match.
-    let serialised_len = scheme.len() + "://*.:65535".len() + parsed.name.len();
-    if serialised_len > MAX_ORIGIN_LEN {
+    // A pattern whose shortest match is longer than any accepted `Origin` could never
+    // match: the scheme, `://`, one more label for a wildcard, the host, the shortest port.
+    let port_len = match &ports {
+        Ports::Any => 0,
+        Ports::List(list) => list
+            .iter()
+            .map(|port| port.map_or(0, |port| ":".len() + port.to_string().len()))
+            .min()
+            .unwrap_or(0),
+    };
+    let label_len = if wildcard { "x.".len() } else { 0 };
+    let shortest_match = scheme.len() + "://".len() + label_len + parsed.name.len() + port_len;
+    if shortest_match > MAX_ORIGIN_LEN {
         return Err(invalid(ParseOriginError::TooLong));
     }
     let scheme: Box<str> = scheme.into();

@@ -389,3 +389,43 @@ fn port_or_default() {
     assert_eq!(port("https://a.example:8443"), Some(8443));
     assert_eq!(port("chrome-extension://abc"), None);
 }
+
+/// Found by `fuzz/fuzz_targets/origin.rs`: an origin of 505 to 512 bytes parses, but
+/// listing it failed with "origin too long", because the pattern cap counted a wildcard
+/// label and a `:65535` port the pattern does not have. A pattern is refused only when
+/// even the shortest origin it matches is over the cap.
+#[test]
+fn an_origin_at_the_length_cap_can_be_listed() {
+    let cap = wsguard_origin::MAX_ORIGIN_LEN;
+    let origin = format!(
+        "https://{}.example",
+        "a".repeat(cap - "https://.example".len())
+    );
+    assert_eq!(origin.len(), cap);
+    let parsed = Origin::parse(&origin).unwrap();
+    let allow = AllowList::new().add_origin(&origin).unwrap();
+    assert!(allow.allows(&parsed));
+
+    // With a port: the same, counting the port.
+    let host = "a".repeat(cap - "https://.example:8443".len());
+    let with_port = format!("https://{host}.example:8443");
+    assert_eq!(with_port.len(), cap);
+    let allow = AllowList::new().add_origin(&with_port).unwrap();
+    assert!(allow.allows(&Origin::parse(&with_port).unwrap()));
+
+    // A wildcard matches at least one more label: `x.` plus the suffix must fit.
+    let suffix = "a".repeat(cap - "https://x..example".len());
+    let wildcard = format!("https://*.{suffix}.example");
+    let allow = AllowList::new().add_origin(&wildcard).unwrap();
+    assert!(allow.allows(&Origin::parse(&format!("https://x.{suffix}.example")).unwrap()));
+    let too_long = format!("https://*.a{suffix}.example");
+    assert!(AllowList::new().add_origin(&too_long).is_err());
+
+    // One byte over the cap can never match and is still refused.
+    let over = format!(
+        "https://{}.example",
+        "a".repeat(cap + 1 - "https://.example".len())
+    );
+    assert!(Origin::parse(&over).is_err());
+    assert!(AllowList::new().add_origin(&over).is_err());
+}
