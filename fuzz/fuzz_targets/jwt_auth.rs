@@ -193,16 +193,25 @@ fn count(haystack: &[u8], needle: &str) -> usize {
         .count()
 }
 
+/// The members of a JOSE header that decide whether a token may pass.
+#[derive(serde::Deserialize)]
+struct Jose {
+    alg: Option<String>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
 /// Whether a token with this header and payload may be accepted for `principal`.
 fn acceptable(header: &[u8], payload: &[u8], principal: &str) -> bool {
-    let (Ok(Value::Object(header)), Ok(Value::Object(claims))) = (
-        serde_json::from_slice::<Value>(header),
+    // The header is read for its `alg` and `crit` only: other members may hold anything
+    // JSON allows (such as a number out of `f64`'s range, which `Value` refuses).
+    let (Ok(header), Ok(Value::Object(claims))) = (
+        serde_json::from_slice::<Jose>(header),
         serde_json::from_slice::<Value>(payload),
     ) else {
         return false;
     };
-    let alg_ok = header.get("alg").and_then(Value::as_str) == Some("HS256");
-    let no_crit = !header.contains_key("crit");
+    let alg_ok = header.alg.as_deref() == Some("HS256");
+    let no_crit = header.crit.is_none();
     // `sub` is a string or an integer (RFC 7519 StringOrURI; integers are read as text).
     let sub_ok = match claims.get("sub") {
         Some(Value::String(sub)) => sub == principal,
