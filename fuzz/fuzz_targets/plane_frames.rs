@@ -132,7 +132,7 @@ fn check_output(mut out: &[u8], admitted: &[String]) {
                 }
             }
             0x9 | 0xA => {}
-            0x1 | 0x2 | 0x0 => {
+            0x0..=0x2 => {
                 let mut data = match (opcode, partial.take()) {
                     (0x0, Some(started)) => started,
                     (0x0, None) => panic!("a continuation frame without a start"),
