@@ -286,7 +286,6 @@ struct Heartbeat {
     pong_deadline: Option<Instant>,
 }
 
-#[derive(Debug)]
 enum Phase<M> {
     Open,
     /// The closing handshake is under way.
@@ -314,7 +313,14 @@ impl<S: fmt::Debug + WsSocket> fmt::Debug for HygieneSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HygieneSocket")
             .field("socket", &self.socket)
-            .field("phase", &self.phase)
+            .field(
+                "phase",
+                &match &self.phase {
+                    Phase::Open => "open",
+                    Phase::Closing(_) => "closing",
+                    Phase::Done => "done",
+                },
+            )
             .field("closed_by", &self.closed_by)
             .finish_non_exhaustive()
     }

@@ -86,9 +86,16 @@ where
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How much a closing socket reads and discards from the peer before it ends anyway:
-/// 64 KiB, counting each frame's payload plus two bytes (the smallest frame header), so
-/// that a stream of empty frames is bounded too.
-pub const MAX_DISCARD_BYTES: usize = 64 * 1024;
+/// 8 MiB, counting each frame's payload plus two bytes (the smallest frame header), so that
+/// a stream of empty frames is bounded too.
+///
+/// Why that much: a client that floods has megabytes in flight (its send buffer and the
+/// server's receive buffer) when the close frame reaches it. Closing a TCP connection with
+/// unread data sends a reset, which can destroy the close frame before the client reads it;
+/// reading what was in flight until the client's own close frame arrives lets the
+/// connection end with a normal FIN, so even a flooding client learns its close code. The
+/// bound caps what a peer that keeps sending can make the server parse.
+pub const MAX_DISCARD_BYTES: usize = 8 * 1024 * 1024;
 
 /// The closing handshake of one socket, started by the server; see the [module docs](self).
 ///
@@ -108,6 +115,10 @@ pub struct Closing<M> {
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
+
+// No field is ever pinned in place (frames are moved into the socket, the timer is boxed),
+// so the handshake is `Unpin` whatever the message type is.
+impl<M> Unpin for Closing<M> {}
 
 impl<M> fmt::Debug for Closing<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

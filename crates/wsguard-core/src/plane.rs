@@ -1265,19 +1265,19 @@ mod tests {
         let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
         let start = Instant::now();
         peer.send(Msg::text("close".into()));
-        // The peer goes on sending instead of answering: 100 x 4 KiB is over the bound.
-        for _ in 0..100 {
-            peer.send(Msg::Binary(vec![0; 4096]));
+        // The peer goes on sending instead of answering: 200 x 64 KiB is over the bound.
+        for _ in 0..200 {
+            peer.send(Msg::Binary(vec![0; 65536]));
         }
         assert!(guarded.next().await.is_none());
         assert_eq!(peer.recv().await, Msg::Close(1007));
         assert_eq!(Instant::now().duration_since(start), Duration::ZERO);
         let read = peer.reads.load(Ordering::SeqCst);
         assert!(
-            read > 1 && read < 1 + 100,
+            read > 1 && read < 1 + 200,
             "{read} frames read: some discarded, not all"
         );
-        assert!((read - 1) * 4098 <= crate::close::MAX_DISCARD_BYTES + 4098);
+        assert!((read - 2) * 65538 <= crate::close::MAX_DISCARD_BYTES);
     }
 
     #[tokio::test]
