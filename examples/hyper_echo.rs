@@ -8,9 +8,14 @@
 //!
 //! It prints a demo token (random HS256 secret); connect with any WebSocket client, e.g.
 //! `websocat "ws://127.0.0.1:8081/ws?token=<token>"`.
+//!
+//! `wsguard::serve` runs the hyper connections: header-read and first-byte timeouts, a cap on
+//! request heads still arriving, upgrades, and the peer address as `PeerAddr` for the
+//! client-ip layer.
 
 use std::{
     convert::Infallible,
+    future::IntoFuture,
     net::SocketAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -19,7 +24,6 @@ use futures_util::SinkExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use wsguard::{
@@ -29,8 +33,8 @@ use wsguard::{
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
     plane::GuardedSocket,
+    serve::serve,
     tungstenite::GuardedUpgrade,
-    PeerAddr,
 };
 
 /// The echo behind the guards: completes the upgrade with the wsguard hand-off.
@@ -95,34 +99,14 @@ pub async fn start(listen: SocketAddr) -> Result<Server, Box<dyn std::error::Err
         &jsonwebtoken::EncodingKey::from_secret(&secret),
     )?;
 
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
-            };
-            let (hygiene, rate_limit) = (hygiene.clone(), rate_limit.clone());
-            let service = ServiceBuilder::new()
-                // hyper knows the peer; the client-ip layer reads it from here.
-                .map_request(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    req
-                })
-                .layer(client_ip.clone())
-                .layer(origin.clone())
-                .layer(auth.clone())
-                .layer(conn_limit.clone())
-                .service_fn(move |req| echo(req, hygiene.clone(), rate_limit.clone()));
-            tokio::spawn(async move {
-                let served = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
-                    .with_upgrades()
-                    .await;
-                if let Err(error) = served {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-            });
-        }
-    });
+    // `serve` puts the peer into every request as `PeerAddr`, which the client-ip layer reads.
+    let service = ServiceBuilder::new()
+        .layer(client_ip)
+        .layer(origin)
+        .layer(auth)
+        .layer(conn_limit)
+        .service_fn(move |req| echo(req, hygiene.clone(), rate_limit.clone()));
+    tokio::spawn(serve(listener, service).into_future());
     Ok(Server { addr, token })
 }
 

@@ -13,6 +13,7 @@
 //! | `conn-limit` | [`conn_limit`] | connection exhaustion: concurrent sockets per user, IP, key or in all for the socket's whole life; idle timeout, lifetime, heartbeat, graceful shutdown |
 //! | `msg-rate` | [`msg_rate`] | message floods after the upgrade: GCRA message and byte budgets per connection and per user |
 //! | `schema-validate` | [`schema_validate`] | hostile messages: size limits, typed or JSON Schema validation, per-message authorization |
+//! | `serve` | [`serve`] | stalled handshakes (slowloris): an HTTP/1.1 server with header-read and first-byte timeouts and a cap on request heads still arriving |
 //! | `full` (default) | all of the above, with `axum` and `tokio-tungstenite` | |
 //!
 //! [`Guard`] assembles the recommended stack in the right order (feature `full`); every
@@ -118,3 +119,7 @@ pub use wsguard_jwt_auth as jwt_auth;
 #[cfg_attr(docsrs, doc(cfg(feature = "conn-limit")))]
 #[doc(inline)]
 pub use wsguard_conn_limit as conn_limit;
+
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;

@@ -483,6 +483,50 @@ async fn the_page_and_health_answer() {
     demo.stop(WAIT).await.ok();
 }
 
+#[tokio::test]
+async fn stalled_handshakes_are_closed_and_valid_ones_still_upgrade() {
+    // Issue 11: a partial head kept open and a connection that sends nothing used to stay
+    // open forever.
+    let running = start(&["--header-read-timeout", "1", "--first-byte-timeout", "1"]).await;
+    let mut partial = TcpStream::connect(running.addr).await.unwrap();
+    partial
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+
+    let mut alice = user(&running, "alice").await;
+    send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut alice).await["type"], "pong");
+
+    for tcp in [&mut partial, &mut silent] {
+        let mut out = Vec::new();
+        // Ends with the server's close (end of stream, or a reset), within a generous bound.
+        let _ = timeout(WAIT, tcp.read_to_end(&mut out))
+            .await
+            .expect("a stalled connection stayed open");
+        assert!(out.is_empty(), "a stalled connection got an answer");
+    }
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn a_per_ip_cap_on_pending_heads_above_the_global_one_is_refused_at_start() {
+    let argv = [
+        "chat",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--max-pending-heads",
+        "4",
+        "--max-pending-heads-per-ip",
+        "8",
+    ];
+    let args = cli::Args::try_parse_from(argv).unwrap();
+    assert!(server::start(&args).await.is_err());
+}
+
 #[test]
 fn bad_flags_are_refused_before_listening() {
     for argv in [
@@ -491,6 +535,9 @@ fn bad_flags_are_refused_before_listening() {
         vec!["chat", "--dialog", "no-members="],
         vec!["chat", "--reject-mode", "maybe"],
         vec!["chat", "--trusted-proxy", "10.0.0.0/99"],
+        vec!["chat", "--header-read-timeout", "0"],
+        vec!["chat", "--first-byte-timeout", "3601"],
+        vec!["chat", "--max-pending-heads", "0"],
     ] {
         let error = cli::Args::try_parse_from(&argv).unwrap_err();
         assert_eq!(error.exit_code(), 2, "{argv:?}");

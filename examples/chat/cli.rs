@@ -92,6 +92,26 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_MAX_LIFETIME", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_lifetime: u64,
 
+    /// Close connections that have not sent a whole request head this many seconds after
+    /// connecting or after their last response (slowloris).
+    #[arg(long, env = "WSGUARD_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+
+    /// Close connections that send nothing this many seconds after connecting.
+    #[arg(long, env = "WSGUARD_FIRST_BYTE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub first_byte_timeout: u64,
+
+    /// Connections whose first request head is still arriving, in all; more are closed at
+    /// once. Keep it well below the file-descriptor limit.
+    #[arg(long, env = "WSGUARD_MAX_PENDING_HEADS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_heads: u32,
+
+    /// Connections whose first request head is still arriving, per TCP peer address (IPv6:
+    /// per /64). Behind a reverse proxy every connection comes from the proxy: set it to
+    /// --max-pending-heads.
+    #[arg(long, env = "WSGUARD_MAX_PENDING_HEADS_PER_IP", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_heads_per_ip: u32,
+
     /// A dialog and its members: ID=MEMBER[,MEMBER...] (repeatable; `*` means everyone).
     #[arg(long = "dialog", env = "WSGUARD_DIALOG", value_delimiter = ';', value_parser = parse_dialog, default_value = "lobby=*")]
     pub dialogs: Vec<(String, Members)>,

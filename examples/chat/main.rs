@@ -10,6 +10,11 @@
 //!
 //! Routes: `/` the demo page, `/ws` the WebSocket, `/metrics` Prometheus text, `/healthz`.
 //!
+//! It serves through `wsguard::serve`: connections that send nothing or stall in their request
+//! head are closed (`--first-byte-timeout`, `--header-read-timeout`), and too many heads still
+//! arriving, per IP or in all, close new connections at once (`--max-pending-heads`,
+//! `--max-pending-heads-per-ip`).
+//!
 //! The stack, outermost first: client IP (trusted proxies only), Origin allow-list, JWT
 //! (query `?token=`, `Authorization: Bearer`, or the `bearer, <token>` subprotocol form),
 //! connection limits (per user, per IP, in all) held for the socket's life; then, on every

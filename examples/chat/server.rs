@@ -1,6 +1,7 @@
 //! The chat server as a function, so that tests can start it in-process.
 
 use std::{
+    future::IntoFuture,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -25,6 +26,7 @@ use wsguard::{
     origin::{AllowList, OriginGuardLayer},
     plane::ConnectionInfo,
     schema_validate::{Access, ValidateMessageLayer},
+    serve::{serve, ServeConfig},
     Guard,
 };
 
@@ -262,14 +264,14 @@ pub struct Running {
     /// Closes every socket with 1001 when triggered.
     pub shutdown: Shutdown,
     stop: Arc<tokio::sync::Notify>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops accepting, closes every socket with 1001 and waits (at most `grace`) for them.
     pub async fn stop(self, grace: Duration) -> Result<(), Fatal> {
         self.stop.notify_one();
-        self.server.await.map_err(|e| Fatal(e.to_string()))??;
+        self.server.await.map_err(|e| Fatal(e.to_string()))?;
         let _ = tokio::time::timeout(grace, self.shutdown.closed()).await;
         Ok(())
     }
@@ -294,6 +296,13 @@ fn metrics_handle() -> PrometheusHandle {
 pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let dialogs = args.dialog_map().map_err(Fatal)?;
     let (key, demo_secret) = verification_key(args)?;
+    let serve_config = ServeConfig::builder()
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+        .first_byte_timeout(Duration::from_secs(args.first_byte_timeout))
+        .max_pending_heads(args.max_pending_heads)
+        .max_pending_heads_per_ip(args.max_pending_heads_per_ip)
+        .build()
+        .map_err(|e| Fatal(format!("--max-pending-heads-per-ip: {e}")))?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -322,24 +331,24 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
         .with_state(app);
 
     let stop = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let (stop, shutdown) = (Arc::clone(&stop), shutdown.clone());
-        async move {
-            stop.notified().await;
-            tracing::info!("shutting down: closing sockets with 1001");
-            shutdown.trigger();
-        }
-    });
+    // wsguard's server: header-read and first-byte timeouts, a cap on heads still arriving,
+    // and the peer as `ConnectInfo` for the client-ip layer.
+    let server = serve(listener, router)
+        .with_config(serve_config)
+        .with_graceful_shutdown({
+            let (stop, shutdown) = (Arc::clone(&stop), shutdown.clone());
+            async move {
+                stop.notified().await;
+                tracing::info!("shutting down: closing sockets with 1001");
+                shutdown.trigger();
+            }
+        });
     Ok(Running {
         addr,
         demo_tokens,
         shutdown,
         stop,
-        server: tokio::spawn(async move { server.await }),
+        server: tokio::spawn(server.into_future()),
     })
 }
 

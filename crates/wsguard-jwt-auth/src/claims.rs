@@ -337,7 +337,7 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
 }
 
 /// A string, borrowed from the input unless it had escapes.
-struct CowStr<'de>(Cow<'de, str>);
+pub(crate) struct CowStr<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -138,9 +138,18 @@ pub enum Failure {
     /// The header does not decode, or names an algorithm that does not exist here
     /// (including `none`).
     BadHeader,
-    /// The header has a `crit` parameter: no JWS extension is understood here, so RFC 7515
-    /// section 4.1.11 requires rejecting it.
+    /// The header has a `crit` parameter, whatever its value: no JWS extension is understood
+    /// here, so RFC 7515 section 4.1.11 requires rejecting any it names, and an empty list is
+    /// not allowed either.
     CriticalHeader,
+    /// The header carries a parameter that changes what is verified and that the layer does
+    /// not implement: `b64` (RFC 7797), a key or a key's location (`jku`, `jwk`, `x5u`,
+    /// `x5c`), a JWE parameter (`enc`, `zip`, ...), or a `cty` announcing a nested token. See
+    /// the crate docs, "JOSE header parameters".
+    UnsupportedHeader(HeaderParameter),
+    /// A header parameter appears twice (RFC 7515 section 4): refused rather than resolved,
+    /// so that no two JSON parsers can read the header differently.
+    DuplicateHeader(HeaderParameter),
     /// The header's `typ` is not the one required.
     WrongType,
     /// No key for the token's `kid` (or, without a `kid`, no key without one).
@@ -184,6 +193,8 @@ impl Failure {
             Self::Malformed => "malformed",
             Self::BadHeader => "bad_header",
             Self::CriticalHeader => "critical_header",
+            Self::UnsupportedHeader(_) => "unsupported_header",
+            Self::DuplicateHeader(_) => "duplicate_header",
             Self::WrongType => "wrong_type",
             Self::UnknownKey => "unknown_kid",
             Self::AlgorithmMismatch => "algorithm_mismatch",
@@ -199,6 +210,15 @@ impl Failure {
             Self::Denied => "denied",
             Self::Revoked => "revoked",
             Self::RevocationUnavailable => "revocation_unavailable",
+        }
+    }
+
+    /// The header parameter a [`UnsupportedHeader`](Self::UnsupportedHeader) or
+    /// [`DuplicateHeader`](Self::DuplicateHeader) refusal is about, for logs and metrics.
+    pub const fn header_parameter(self) -> Option<HeaderParameter> {
+        match self {
+            Self::UnsupportedHeader(param) | Self::DuplicateHeader(param) => Some(param),
+            _ => None,
         }
     }
 
@@ -231,3 +251,95 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// A JOSE header parameter, named in the [`Failure`] of a refused token.
+///
+/// A fixed set: the names RFC 7515, RFC 7516, RFC 7518 and RFC 7797 define for JWS and JWE
+/// headers. Any other name is [`Unknown`](Self::Unknown), so that a log line never carries
+/// text chosen by the client. See the crate docs, "JOSE header parameters", for what the
+/// layer does with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeaderParameter {
+    /// `alg`, the signature algorithm (RFC 7515 section 4.1.1).
+    Alg,
+    /// `kid`, the key ID (RFC 7515 section 4.1.4).
+    Kid,
+    /// `typ`, the type of the whole token (RFC 7515 section 4.1.9).
+    Typ,
+    /// `cty`, the type of the payload (RFC 7515 section 4.1.10).
+    Cty,
+    /// `crit`, the extensions the recipient must understand (RFC 7515 section 4.1.11).
+    Crit,
+    /// `b64`, the unencoded payload option (RFC 7797 section 3).
+    B64,
+    /// `jku`, a URL of a JWK set holding the key (RFC 7515 section 4.1.2).
+    Jku,
+    /// `jwk`, the key itself (RFC 7515 section 4.1.3).
+    Jwk,
+    /// `x5u`, a URL of the key's X.509 certificate chain (RFC 7515 section 4.1.5).
+    X5u,
+    /// `x5c`, the key's X.509 certificate chain (RFC 7515 section 4.1.6).
+    X5c,
+    /// `x5t`, a SHA-1 thumbprint of the key's certificate (RFC 7515 section 4.1.7).
+    X5t,
+    /// `x5t#S256`, a SHA-256 thumbprint of the key's certificate (RFC 7515 section 4.1.8).
+    X5tS256,
+    /// `enc`, JWE content encryption (RFC 7516 section 4.1.2).
+    Enc,
+    /// `zip`, JWE compression (RFC 7516 section 4.1.3).
+    Zip,
+    /// `epk`, a JWE ephemeral public key (RFC 7518 section 4.6.1.1).
+    Epk,
+    /// `apu`, JWE agreement PartyUInfo (RFC 7518 section 4.6.1.2).
+    Apu,
+    /// `apv`, JWE agreement PartyVInfo (RFC 7518 section 4.6.1.3).
+    Apv,
+    /// `iv`, a JWE key wrapping IV (RFC 7518 section 4.7.1.1).
+    Iv,
+    /// `tag`, a JWE key wrapping tag (RFC 7518 section 4.7.1.2).
+    Tag,
+    /// `p2s`, a JWE PBES2 salt (RFC 7518 section 4.8.1.1).
+    P2s,
+    /// `p2c`, a JWE PBES2 iteration count (RFC 7518 section 4.8.1.2).
+    P2c,
+    /// Any other name; its text is not kept.
+    Unknown,
+}
+
+impl HeaderParameter {
+    /// The parameter's name as it appears in a header (`"unknown"` for
+    /// [`Unknown`](Self::Unknown)), for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Alg => "alg",
+            Self::Kid => "kid",
+            Self::Typ => "typ",
+            Self::Cty => "cty",
+            Self::Crit => "crit",
+            Self::B64 => "b64",
+            Self::Jku => "jku",
+            Self::Jwk => "jwk",
+            Self::X5u => "x5u",
+            Self::X5c => "x5c",
+            Self::X5t => "x5t",
+            Self::X5tS256 => "x5t#S256",
+            Self::Enc => "enc",
+            Self::Zip => "zip",
+            Self::Epk => "epk",
+            Self::Apu => "apu",
+            Self::Apv => "apv",
+            Self::Iv => "iv",
+            Self::Tag => "tag",
+            Self::P2s => "p2s",
+            Self::P2c => "p2c",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for HeaderParameter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -10,8 +10,8 @@
 //! tampered, revoked, or oversized are refused before any upgrade (the attacks of RFC 8725,
 //! "JWT Best Current Practices"). [`JwtAuthLayer`] verifies with [`jsonwebtoken`]: every
 //! [`Key`] is bound to one algorithm in configuration, never to the token's `alg`; no claim
-//! is read before the signature verifies (only the header's `alg`, `kid`, `typ` and `crit`
-//! are, to choose the key). On success the request carries [`Claims<C>`], the
+//! is read before the signature verifies (only the header is, to choose the key; see
+//! [JOSE header parameters](#jose-header-parameters)). On success the request carries [`Claims<C>`], the
 //! [`Principal`](wsguard_core::Principal), a [`VerifiedToken`] and the
 //! [`TokenExpiry`](wsguard_core::TokenExpiry), which travels into the socket's
 //! [`Connection`](wsguard_core::Connection) so that the message plane can close the socket
@@ -122,13 +122,49 @@
 //! tonic, answer in the gRPC form with
 //! [`on_rejection(GrpcRejection)`](JwtAuthLayer::on_rejection).
 //!
+//! # JOSE header parameters
+//!
+//! The header is the only part of a token read before its signature verifies, so it decides
+//! which bytes are verified, with which key, and how the payload is read. A signer and a
+//! verifier that understand a header differently check different things: the layer keeps
+//! the three parameters it implements, ignores those that can never change the outcome, and
+//! refuses every other parameter that could, with 401 `invalid_token` (4401 in close mode).
+//!
+//! | parameter | what the layer does | why |
+//! |---|---|---|
+//! | `alg` | required; one of the supported algorithms (never `none`), and must be the algorithm of the key that verifies | RFC 7515 section 4.1.1, RFC 8725 sections 2.1 and 3.1 |
+//! | `kid` | a string; chooses among the configured keys only | RFC 7515 section 4.1.4, RFC 8725 section 3.10 |
+//! | `typ` | a string; compared when [`require_type`](JwtAuthLayer::require_type) is set, else ignored | RFC 7515 section 4.1.9, RFC 8725 section 3.11 |
+//! | `cty` | a string; ignored, except `JWT`, `JOSE` and `JOSE+JSON` (a nested token, which the layer does not unwrap): refused | RFC 7519 sections 5.2 and 7.2 step 8, RFC 8725 section 2.3 |
+//! | `crit` | refused whatever its value: the layer implements no extension, and `[]` is forbidden | RFC 7515 section 4.1.11 |
+//! | `b64` | refused, `true` or `false`: a verifier that ignores `"b64":false` checks other bytes than the signer signed, and JWTs must not use it | RFC 7797 sections 3, 6 and 7 |
+//! | `jku`, `x5u` | refused: a location to fetch the key from; never followed | RFC 7515 sections 4.1.2 and 4.1.5, RFC 8725 sections 2.9 and 3.10 |
+//! | `jwk`, `x5c` | refused: a key (or certificate chain) carried by the token itself; never used | RFC 7515 sections 4.1.3 and 4.1.6, RFC 8725 section 3.10 |
+//! | `x5t`, `x5t#S256` | ignored: thumbprints that identify a certificate but carry no key; the key is chosen by `kid` | RFC 7515 sections 4.1.7 and 4.1.8 |
+//! | `enc`, `zip`, `epk`, `apu`, `apv`, `iv`, `tag`, `p2s`, `p2c` | refused: JWE parameters (encryption, compression, key agreement); a compact JWS with them is not what it seems | RFC 7516 sections 4.1.2 and 4.1.3, RFC 7518 sections 4.6 to 4.8, RFC 8725 sections 2.8 and 3.12 |
+//! | any other name (`foo`, `url`, `nonce`, `ppt`, claims replicated in the header, `B64`: names are case-sensitive) | ignored | RFC 7515 section 4: a parameter that is not understood and not in `crit` must be ignored |
+//!
+//! A header is also refused when it is not one JSON object in UTF-8 with nothing after it
+//! (RFC 7515 section 5.2, RFC 8725 section 3.7), or when a parameter named above (any of
+//! them) appears twice: RFC 7515 section 4 lets a parser either refuse duplicates or keep the
+//! last one, and parsers that keep the first exist, so refusing is the only answer all of
+//! them agree with (RFC 7515 section 10.12). A duplicate of an ignored name is not looked
+//! for: whichever copy a parser keeps, the layer reads neither, and tracking them would cost
+//! memory in proportion to the attacker's input.
+//!
+//! The refusal's [`Failure`] says why ([`Failure::CriticalHeader`],
+//! [`Failure::UnsupportedHeader`], [`Failure::DuplicateHeader`], [`Failure::BadHeader`]), and
+//! the `tracing` event names the parameter from the fixed set of [`HeaderParameter`] (never
+//! the header's text; any other name is logged as `unknown`).
+//!
 //! # Time
 //!
 //! `exp` and `nbf` are checked with a leeway (default 60 s) against the layer's clock,
 //! [`SystemTime::now`](std::time::SystemTime::now) unless [`with_clock`](JwtAuthLayer::with_clock)
 //! replaces it. jsonwebtoken's own `Validation` reads the system clock only, so the layer
-//! checks the registered claims itself (in one pass over the verified payload) and uses
-//! jsonwebtoken for what it is made for: keys, the header, and the signature.
+//! checks the registered claims itself (in one pass over the verified payload), reads the
+//! header itself (in one pass, see above), and uses jsonwebtoken for what it is made for:
+//! keys and signatures.
 //! The [`TokenExpiry`](wsguard_core::TokenExpiry) handed on is `exp` plus the leeway: the
 //! instant the layer itself would start refusing the token.
 //!
@@ -162,6 +198,7 @@
 mod claims;
 mod error;
 mod future;
+mod header;
 mod keys;
 mod layer;
 mod predicate;
@@ -178,7 +215,7 @@ pub mod jwks;
 mod extract;
 
 pub use claims::{Claims, NoClaims, VerifiedToken};
-pub use error::{ConfigError, Failure};
+pub use error::{ConfigError, Failure, HeaderParameter};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::MissingClaims;

@@ -20,7 +20,8 @@ use crate::{
     layer::Config,
     source::{self, Extracted},
     verify::{KeyWait, Outcome, Verified},
-    Claims, ClaimsPredicate, Failure, NoPredicate, NoRevocation, Revocation, VerifiedToken,
+    Claims, ClaimsPredicate, Failure, HeaderParameter, NoPredicate, NoRevocation, Revocation,
+    VerifiedToken,
 };
 
 /// Authenticates requests with a JWT before they reach `S`; see the [crate docs](crate).
@@ -246,6 +247,7 @@ pub(crate) fn log_rejection(failure: Failure, source: Option<&'static str>, peer
         target: "wsguard_jwt_auth",
         reason = failure.reason().as_str(),
         cause = failure.as_str(),
+        header_parameter = failure.header_parameter().map(HeaderParameter::as_str),
         source,
         peer = peer.map(tracing::field::display),
         "request rejected: authentication failed"

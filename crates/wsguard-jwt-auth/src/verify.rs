@@ -1,8 +1,9 @@
 //! Verifying one token: the pipeline from the compact serialization to typed claims.
 //!
 //! The order matters. The length was checked before this runs. Then: the characters and
-//! the three parts; the header (the only part read before the signature, and only for
-//! `alg`, `kid`, `typ` and `crit`); the key, chosen by `kid` and bound to one algorithm;
+//! the three parts; the header (the only part read before the signature: `alg`, `kid` and
+//! `typ` are kept, and the parameters the layer does not implement are refused, see
+//! `header.rs`); the key, chosen by `kid` and bound to one algorithm;
 //! the signature; and only then the payload: registered claims, the site list, the typed
 //! claims, and the synchronous predicate.
 
@@ -15,6 +16,7 @@ use wsguard_core::Principal;
 
 use crate::{
     claims::{to_secs, to_system_time, ClaimRules, Registered},
+    header::{decode_header, JoseHeader, STACK_HEADER},
     keys::KeySource,
     Failure, Key, VerifiedToken,
 };
@@ -129,12 +131,12 @@ where
             return Err(Failure::Malformed.into());
         }
 
-        // The header is read before the signature, for choosing the key only. An `alg` that
-        // is not one of the supported algorithms (`none` included) does not parse.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::BadHeader)?;
-        if header.crit.is_some() {
-            return Err(Failure::CriticalHeader.into());
-        }
+        // The header is read before the signature, for choosing the key only, in one pass
+        // that also refuses what this verifier does not implement (`crit`, `b64`, keys in
+        // the header, JWE parameters, nested tokens, duplicates). An `alg` that is not one of
+        // the supported algorithms (`none` included) does not parse.
+        let (mut stack, mut heap) = ([0; STACK_HEADER], Vec::new());
+        let header = JoseHeader::parse(decode_header(header, &mut stack, &mut heap)?)?;
         if let Some(expected) = &self.typ {
             if !header
                 .typ

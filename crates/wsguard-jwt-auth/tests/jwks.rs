@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use wsguard_jwt_auth::{
     jwks::{Jwks, JwksError},
-    Failure, JwtAuthLayer, NoClaims,
+    Failure, HeaderParameter, JwtAuthLayer, NoClaims,
 };
 
 /// The JWKS server: the document it serves (or a 500 when `None`) and how often it was asked.
@@ -241,18 +241,27 @@ async fn a_slow_server_times_out_and_the_url_comes_only_from_configuration() {
     .build()
     .unwrap();
     assert_eq!(jwks.refresh().await, Err(JwksError::Timeout));
-    // A token with a `jku` pointing elsewhere changes nothing: no fetch beyond the cooldown
-    // rule, and the token is refused.
-    let token = sign(
-        r#"{"alg":"ES256","kid":"x","jku":"http://127.0.0.1:1/evil.json"}"#,
-        &claims(""),
-        Algorithm::ES256,
-        &EncodingKey::from_ec_pem(P256_PRIVATE).unwrap(),
-    );
+    // A token with a `jku` pointing elsewhere is refused for its header (RFC 8725 section
+    // 3.10), before any key lookup; without it, the unknown `kid` fetches nothing within the
+    // cooldown. Either way the URL is never followed.
+    let es256 = |header: &str| {
+        sign(
+            header,
+            &claims(""),
+            Algorithm::ES256,
+            &EncodingKey::from_ec_pem(P256_PRIVATE).unwrap(),
+        )
+    };
     let mut svc = ServiceBuilder::new()
         .layer(JwtAuthLayer::<NoClaims>::new(jwks))
         .service_fn(inner);
+    let token = es256(r#"{"alg":"ES256","kid":"x","jku":"http://127.0.0.1:1/evil.json"}"#);
     let res = call(&mut svc, bearer(&token)).await;
+    assert_eq!(
+        failure(&res),
+        Some(Failure::UnsupportedHeader(HeaderParameter::Jku))
+    );
+    let res = call(&mut svc, bearer(&es256(r#"{"alg":"ES256","kid":"x"}"#))).await;
     assert_eq!(failure(&res), Some(Failure::UnknownKey));
     assert_eq!(
         fetches.load(Ordering::SeqCst),

@@ -246,3 +246,83 @@ async fn close_mode_upgrades_and_closes_with_the_code() {
         Message::text("hello alice in lobby (expires: true)")
     );
 }
+
+#[tokio::test]
+async fn header_parameters_that_change_what_is_verified_are_refused() {
+    // Issue 11: an HS256 token signed with the right secret under `{"alg":"HS256","b64":false}`
+    // (RFC 7797, no `crit`) was upgraded. Now it gets 401, as do its kin; the same claims
+    // under a plain header still upgrade, so only the header decides.
+    let with_header = |header: &str| {
+        sign(
+            header,
+            &room("lobby"),
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+    };
+    let refused = [
+        r#"{"alg":"HS256","b64":false}"#,
+        r#"{"alg":"HS256","b64":false,"crit":["b64"]}"#,
+        r#"{"alg":"HS256","jwk":{"kty":"oct","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}}"#,
+        r#"{"alg":"HS256","cty":"JWT"}"#,
+        r#"{"alg":"HS512","alg":"HS256"}"#,
+    ];
+    let addr = serve(false).await;
+    for header in refused {
+        let token = with_header(header);
+        match connect(
+            addr,
+            "/ws",
+            &[("sec-websocket-protocol", format!("bearer, {token}"))],
+        )
+        .await
+        {
+            Err(tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{header}");
+                assert_eq!(
+                    res.headers()["www-authenticate"],
+                    "Bearer error=\"invalid_token\"",
+                    "{header}"
+                );
+                assert_eq!(res.body().as_deref(), Some(&b"invalid token"[..]));
+            }
+            other => panic!(
+                "{header}: expected a refusal, got {:?}",
+                other.map(|(_, r)| r)
+            ),
+        }
+    }
+    let token = with_header(r#"{"alg":"HS256"}"#);
+    let (mut ws, res) = connect(
+        addr,
+        "/ws",
+        &[("sec-websocket-protocol", format!("bearer, {token}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let greeting = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        greeting,
+        Message::text("hello alice in lobby (expires: true)")
+    );
+    ws.close(None).await.unwrap();
+
+    // In close mode: upgraded, then closed with 4401 and the generic reason.
+    let addr = serve(true).await;
+    let token = with_header(r#"{"alg":"HS256","b64":false}"#);
+    let (mut ws, res) = connect(
+        addr,
+        "/ws",
+        &[("sec-websocket-protocol", format!("bearer, {token}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let msg = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let Message::Close(Some(frame)) = msg else {
+        panic!("expected a close frame, got {msg:?}");
+    };
+    assert_eq!(frame.code, CloseCode::from(4401));
+    assert_eq!(frame.reason.as_str(), "invalid token");
+}
