@@ -261,7 +261,10 @@ async fn flood(socket: Client, message: Message) -> FloodOutcome {
     });
     let mut outcome = FloodOutcome::default();
     loop {
-        match timeout(WAIT, rx.next()).await.expect("the server closes in time") {
+        match timeout(WAIT, rx.next())
+            .await
+            .expect("the server closes in time")
+        {
             Some(Ok(Message::Pong(_))) => outcome.pongs += 1,
             Some(Ok(Message::Text(text))) => outcome.texts.push(text.to_string()),
             Some(Ok(Message::Close(frame))) => {

@@ -201,7 +201,9 @@ impl<M> Closing<M> {
             return Poll::Ready(());
         }
         let timeout = self.timeout;
-        let deadline = self.deadline.get_or_insert_with(|| Box::pin(sleep(timeout)));
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(sleep(timeout)));
         if deadline.as_mut().poll(cx).is_ready() {
             tracing::debug!("the peer did not complete the closing handshake in time");
             self.finish();

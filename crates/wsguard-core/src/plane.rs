@@ -1139,8 +1139,14 @@ mod tests {
         // The ping goes through the service like any message, before the message after it.
         let mut ping = guarded.next_admitted().await.unwrap().unwrap();
         assert_eq!(ping.message(), &Msg::Ping(Bytes::from_static(b"p")));
-        assert_eq!(ping.extensions_mut().remove::<Seen>(), Some(Seen("by-text")));
-        assert_eq!(ping.parsed::<String>().map(String::as_str), Some("parsed 1"));
+        assert_eq!(
+            ping.extensions_mut().remove::<Seen>(),
+            Some(Seen("by-text"))
+        );
+        assert_eq!(
+            ping.parsed::<String>().map(String::as_str),
+            Some("parsed 1")
+        );
         assert_eq!(peer.recv().await, Msg::text("refused".into()));
 
         let mut ok = guarded.next_admitted().await.unwrap().unwrap();

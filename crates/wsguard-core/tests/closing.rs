@@ -26,11 +26,7 @@ use tokio::{
     sync::mpsc,
     time::{timeout, Instant},
 };
-use tokio_tungstenite::{
-    client_async,
-    tungstenite::Message,
-    WebSocketStream,
-};
+use tokio_tungstenite::{client_async, tungstenite::Message, WebSocketStream};
 use tower_service::Service;
 use wsguard_core::{
     plane::{GuardedSocket, Inbound, Verdict, WsSocket},
@@ -150,14 +146,14 @@ async fn hyper_server(ended: mpsc::UnboundedSender<()>) -> SocketAddr {
         service_fn(move |mut req: Request<Incoming>| {
             let ended = ended.clone();
             async move {
-                let res: Response<Full<bytes::Bytes>> =
-                    match GuardedUpgrade::from_request(&mut req) {
-                        Ok(up) => up
-                            .max_message_size(LIMIT)
-                            .max_frame_size(LIMIT)
-                            .on_upgrade(move |socket, conn| echo(socket, conn, ended)),
-                        Err(err) => err.to_response(),
-                    };
+                let res: Response<Full<bytes::Bytes>> = match GuardedUpgrade::from_request(&mut req)
+                {
+                    Ok(up) => up
+                        .max_message_size(LIMIT)
+                        .max_frame_size(LIMIT)
+                        .on_upgrade(move |socket, conn| echo(socket, conn, ended)),
+                    Err(err) => err.to_response(),
+                };
                 Ok::<_, Infallible>(res)
             }
         })
@@ -215,7 +211,11 @@ fn peer_faults() -> Vec<(&'static str, Input, u16)> {
         // Section 5.2: reserved bits without an extension, reserved opcodes.
         ("RSV1 set", Input::Raw(frame(0xC1, b"x")), 1002),
         ("reserved opcode 3", Input::Raw(frame(0x83, b"x")), 1002),
-        ("reserved control opcode 11", Input::Raw(frame(0x8B, b"")), 1002),
+        (
+            "reserved control opcode 11",
+            Input::Raw(frame(0x8B, b"")),
+            1002,
+        ),
         // Section 5.4: a continuation with nothing to continue.
         ("orphan continuation", Input::Raw(frame(0x80, b"x")), 1002),
         // Section 8.1: text that is not UTF-8, in one frame or across fragments.
@@ -224,7 +224,11 @@ fn peer_faults() -> Vec<(&'static str, Input, u16)> {
             Input::Raw(frame(0x81, &[0xff, 0xfe])),
             1007,
         ),
-        ("invalid UTF-8 across fragments", Input::Raw(invalid_fragments), 1007),
+        (
+            "invalid UTF-8 across fragments",
+            Input::Raw(invalid_fragments),
+            1007,
+        ),
         // Over the socket's size limit, in one frame or across fragments.
         (
             "message over the limit",
@@ -297,7 +301,9 @@ async fn run_case(
     }
     let (code, at_code) = loop {
         match timeout(WAIT, ws.next()).await.expect("an answer in time") {
-            Some(Ok(Message::Close(Some(frame)))) => break (u16::from(frame.code), start.elapsed()),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), start.elapsed())
+            }
             Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),

@@ -59,8 +59,8 @@ async fn serve_with(layer: MessageRateLimitLayer, replies: u32) -> SocketAddr {
         let layer = layer.clone();
         async move {
             upgrade.on_upgrade(move |socket, conn| async move {
-                let mut socket = GuardedSocket::layered(socket, conn, &layer)
-                    .max_replies_per_second(replies);
+                let mut socket =
+                    GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(replies);
                 while let Some(Ok(msg)) = socket.next().await {
                     if matches!(msg, Message::Text(_) | Message::Binary(_))
                         && socket.send(msg).await.is_err()

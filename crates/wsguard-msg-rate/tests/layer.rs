@@ -112,7 +112,9 @@ async fn by_default_sustained_excess_closes_with_4429() {
         let (admitted, refused) = flood(&mut svc, &conn, 11).await;
         assert_eq!((admitted, refused.len()), (10, 1), "round {round}");
         assert!(
-            refused.iter().all(|s| *s == Seen::Replied(RATE_LIMITED.into())),
+            refused
+                .iter()
+                .all(|s| *s == Seen::Replied(RATE_LIMITED.into())),
             "round {round}: {refused:?}"
         );
         tokio::time::advance(DEFAULT_CLOSE_WINDOW).await;
