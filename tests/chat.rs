@@ -232,26 +232,91 @@ async fn a_fourth_connection_for_one_user_is_refused() {
     running.stop(WAIT).await.ok();
 }
 
+/// What a flooding client got: the frames before the close, by kind, and the close code.
+#[derive(Debug, Default)]
+struct FloodOutcome {
+    sent: usize,
+    pongs: usize,
+    texts: Vec<String>,
+    close: Option<CloseCode>,
+}
+
+/// Sends `message` back to back (at most 200,000 times, for at most 4 s) while reading
+/// what comes back, until the server closes.
+async fn flood(socket: Client, message: Message) -> FloodOutcome {
+    let (mut tx, mut rx) = socket.split();
+    let writer = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut sent = 0;
+        while sent < 200_000 && start.elapsed() < Duration::from_secs(4) {
+            if tx.feed(message.clone()).await.is_err() {
+                break;
+            }
+            sent += 1;
+            if sent % 64 == 0 && tx.flush().await.is_err() {
+                break;
+            }
+        }
+        sent
+    });
+    let mut outcome = FloodOutcome::default();
+    loop {
+        match timeout(WAIT, rx.next())
+            .await
+            .expect("the server closes in time")
+        {
+            Some(Ok(Message::Pong(_))) => outcome.pongs += 1,
+            Some(Ok(Message::Text(text))) => outcome.texts.push(text.to_string()),
+            Some(Ok(Message::Close(frame))) => {
+                outcome.close = frame.map(|f| f.code);
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    outcome.sent = writer.await.unwrap();
+    outcome
+}
+
 #[tokio::test]
-async fn a_flood_is_answered_with_rate_limited() {
-    let running = start(&["--msg-rate", "1", "--msg-burst", "3"]).await;
-    let mut alice = user(&running, "alice").await;
-    for _ in 0..10 {
-        send(&mut alice, serde_json::json!({"type": "ping"})).await;
-    }
-    let mut answers = Vec::new();
-    for _ in 0..10 {
-        answers.push(recv(&mut alice).await);
-    }
-    let pongs = answers.iter().filter(|a| a["type"] == "pong").count();
-    let limited = answers
+async fn a_message_flood_is_cut_with_4429_and_few_answers() {
+    let running = start(&["--msg-rate", "5", "--msg-burst", "5"]).await;
+    let alice = user(&running, "alice").await;
+    let ping = Message::text(serde_json::json!({"type": "ping"}).to_string());
+    let outcome = flood(alice, ping).await;
+    assert_eq!(outcome.close, Some(CloseCode::from(4429)), "{outcome:?}");
+    let pongs = outcome.texts.iter().filter(|t| t.contains("pong")).count();
+    let limited = outcome
+        .texts
         .iter()
-        .filter(|a| *a == &serde_json::json!({"type": "error", "code": "rate_limited"}))
+        .filter(|t| t.as_str() == r#"{"type":"error","code":"rate_limited"}"#)
         .count();
-    assert_eq!(pongs + limited, 10);
-    assert!(
-        (3..=4).contains(&pongs),
-        "the burst passes, then the rate: {answers:?}"
+    // The burst is answered, the refusals only a few times, then the flood is cut: a
+    // small fixed number of frames, however many the client sent.
+    assert!((5..=10).contains(&pongs), "{outcome:?}");
+    assert!((1..=6).contains(&limited), "{outcome:?}");
+    assert!(outcome.texts.len() <= 16, "{outcome:?}");
+    eprintln!(
+        "message flood: {} sent, {} frames back, then 4429",
+        outcome.sent,
+        outcome.texts.len()
+    );
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn a_ping_flood_counts_against_the_budget_and_is_cut_with_4429() {
+    let running = start(&["--msg-rate", "5", "--msg-burst", "5"]).await;
+    let alice = user(&running, "alice").await;
+    let outcome = flood(alice, Message::Ping(vec![0x2a; 125].into())).await;
+    assert_eq!(outcome.close, Some(CloseCode::from(4429)), "{outcome:?}");
+    // Each ping read before the close is answered (RFC 6455 section 5.5.2), none after:
+    // the budget's burst and the tolerated refusals, not hundreds of thousands.
+    assert!(outcome.pongs <= 40, "{outcome:?}");
+    eprintln!(
+        "ping flood: {} sent, {} pongs back, then 4429",
+        outcome.sent, outcome.pongs
     );
     running.stop(WAIT).await.ok();
 }

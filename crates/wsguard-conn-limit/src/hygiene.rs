@@ -15,8 +15,9 @@
 //! | no frame (a pong or anything else) within the heartbeat's wait after a ping | off | 4504 ([`Reason::HeartbeatTimeout`]) |
 //! | the [`Shutdown`] handle was triggered | none | 1001 ([`Reason::ShuttingDown`]) |
 //!
-//! Closing sends the close frame, keeps reading (and discarding data frames) until the
-//! peer answers or [`CLOSE_TIMEOUT`] passes, then ends the stream. The socket task then
+//! Closing goes through wsguard's one [closing handshake](wsguard_core::close): the close
+//! frame, a flush, then reading (and discarding, within bounds) until the peer answers or
+//! [`CLOSE_TIMEOUT`] passes; then the stream ends. The socket task then
 //! ends, and with it the connection's [`Connection`](wsguard_core::Connection), whose scope
 //! releases the connection-limit slots.
 //!
@@ -80,10 +81,11 @@ use tokio::{
     sync::{watch, Notify},
     time::{Instant, Sleep},
 };
-use wsguard_core::{MessageKind, Reason, Rejection, WsMessage};
-
-/// How long a closing socket waits for the peer's close frame before it ends anyway.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use wsguard_core::close::CLOSE_TIMEOUT;
+use wsguard_core::{
+    close::{Closing, WsSocket},
+    MessageKind, Reason, Rejection, WsMessage,
+};
 
 /// The default maximum lifetime of a socket.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
@@ -152,7 +154,7 @@ impl Hygiene {
     }
 
     /// Wraps an upgraded socket. Its lifetime is counted from now.
-    pub fn wrap<S>(&self, socket: S) -> HygieneSocket<S> {
+    pub fn wrap<S: WsSocket>(&self, socket: S) -> HygieneSocket<S> {
         let now = Instant::now();
         let heartbeat = self.heartbeat.map(|(every, within)| Heartbeat {
             every,
@@ -167,7 +169,7 @@ impl Hygiene {
             idle: self.idle_timeout.map(|d| (d, now + d)),
             heartbeat,
             shutdown: self.shutdown.as_ref().map(Shutdown::watch),
-            outgoing: None,
+            ping: false,
             needs_flush: false,
             phase: Phase::Open,
             closed_by: None,
@@ -284,46 +286,47 @@ struct Heartbeat {
     pong_deadline: Option<Instant>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum Phase<M> {
     Open,
-    /// Our close frame is queued or sent; waiting for the peer's until the timer fires.
-    Closing,
+    /// The closing handshake is under way.
+    Closing(Closing<M>),
     Done,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Outgoing {
-    Ping,
-    Close(Reason),
 }
 
 /// An upgraded socket under [`Hygiene`] rules; a `Stream` and a `Sink` of the same
 /// messages as the socket it wraps.
-pub struct HygieneSocket<S> {
+pub struct HygieneSocket<S: WsSocket> {
     socket: S,
     timer: Pin<Box<Sleep>>,
     lifetime_deadline: Option<Instant>,
     idle: Option<(Duration, Instant)>,
     heartbeat: Option<Heartbeat>,
     shutdown: Option<ShutdownWatch>,
-    outgoing: Option<Outgoing>,
+    /// A heartbeat ping waits to go out.
+    ping: bool,
     needs_flush: bool,
-    phase: Phase,
+    phase: Phase<S::Message>,
     closed_by: Option<Reason>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for HygieneSocket<S> {
+impl<S: fmt::Debug + WsSocket> fmt::Debug for HygieneSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HygieneSocket")
             .field("socket", &self.socket)
-            .field("phase", &self.phase)
+            .field(
+                "phase",
+                &match &self.phase {
+                    Phase::Open => "open",
+                    Phase::Closing(_) => "closing",
+                    Phase::Done => "done",
+                },
+            )
             .field("closed_by", &self.closed_by)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> HygieneSocket<S> {
+impl<S: WsSocket> HygieneSocket<S> {
     /// The wrapped socket.
     pub const fn get_ref(&self) -> &S {
         &self.socket
@@ -372,9 +375,8 @@ impl<S> HygieneSocket<S> {
             "closing the socket"
         );
         self.closed_by = Some(reason);
-        self.outgoing = Some(Outgoing::Close(reason));
-        self.phase = Phase::Closing;
-        self.timer.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
+        self.ping = false;
+        self.phase = Phase::Closing(Closing::new(&Rejection::new(reason)));
     }
 
     /// Applies the rules whose deadline passed; queues a ping when one is due.
@@ -390,8 +392,7 @@ impl<S> HygieneSocket<S> {
             if heartbeat.pong_deadline.is_none() && now >= heartbeat.next_ping {
                 heartbeat.pong_deadline = Some(now + heartbeat.within);
                 heartbeat.next_ping = now + heartbeat.every;
-                // A ping still waiting to go out is not replaced by a close.
-                self.outgoing.get_or_insert(Outgoing::Ping);
+                self.ping = true;
             }
         }
         if self.idle.is_some_and(|(_, at)| now >= at) {
@@ -415,21 +416,13 @@ impl<S> HygieneSocket<S> {
     }
 }
 
-impl<S, M, E> HygieneSocket<S>
-where
-    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
-    M: WsMessage,
-{
-    /// Sends the queued control frame, if any, and flushes. `Err` when the socket failed.
-    fn poll_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        if let Some(outgoing) = self.outgoing {
+impl<S: WsSocket> HygieneSocket<S> {
+    /// Sends the heartbeat ping, if one is due, and flushes. `Err` when the socket failed.
+    fn poll_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::SocketError>> {
+        if self.ping {
             ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
-            let message = match outgoing {
-                Outgoing::Ping => M::ping(Bytes::new()),
-                Outgoing::Close(reason) => M::close(&Rejection::new(reason)),
-            };
-            self.outgoing = None;
-            Pin::new(&mut self.socket).start_send(message)?;
+            self.ping = false;
+            Pin::new(&mut self.socket).start_send(S::Message::ping(Bytes::new()))?;
             self.needs_flush = true;
         }
         if self.needs_flush {
@@ -440,41 +433,17 @@ where
     }
 }
 
-impl<S, M, E> Stream for HygieneSocket<S>
-where
-    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
-    M: WsMessage,
-{
-    type Item = Result<M, E>;
+impl<S: WsSocket> Stream for HygieneSocket<S> {
+    type Item = Result<S::Message, S::SocketError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            match this.phase {
+            match &mut this.phase {
                 Phase::Done => return Poll::Ready(None),
-                Phase::Closing => {
-                    if let Poll::Ready(Err(_)) = this.poll_outgoing(cx) {
-                        this.phase = Phase::Done;
-                        continue;
-                    }
-                    match Pin::new(&mut this.socket).poll_next(cx) {
-                        Poll::Ready(Some(Ok(message))) if message.kind() != MessageKind::Close => {
-                            // Data after our close frame is discarded.
-                            continue;
-                        }
-                        Poll::Ready(_) => {
-                            // The peer's close, an error or the end: the socket is done.
-                            this.phase = Phase::Done;
-                            continue;
-                        }
-                        Poll::Pending => {}
-                    }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        tracing::debug!("the peer did not answer the close frame in time");
-                        this.phase = Phase::Done;
-                        continue;
-                    }
-                    return Poll::Pending;
+                Phase::Closing(closing) => {
+                    ready!(closing.poll_close(&mut this.socket, cx));
+                    this.phase = Phase::Done;
                 }
                 Phase::Open => {
                     if let Some(watch) = &mut this.shutdown {
@@ -503,14 +472,10 @@ where
     }
 }
 
-impl<S, M, E> Sink<M> for HygieneSocket<S>
-where
-    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
-    M: WsMessage,
-{
-    type Error = E;
+impl<S: WsSocket> Sink<S::Message> for HygieneSocket<S> {
+    type Error = S::SocketError;
 
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
         // Our own control frame goes first, so the sink's single slot is free for the
         // application's message afterwards.
@@ -518,17 +483,17 @@ where
         Pin::new(&mut this.socket).poll_ready(cx)
     }
 
-    fn start_send(self: Pin<&mut Self>, item: M) -> Result<(), E> {
+    fn start_send(self: Pin<&mut Self>, item: S::Message) -> Result<(), Self::Error> {
         Pin::new(&mut self.get_mut().socket).start_send(item)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
         this.needs_flush = false;
         Pin::new(&mut this.socket).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.get_mut().socket).poll_close(cx)
     }
 }
@@ -541,9 +506,8 @@ mod tests {
     async fn closed_resolves_when_every_wrapped_socket_is_gone() {
         let shutdown = Shutdown::new();
         shutdown.closed().await;
-        let hygiene = Hygiene::new().shutdown(shutdown.clone());
-        let a = hygiene.wrap(());
-        let b = hygiene.wrap(());
+        let a = shutdown.watch();
+        let b = shutdown.watch();
         assert_eq!(shutdown.active(), 2);
         let waiter = tokio::spawn({
             let shutdown = shutdown.clone();

@@ -25,28 +25,19 @@ fn has_websocket_upgrade_token(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Sends `close` and waits (at most [`CLOSE_TIMEOUT`]) for the peer's answer, so that a
-/// deferred rejection reaches the client as a proper closing handshake.
+/// Closes a socket accepted only to be refused (close mode), through the one closing
+/// handshake ([`crate::close`]).
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
 pub(crate) async fn close_with<S, M, E>(mut socket: S, close: M)
 where
-    S: futures_util::Sink<M> + futures_util::Stream<Item = Result<M, E>> + Unpin,
+    S: futures_util::Sink<M, Error = E> + futures_util::Stream<Item = Result<M, E>> + Unpin,
+    M: crate::WsMessage,
 {
-    use futures_util::{SinkExt, StreamExt};
-    if socket.send(close).await.is_err() {
-        return;
-    }
-    let drain = async {
-        // Read (and discard) until the peer's close frame ends the stream.
-        while let Some(Ok(_)) = socket.next().await {}
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+    crate::close::close_with(&mut socket, crate::close::Closing::with_frame(close)).await;
 }
 
-/// How long a hand-off waits for the client to answer a close frame it sent for a deferred
-/// rejection.
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub use crate::close::CLOSE_TIMEOUT;
 
 /// The read buffer a guarded socket starts with: 4 KiB instead of tungstenite's 128 KiB,
 /// which keeps each idle connection about 130 KB smaller.

@@ -65,6 +65,7 @@
 //! | `tokio-tungstenite` | [`tungstenite::GuardedUpgrade`] for raw hyper 1 + tokio-tungstenite |
 //! | `metrics` | the counters of [`telemetry`] through the `metrics` facade |
 //! | `plane` | the message plane: per-message tower services and the `plane::GuardedSocket` adapter |
+//! | `close` | `close::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod handshake;
@@ -78,6 +79,10 @@ pub mod telemetry;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+
+#[cfg(feature = "close")]
+#[cfg_attr(docsrs, doc(cfg(feature = "close")))]
+pub mod close;
 
 #[cfg(feature = "tokio-tungstenite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-tungstenite")))]

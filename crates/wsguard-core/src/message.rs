@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::Rejection;
+use crate::{Reason, Rejection};
 
 /// The kind of a WebSocket message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,24 +67,70 @@ pub trait WsError {
     /// The message plane then closes the socket with 1009, as it does for a message over a
     /// layer's limit.
     fn is_too_large(&self) -> bool;
+
+    /// The reason to close the socket with, when this error is the peer's fault and the
+    /// socket can still send a close frame (RFC 6455 section 7.1.7, "Fail the WebSocket
+    /// Connection"); `None` for errors that leave nobody to answer (the connection is gone)
+    /// or that are not the peer's doing.
+    ///
+    /// For tungstenite's errors (also inside axum's): a message or frame over the size limit
+    /// gives [`Reason::MessageTooLarge`] (1009), a text message that is not UTF-8
+    /// [`Reason::InvalidMessage`] (1007, section 8.1), a frame that breaks the framing rules
+    /// of section 5 (an unmasked client frame, a control frame over 125 bytes or fragmented,
+    /// reserved bits or opcodes, a continuation out of place, a malformed close frame)
+    /// [`Reason::ProtocolError`] (1002). The default says [`Reason::MessageTooLarge`] when
+    /// [`is_too_large`](Self::is_too_large) does.
+    fn close_reason(&self) -> Option<Reason> {
+        self.is_too_large().then_some(Reason::MessageTooLarge)
+    }
+}
+
+/// The close reason for one of tungstenite's errors; see [`WsError::close_reason`].
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+fn tungstenite_close_reason(err: &tokio_tungstenite::tungstenite::Error) -> Option<Reason> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError as P};
+    match err {
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(Reason::MessageTooLarge),
+        Error::Utf8(_) => Some(Reason::InvalidMessage),
+        Error::Protocol(
+            P::UnmaskedFrameFromClient
+            | P::NonZeroReservedBits
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidCloseSequence
+            | P::InvalidOpcode(_),
+        ) => Some(Reason::ProtocolError),
+        _ => None,
+    }
 }
 
 #[cfg(feature = "tokio-tungstenite")]
 impl WsError for tokio_tungstenite::tungstenite::Error {
     fn is_too_large(&self) -> bool {
-        use tokio_tungstenite::tungstenite::error::CapacityError;
-        matches!(self, Self::Capacity(CapacityError::MessageTooLong { .. }))
+        self.close_reason() == Some(Reason::MessageTooLarge)
+    }
+
+    fn close_reason(&self) -> Option<Reason> {
+        tungstenite_close_reason(self)
     }
 }
 
 #[cfg(feature = "axum")]
 impl WsError for axum::Error {
     fn is_too_large(&self) -> bool {
-        use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+        self.close_reason() == Some(Reason::MessageTooLarge)
+    }
+
+    fn close_reason(&self) -> Option<Reason> {
+        use tokio_tungstenite::tungstenite::Error;
         // axum's socket errors carry tungstenite's: the same crate, as axum depends on it.
         std::error::Error::source(self)
             .and_then(|source| source.downcast_ref::<Error>())
-            .is_some_and(|err| matches!(err, Error::Capacity(CapacityError::MessageTooLong { .. })))
+            .and_then(tungstenite_close_reason)
     }
 }
 

@@ -15,18 +15,29 @@
 //! tokio-tungstenite's `WebSocketStream`, or another adapter of the same shape, such as the
 //! connection hygiene of `wsguard-conn-limit`, inside or outside it) and is itself one:
 //!
-//! - every text or binary message is passed to the service; only admitted messages reach the
-//!   application, reply frames are sent back, and a [`Verdict::Close`] sends the close frame,
-//!   waits (at most [`CLOSE_TIMEOUT`]) for the peer's answer and ends the stream;
-//! - control frames (ping, pong, close) pass through untouched;
+//! - every message but the peer's close frame is passed to the service: text, binary, and
+//!   the ping and pong control frames too (they cost the server as much as a small message,
+//!   so budgets must see them); only admitted messages reach the application, and a
+//!   [`Verdict::Close`] closes the socket through the [closing handshake](crate::close)
+//!   (close frame, flush, read and discard what the peer still sends within bounds, end);
+//! - a ping is answered by the socket itself (tungstenite queues one pong at a time, and a
+//!   newer ping replaces a pong that could not go out yet: RFC 6455 section 5.5.3), and a
+//!   ping the service does not admit is not seen by the application;
+//! - refusal frames ([`Verdict::Reply`]) are coalesced: at most
+//!   [`MAX_REPLIES_PER_SECOND`] per connection (unless set), the others are dropped
+//!   silently, so that a flood of refused messages is never answered message for message;
+//! - the peer's close frame reaches the application as it is (the socket answers it);
 //! - backpressure: the socket is not read while the service is not ready or a message is
 //!   being decided, so a slow guard (or a rate limiter that waits) slows the client down
 //!   through TCP flow control instead of buffering its messages;
 //! - token lifetime: when the connection's [`TokenExpiry`](crate::TokenExpiry) passes, the
 //!   socket is closed with 4440 ([`Reason::TokenExpired`]) by a timer, idle or not;
-//! - size: a message over the socket's own limit (which the hand-offs set, and which
-//!   tungstenite enforces while the message arrives) closes the socket with 1009
-//!   ([`Reason::MessageTooLarge`]); other socket errors reach the application.
+//! - the peer's faults: a message over the socket's own limit (which the hand-offs set, and
+//!   which tungstenite enforces while the message arrives) closes the socket with 1009
+//!   ([`Reason::MessageTooLarge`]), a text message that is not UTF-8 with 1007, a frame
+//!   that breaks RFC 6455's framing rules with 1002 ([`Reason::ProtocolError`]); see
+//!   [`WsError::close_reason`]. The close frame goes out at once and the stream ends as soon
+//!   as it is flushed (nothing more can be read). Other socket errors reach the application.
 //!
 //! The adapter does its work (the timers included) while the application polls it for the
 //! next message, as a WebSocket loop does anyway: keep reading the socket, for example in a
@@ -60,8 +71,10 @@
 //!
 //! async fn text_only(req: Inbound<Message>) -> Result<Verdict<Message>, Infallible> {
 //!     Ok(match req.message() {
-//!         Message::Text(_) => Verdict::Admit(req),
-//!         _ => Verdict::Reply(Message::text(r#"{"type":"error","code":"text_only"}"#)),
+//!         Message::Binary(_) => {
+//!             Verdict::Reply(Message::text(r#"{"type":"error","code":"text_only"}"#))
+//!         }
+//!         _ => Verdict::Admit(req),
 //!     })
 //! }
 //!
@@ -101,14 +114,16 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::close::{WsSocket, CLOSE_TIMEOUT};
 use crate::{
-    key::RequestHead, telemetry, Connection, ConnectionScope, PendingRejection, Principal, Reason,
-    Rejection, WsError, WsMessage,
+    close::Closing, key::RequestHead, telemetry, Connection, ConnectionScope, MessageKind,
+    PendingRejection, Principal, Reason, Rejection, WsError, WsMessage,
 };
 
-/// How long a [`GuardedSocket`] that closed the connection waits for the peer's close frame
-/// before it ends the stream anyway (unless set with [`GuardedSocket::close_timeout`]).
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many refusal frames ([`Verdict::Reply`]) a [`GuardedSocket`] sends per second at
+/// most, unless set with [`GuardedSocket::max_replies_per_second`]: 3. Refusals beyond it
+/// are dropped without an answer.
+pub const MAX_REPLIES_PER_SECOND: u32 = 3;
 
 /// What the message plane knows about a connection: a cheap, shared handle.
 ///
@@ -308,7 +323,9 @@ impl<M: fmt::Debug> fmt::Debug for Inbound<M> {
 pub enum Verdict<M> {
     /// Hand the message (and its extensions) to the application.
     Admit(Inbound<M>),
-    /// Drop the message and send this frame (an error frame) to the peer instead.
+    /// Drop the message and send this frame (an error frame) to the peer instead, unless
+    /// the connection already had its [`MAX_REPLIES_PER_SECOND`] refusal frames this second
+    /// (then the message is dropped silently).
     Reply(M),
     /// Drop the message silently.
     Drop,
@@ -342,8 +359,8 @@ pub struct Admitted<M> {
 }
 
 impl<M> Admitted<M> {
-    /// A message not parsed, with empty extensions (control frames reach the application
-    /// this way).
+    /// A message not parsed, with empty extensions (the peer's close frame reaches the
+    /// application this way).
     pub fn new(message: M) -> Self {
         Self {
             message,
@@ -473,37 +490,40 @@ pub const fn error_code(reason: Reason) -> &'static str {
 type NextAdmitted<S> =
     Option<Result<Admitted<<S as WsSocket>::Message>, <S as WsSocket>::SocketError>>;
 
-/// A socket the plane can guard: a `Stream` of messages and a `Sink` for them, with one
-/// error type, as axum's `WebSocket` and tokio-tungstenite's `WebSocketStream` are.
-///
-/// Implemented for every such type.
-pub trait WsSocket:
-    Stream<Item = Result<<Self as WsSocket>::Message, <Self as WsSocket>::SocketError>>
-    + Sink<<Self as WsSocket>::Message, Error = <Self as WsSocket>::SocketError>
-    + Unpin
-{
-    /// The message type.
-    type Message: WsMessage;
-    /// The error of both halves.
-    type SocketError: WsError;
+/// Counts the refusal frames of the current one-second window.
+#[derive(Debug, Clone, Copy)]
+struct ReplyWindow {
+    limit: u32,
+    started: Option<Instant>,
+    sent: u32,
 }
 
-impl<S, M, E> WsSocket for S
-where
-    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
-    M: WsMessage,
-    E: WsError,
-{
-    type Message = M;
-    type SocketError = E;
-}
+impl ReplyWindow {
+    const fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            started: None,
+            sent: 0,
+        }
+    }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Open,
-    /// The plane sent (or is sending) a close frame and waits for the peer's.
-    Closing,
-    Done,
+    /// Whether one more refusal frame may go out now.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let current = self
+            .started
+            .is_some_and(|started| now.duration_since(started) < Duration::from_secs(1));
+        if !current {
+            self.started = Some(now);
+            self.sent = 0;
+        }
+        if self.sent < self.limit {
+            self.sent += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A socket whose inbound data frames go through a message-plane service.
@@ -524,13 +544,15 @@ where
     // and the adapter stays `Unpin` whatever the service's future is.
     in_flight: Pin<Box<Option<Svc::Future>>>,
     outbox: Option<S::Message>,
-    close_frame: Option<S::Message>,
     needs_flush: bool,
+    /// The token's expiry.
     timer: Option<Pin<Box<Sleep>>>,
     close_timeout: Duration,
-    state: State,
-    /// The socket's stream ended with an error: nothing more can be read from it.
-    read_ended: bool,
+    replies: ReplyWindow,
+    /// The closing handshake, once the plane started one.
+    closing: Option<Closing<S::Message>>,
+    /// The stream ended (or the closing handshake is over).
+    done: bool,
     rejection: Option<Rejection>,
     /// What the guards learned about the data message the `Stream` interface yielded last.
     last_parsed: Parsed,
@@ -555,7 +577,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedSocket")
-            .field("state", &self.state)
+            .field("closing", &self.closing)
+            .field("done", &self.done)
             .field("deciding", &self.in_flight.is_some())
             .field("rejection", &self.rejection)
             .field("connection", &self.info)
@@ -607,12 +630,12 @@ where
             service,
             in_flight: Box::pin(None),
             outbox: None,
-            close_frame: None,
             needs_flush: false,
             timer: None,
             close_timeout: CLOSE_TIMEOUT,
-            state: State::Open,
-            read_ended: false,
+            replies: ReplyWindow::new(MAX_REPLIES_PER_SECOND),
+            closing: None,
+            done: false,
             rejection: None,
             last_parsed: None,
             last: Extensions::new(),
@@ -635,10 +658,22 @@ where
     }
 
     /// How long to wait for the peer's close frame after the plane closed the socket
-    /// (default [`CLOSE_TIMEOUT`]).
+    /// (default [`CLOSE_TIMEOUT`]); see [`close`](crate::close).
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        if let Some(closing) = self.closing.take() {
+            self.closing = Some(closing.timeout(timeout));
+        }
+        self
+    }
+
+    /// How many refusal frames ([`Verdict::Reply`]) go out per second at most (default
+    /// [`MAX_REPLIES_PER_SECOND`]); the refusals beyond it are dropped without an answer.
+    /// `0` answers no refusal.
+    #[must_use]
+    pub fn max_replies_per_second(mut self, replies: u32) -> Self {
+        self.replies = ReplyWindow::new(replies);
         self
     }
 
@@ -700,106 +735,84 @@ where
     fn expire(&mut self) {
         tracing::debug!("token expired, closing the socket");
         telemetry::record_rejection("plane", Reason::TokenExpired);
-        self.begin_close(Rejection::new(Reason::TokenExpired));
+        self.begin_close(Rejection::new(Reason::TokenExpired), true);
     }
 
     fn fail(&mut self, err: &dyn fmt::Display) {
         tracing::error!(error = %err, "message plane service failed, closing the socket");
         telemetry::record_rejection("plane", Reason::Internal);
-        self.begin_close(Rejection::new(Reason::Internal));
+        self.begin_close(Rejection::new(Reason::Internal), true);
     }
 
-    fn begin_close(&mut self, rejection: Rejection) {
-        if self.state != State::Open {
+    /// Starts the closing handshake; `readable` says whether the socket can still be read.
+    fn begin_close(&mut self, rejection: Rejection, readable: bool) {
+        if self.closing.is_some() || self.done {
             return;
         }
         self.in_flight.set(None);
-        self.close_frame = Some(S::Message::close(&rejection));
+        self.timer = None;
+        let closing = Closing::new(&rejection)
+            .timeout(self.close_timeout)
+            .after(self.outbox.take());
+        self.closing = Some(if readable {
+            closing
+        } else {
+            closing.unreadable()
+        });
         self.rejection = Some(rejection);
-        self.state = State::Closing;
-        let deadline = Instant::now()
-            .checked_add(self.close_timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(sleep_until(deadline))),
-        }
     }
 
-    /// Sends the queued frames (an application message, a reply, the close frame).
+    /// Sends the queued frame (an application message or a reply).
     fn poll_send_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::SocketError>> {
-        loop {
-            let slot = if self.outbox.is_some() {
-                &mut self.outbox
-            } else if self.close_frame.is_some() {
-                &mut self.close_frame
-            } else {
-                return Poll::Ready(Ok(()));
-            };
+        if self.outbox.is_some() {
             ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
-            if let Some(msg) = slot.take() {
+            if let Some(msg) = self.outbox.take() {
                 Pin::new(&mut self.socket).start_send(msg)?;
                 self.needs_flush = true;
             }
         }
+        Poll::Ready(Ok(()))
     }
 
     /// Polls for the next admitted message: the core of the adapter.
     ///
-    /// Control frames are returned with empty extensions; data frames only once the service
-    /// admitted them.
+    /// Every message but the peer's close frame is returned only once the service admitted
+    /// it; the peer's close frame is returned as it is, with empty extensions.
     pub fn poll_next_admitted(&mut self, cx: &mut Context<'_>) -> Poll<NextAdmitted<S>>
     where
         Svc::Error: fmt::Display,
     {
         loop {
-            if self.state == State::Done {
+            if let Some(closing) = &mut self.closing {
+                ready!(closing.poll_close(&mut self.socket, cx));
+                self.closing = None;
+                self.done = true;
+            }
+            if self.done {
                 return Poll::Ready(None);
             }
             if let Some(timer) = &mut self.timer {
                 if timer.as_mut().poll(cx).is_ready() {
-                    if self.state == State::Open {
-                        self.expire();
-                        continue;
-                    }
-                    tracing::debug!("the peer did not answer the close frame in time");
-                    self.state = State::Done;
-                    return Poll::Ready(None);
+                    self.expire();
+                    continue;
                 }
             }
 
-            // Outbound first: a reply or close frame that cannot be sent stops the reading
-            // (a client that does not read its error frames is not read either).
+            // Outbound first: a frame that cannot be sent stops the reading (a client that
+            // does not read its error frames is not read either).
             if let Err(err) = ready!(self.poll_send_queued(cx)) {
-                self.state = State::Done;
+                self.done = true;
                 return Poll::Ready(Some(Err(err)));
             }
             if self.needs_flush {
                 match Pin::new(&mut self.socket).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.needs_flush = false,
                     Poll::Ready(Err(err)) => {
-                        self.state = State::Done;
+                        self.done = true;
                         return Poll::Ready(Some(Err(err)));
                     }
                     // The socket will wake us; reading may go on meanwhile.
                     Poll::Pending => {}
-                }
-            }
-
-            if self.state == State::Closing {
-                if self.read_ended {
-                    // Nothing can be read: the close frame is sent (or the flush will wake
-                    // us), and the socket lingers until the close timeout so that the peer
-                    // reads it before the connection goes.
-                    return Poll::Pending;
-                }
-                // Discard everything until the peer's close frame ends the stream.
-                match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => {
-                        self.state = State::Done;
-                        return Poll::Ready(None);
-                    }
                 }
             }
 
@@ -810,9 +823,15 @@ where
                     Ok(Verdict::Admit(inbound)) => {
                         return Poll::Ready(Some(Ok(inbound.into_admitted())))
                     }
-                    Ok(Verdict::Reply(frame)) => self.outbox = Some(frame),
+                    Ok(Verdict::Reply(frame)) => {
+                        if self.replies.allow() {
+                            self.outbox = Some(frame);
+                        } else {
+                            tracing::trace!("refusal frame coalesced");
+                        }
+                    }
                     Ok(Verdict::Drop) => {}
-                    Ok(Verdict::Close(rejection)) => self.begin_close(rejection),
+                    Ok(Verdict::Close(rejection)) => self.begin_close(rejection, true),
                     Err(err) => self.fail(&err),
                 }
                 continue;
@@ -830,25 +849,30 @@ where
 
             match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
                 None => {
-                    self.state = State::Done;
+                    self.done = true;
                     return Poll::Ready(None);
                 }
-                Some(Err(err)) if err.is_too_large() => {
-                    tracing::debug!(
-                        reason = Reason::MessageTooLarge.as_str(),
-                        peer = self.info.client_ip().map(tracing::field::display),
-                        "message over the socket's size limit, closing the socket"
-                    );
-                    telemetry::record_rejection("plane", Reason::MessageTooLarge);
-                    self.read_ended = true;
-                    self.begin_close(Rejection::new(Reason::MessageTooLarge));
+                Some(Err(err)) => match err.close_reason() {
+                    Some(reason) => {
+                        tracing::debug!(
+                            reason = reason.as_str(),
+                            close_code = reason.close_code(),
+                            peer = self.info.client_ip().map(tracing::field::display),
+                            "the peer broke the socket's rules, closing the socket"
+                        );
+                        telemetry::record_rejection("plane", reason);
+                        // The failed read leaves nothing more to read.
+                        self.begin_close(Rejection::new(reason), false);
+                    }
+                    None => return Poll::Ready(Some(Err(err))),
+                },
+                Some(Ok(close)) if close.kind() == MessageKind::Close => {
+                    return Poll::Ready(Some(Ok(Admitted::new(close))))
                 }
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                Some(Ok(msg)) if msg.kind().is_data() => {
+                Some(Ok(msg)) => {
                     let future = self.service.call(Inbound::new(msg, self.info.clone()));
                     self.in_flight.set(Some(future));
                 }
-                Some(Ok(control)) => return Poll::Ready(Some(Ok(Admitted::new(control)))),
             }
         }
     }
@@ -1112,11 +1136,17 @@ mod tests {
         peer.send(Msg::text("ok".into()));
         peer.send(Msg::Binary(vec![1, 2]));
 
-        // The ping passes through untouched, before the message after it.
-        let ping = guarded.next_admitted().await.unwrap().unwrap();
+        // The ping goes through the service like any message, before the message after it.
+        let mut ping = guarded.next_admitted().await.unwrap().unwrap();
         assert_eq!(ping.message(), &Msg::Ping(Bytes::from_static(b"p")));
-        assert!(ping.extensions().is_empty());
-        assert_eq!(ping.parsed::<String>(), None);
+        assert_eq!(
+            ping.extensions_mut().remove::<Seen>(),
+            Some(Seen("by-text"))
+        );
+        assert_eq!(
+            ping.parsed::<String>().map(String::as_str),
+            Some("parsed 1")
+        );
         assert_eq!(peer.recv().await, Msg::text("refused".into()));
 
         let mut ok = guarded.next_admitted().await.unwrap().unwrap();
@@ -1158,8 +1188,9 @@ mod tests {
         assert_eq!(rejection, Some(Rejection::new(Reason::InvalidMessage)));
     }
 
+    // On tokio's paused clock: waiting for any timer would move the clock.
     #[tokio::test(start_paused = true)]
-    async fn the_socket_size_limit_closes_with_1009_then_lingers() {
+    async fn the_socket_size_limit_closes_with_1009_at_once() {
         let (sock, mut peer) = socket();
         let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
         let start = Instant::now();
@@ -1169,18 +1200,90 @@ mod tests {
             (next.is_none(), Instant::now(), guarded.rejection().copied())
         });
         assert_eq!(peer.recv().await, Msg::Close(1009));
-        // Nothing more can be read from the socket: it stays open until the close timeout,
-        // so that the peer reads the close frame before the connection goes.
-        peer.send(Msg::text("ok".into()));
+        // Nothing more can be read from the socket: the stream ends as soon as the close
+        // frame is flushed, without waiting for the close timeout.
+        let _ = peer.tx.send(Ok(Msg::text("ok".into())));
         let (ended, at, rejection) = app.await.unwrap();
         assert!(ended);
         assert_eq!(rejection, Some(Rejection::new(Reason::MessageTooLarge)));
-        assert_eq!(at.duration_since(start), CLOSE_TIMEOUT);
+        assert_eq!(at.duration_since(start), Duration::ZERO);
         assert_eq!(
             peer.reads.load(Ordering::SeqCst),
             1,
             "not read after the error"
         );
+    }
+
+    /// Refuses every message with an error frame, or drops it when it is a ping.
+    #[derive(Clone)]
+    struct RefuseAll;
+
+    impl Service<Inbound<Msg>> for RefuseAll {
+        type Response = Verdict<Msg>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Verdict<Msg>, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: Inbound<Msg>) -> Self::Future {
+            std::future::ready(Ok(match req.message() {
+                Msg::Ping(_) => Verdict::Drop,
+                _ => Verdict::Reply(Msg::text("refused".into())),
+            }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusal_frames_are_coalesced_per_second() {
+        let (sock, mut peer) = socket();
+        let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), RefuseAll);
+        for _ in 0..50 {
+            peer.send(Msg::text("flood".into()));
+        }
+        // A ping the service drops never reaches the application.
+        peer.send(Msg::Ping(Bytes::from_static(b"p")));
+        peer.send(Msg::Close(1000));
+        let close = guarded.next_admitted().await.unwrap().unwrap();
+        assert_eq!(close.message(), &Msg::Close(1000));
+        let mut replies = 0;
+        while peer.rx.try_recv().is_ok() {
+            replies += 1;
+        }
+        assert_eq!(replies, MAX_REPLIES_PER_SECOND);
+
+        // A new second, a new allowance.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..10 {
+            peer.send(Msg::text("flood".into()));
+        }
+        peer.send(Msg::Close(1000));
+        guarded.next_admitted().await.unwrap().unwrap();
+        let mut replies = 0;
+        while peer.rx.try_recv().is_ok() {
+            replies += 1;
+        }
+        assert_eq!(replies, MAX_REPLIES_PER_SECOND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_socket_discards_a_bounded_amount_then_ends() {
+        let (sock, mut peer) = socket();
+        let mut guarded = GuardedSocket::new(sock, connection(Extensions::new()), ByText);
+        let start = Instant::now();
+        peer.send(Msg::text("close".into()));
+        // The peer goes on sending instead of answering: 200 x 64 KiB is over the bound.
+        for _ in 0..200 {
+            peer.send(Msg::Binary(vec![0; 65536]));
+        }
+        assert!(guarded.next().await.is_none());
+        assert_eq!(peer.recv().await, Msg::Close(1007));
+        assert_eq!(Instant::now().duration_since(start), Duration::ZERO);
+        let read = peer.reads.load(Ordering::SeqCst);
+        assert!(
+            read > 1 && read < 1 + 200,
+            "{read} frames read: some discarded, not all"
+        );
+        assert!((read - 2) * 65538 <= crate::close::MAX_DISCARD_BYTES);
     }
 
     #[tokio::test]

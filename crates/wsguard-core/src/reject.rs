@@ -23,6 +23,7 @@
 //! | [`LifetimeExceeded`](Reason::LifetimeExceeded) | n/a (408) | 4410 | `DEADLINE_EXCEEDED` |
 //! | [`HeartbeatTimeout`](Reason::HeartbeatTimeout) | n/a (408) | 4504 | `UNAVAILABLE` |
 //! | [`ShuttingDown`](Reason::ShuttingDown) | 503 + `Retry-After` | 1001 | `UNAVAILABLE` |
+//! | [`ProtocolError`](Reason::ProtocolError) | n/a (400) | 1002 | `INVALID_ARGUMENT` |
 //! | [`BadRequest`](Reason::BadRequest) | 400 | 1008 | `INVALID_ARGUMENT` |
 //! | [`Internal`](Reason::Internal) | 500 | 1011 | `INTERNAL` |
 //!
@@ -72,6 +73,9 @@ pub enum Reason {
     HeartbeatTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// The peer broke the WebSocket framing rules (RFC 6455 section 5: an unmasked client
+    /// frame, a fragmented or oversized control frame, reserved bits or opcodes, ...).
+    ProtocolError,
     /// The request is malformed in a way that a guard cannot evaluate.
     BadRequest,
     /// The server is misconfigured (for example no peer address is known).
@@ -97,6 +101,7 @@ impl Reason {
             Self::LifetimeExceeded => "lifetime_exceeded",
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::ProtocolError => "protocol_error",
             Self::BadRequest => "bad_request",
             Self::Internal => "internal",
         }
@@ -112,7 +117,9 @@ impl Reason {
             Self::TooManyConnections | Self::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::AtCapacity | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidMessage | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidMessage | Self::ProtocolError | Self::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedData => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdleTimeout | Self::LifetimeExceeded | Self::HeartbeatTimeout => {
                 StatusCode::REQUEST_TIMEOUT
@@ -138,6 +145,7 @@ impl Reason {
             Self::LifetimeExceeded => 4410,
             Self::HeartbeatTimeout => 4504,
             Self::ShuttingDown => 1001,
+            Self::ProtocolError => 1002,
             Self::BadRequest => 1008,
             Self::Internal => 1011,
         })
@@ -163,6 +171,7 @@ impl Reason {
             Self::LifetimeExceeded => "connection lifetime reached",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::ShuttingDown => "server shutting down",
+            Self::ProtocolError => "protocol error",
             Self::BadRequest => "bad request",
             Self::Internal => "internal error",
         }
@@ -179,9 +188,10 @@ impl Reason {
                 GrpcCode::ResourceExhausted
             }
             Self::AtCapacity | Self::ShuttingDown | Self::HeartbeatTimeout => GrpcCode::Unavailable,
-            Self::InvalidMessage | Self::UnsupportedData | Self::BadRequest => {
-                GrpcCode::InvalidArgument
-            }
+            Self::InvalidMessage
+            | Self::UnsupportedData
+            | Self::ProtocolError
+            | Self::BadRequest => GrpcCode::InvalidArgument,
             Self::IdleTimeout | Self::LifetimeExceeded => GrpcCode::DeadlineExceeded,
             Self::Internal => GrpcCode::Internal,
         }
@@ -442,7 +452,7 @@ where
 mod tests {
     use super::*;
 
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 18] = [
         Reason::OriginNotAllowed,
         Reason::CredentialsMissing,
         Reason::TokenInvalid,
@@ -458,6 +468,7 @@ mod tests {
         Reason::LifetimeExceeded,
         Reason::HeartbeatTimeout,
         Reason::ShuttingDown,
+        Reason::ProtocolError,
         Reason::BadRequest,
         Reason::Internal,
     ];
@@ -478,7 +489,14 @@ mod tests {
             (Reason::InvalidMessage, 400, Some(1007)),
             (Reason::UnsupportedData, 415, Some(1003)),
             (Reason::IdleTimeout, 408, Some(4408)),
+            (Reason::LifetimeExceeded, 408, Some(4410)),
+            (Reason::HeartbeatTimeout, 408, Some(4504)),
+            (Reason::ShuttingDown, 503, Some(1001)),
+            (Reason::ProtocolError, 400, Some(1002)),
+            (Reason::BadRequest, 400, Some(1008)),
+            (Reason::Internal, 500, Some(1011)),
         ];
+        assert_eq!(table.len(), ALL.len(), "every reason is in the table");
         for (reason, status, code) in table {
             assert_eq!(reason.status().as_u16(), status, "{reason}");
             assert_eq!(reason.close_code(), code, "{reason}");

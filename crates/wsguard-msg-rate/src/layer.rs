@@ -17,13 +17,17 @@ use crate::{
 
 /// What to do with a message over budget.
 ///
-/// Whatever the action, [`MessageRateLimitLayer::close_after`] can add a close with 4429
-/// for sustained abuse. See the [crate docs](crate) for an example.
+/// Whatever the action, sustained excess closes the socket with 4429 (by default after
+/// [`DEFAULT_CLOSE_AFTER`] refusals within [`DEFAULT_CLOSE_WINDOW`]; see
+/// [`MessageRateLimitLayer::close_after`] and [`MessageRateLimitLayer::never_close`]).
+/// See the [crate docs](crate) for an example.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnExcess {
     /// Drop the message and answer with an error frame (the default), made by the layer's
     /// [`ErrorFrame`] policy: `{"type":"error","code":"rate_limited"}` unless configured.
+    /// The socket sends at most a few such frames per second (the message plane coalesces
+    /// refusal frames), never one per refused message.
     #[default]
     Reply,
     /// Keep the message until the budget has room for it. Meanwhile the socket is not read,
@@ -31,7 +35,18 @@ pub enum OnExcess {
     Backpressure,
 }
 
+/// How many messages over budget a connection may send within [`DEFAULT_CLOSE_WINDOW`]
+/// before it is closed with 4429, unless configured: 10.
+pub const DEFAULT_CLOSE_AFTER: u32 = 10;
+
+/// The window of [`DEFAULT_CLOSE_AFTER`]: 10 seconds (so the tolerance refills at one
+/// refusal per second).
+pub const DEFAULT_CLOSE_WINDOW: Duration = Duration::from_secs(10);
+
 /// Applies per-message budgets to the message plane: per connection, and per shared key.
+///
+/// Every message counts, the ping and pong control frames included (the plane passes them
+/// to its service), against the message budget and, by its payload, the byte budget.
 ///
 /// See the [crate docs](crate) for an example.
 pub struct MessageRateLimitLayer<K = InMemoryStore, F = JsonErrorFrame> {
@@ -111,14 +126,22 @@ impl Default for MessageRateLimitLayer {
 impl MessageRateLimitLayer {
     /// A layer that limits nothing yet: add [`per_connection`](Self::per_connection) and
     /// [`per_key`](Self::per_key) budgets.
+    ///
+    /// Excess is answered with [`OnExcess::Reply`], and sustained excess (more than
+    /// [`DEFAULT_CLOSE_AFTER`] refusals within [`DEFAULT_CLOSE_WINDOW`]) closes with 4429:
+    /// a flood is cut, not answered.
     #[must_use]
     pub fn new() -> Self {
+        let tolerance = rate(DEFAULT_CLOSE_AFTER)
+            .per(DEFAULT_CLOSE_WINDOW)
+            .quota("refusal")
+            .map_or(Abuse::Immediately, Abuse::After);
         Self {
             config: Arc::new(Config {
                 connection: None,
                 keyed: None,
                 excess: OnExcess::Reply,
-                abuse: Abuse::Tolerated,
+                abuse: tolerance,
                 frame: JsonErrorFrame,
             }),
         }
@@ -198,7 +221,8 @@ where
     }
 
     /// Closes the socket with 4429 ([`Reason::RateExceeded`](wsguard_core::Reason)) when
-    /// more than `refusals` messages went over budget within `window`.
+    /// more than `refusals` messages went over budget within `window` (default
+    /// [`DEFAULT_CLOSE_AFTER`] within [`DEFAULT_CLOSE_WINDOW`]).
     ///
     /// The tolerance is itself a GCRA budget of `refusals` refusals refilling at
     /// `refusals` per `window`: a burst of `refusals` excess messages is forgiven, a
@@ -215,6 +239,18 @@ where
             Abuse::After(rate(refusals).per(window).quota("refusal")?)
         };
         Ok(self.map(|c| Config { abuse, ..c }))
+    }
+
+    /// Never closes for excess: every message over budget is answered by [`OnExcess`] alone.
+    ///
+    /// Only for clients you trust: a flooding client then keeps its socket, and costs a
+    /// budget check per message for as long as it floods.
+    #[must_use]
+    pub fn never_close(self) -> Self {
+        self.map(|c| Config {
+            abuse: Abuse::Tolerated,
+            ..c
+        })
     }
 
     /// Sets the error frame answering refused messages (default [`JsonErrorFrame`]); any

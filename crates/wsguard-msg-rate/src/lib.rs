@@ -97,9 +97,12 @@
 //!
 //! | configuration | a message over budget | the client sees |
 //! |---|---|---|
-//! | [`OnExcess::Reply`] (default) | dropped | an error frame, `{"type":"error","code":"rate_limited"}` by default ([`MessageRateLimitLayer::error_frame`] changes it) |
+//! | [`OnExcess::Reply`] (default) | dropped | an error frame, `{"type":"error","code":"rate_limited"}` by default ([`MessageRateLimitLayer::error_frame`] changes it), at most a few per second (the plane coalesces them) |
 //! | [`OnExcess::Backpressure`] | waits until it fits; the socket is not read meanwhile | slower sends (TCP flow control) |
-//! | [`MessageRateLimitLayer::close_after`]`(n, window)` with either | once more than `n` messages went over budget within `window` | close 4429, "rate limit exceeded" |
+//! | sustained excess, with either: more than `n` refusals within `window` ([`DEFAULT_CLOSE_AFTER`] = 10 within [`DEFAULT_CLOSE_WINDOW`] = 10 s unless set with [`MessageRateLimitLayer::close_after`]; [`MessageRateLimitLayer::never_close`] turns it off) | the socket is closed | close 4429, "rate limit exceeded" |
+//!
+//! Every frame counts: ping and pong frames are messages to the budgets (with their payload
+//! as bytes), so a ping flood is cut like any other.
 //!
 //! The error frame never states the limits, the counts or the retry time (unless your
 //! [`ErrorFrame`](wsguard_core::plane::ErrorFrame) closure adds it): clients learn that they
@@ -139,7 +142,7 @@ mod service;
 mod store;
 
 pub use future::ResponseFuture;
-pub use layer::{MessageRateLimitLayer, OnExcess};
+pub use layer::{MessageRateLimitLayer, OnExcess, DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW};
 pub use rate::{rate, Budget, ConfigError, Rate, RateBuilder};
 pub use service::MessageRateLimit;
 pub use store::{

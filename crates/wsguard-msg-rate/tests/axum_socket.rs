@@ -46,13 +46,21 @@ async fn test_auth(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// An echo server whose sockets go through `layer`.
+/// An echo server whose sockets go through `layer`, answering every refusal (the plane's
+/// default coalesces refusal frames: these tests count one answer per message).
 async fn serve(layer: MessageRateLimitLayer) -> SocketAddr {
+    serve_with(layer, u32::MAX).await
+}
+
+/// An echo server whose sockets go through `layer` and send at most `replies` refusal
+/// frames per second.
+async fn serve_with(layer: MessageRateLimitLayer, replies: u32) -> SocketAddr {
     let ws = move |upgrade: GuardedUpgrade| {
         let layer = layer.clone();
         async move {
             upgrade.on_upgrade(move |socket, conn| async move {
-                let mut socket = GuardedSocket::layered(socket, conn, &layer);
+                let mut socket =
+                    GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(replies);
                 while let Some(Ok(msg)) = socket.next().await {
                     if matches!(msg, Message::Text(_) | Message::Binary(_))
                         && socket.send(msg).await.is_err()
@@ -119,7 +127,8 @@ fn refills(elapsed: Duration) -> usize {
 async fn a_flood_of_100_gets_exactly_the_burst_then_the_rate() {
     let layer = MessageRateLimitLayer::new()
         .per_connection(ten_per_second())
-        .unwrap();
+        .unwrap()
+        .never_close();
     let addr = serve(layer).await;
     let mut client = connect(addr, "alice").await;
 

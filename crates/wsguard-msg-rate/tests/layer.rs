@@ -80,10 +80,53 @@ where
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_flood_gets_the_burst_then_the_stated_rate() {
+async fn by_default_sustained_excess_closes_with_4429() {
+    use wsguard_msg_rate::{DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW};
     let layer = MessageRateLimitLayer::new()
         .per_connection(ten_per_second())
         .unwrap();
+    let mut svc = layer.layer(Admit);
+    let conn = info(None);
+    let mut seen = Vec::new();
+    for i in 0..100 {
+        let answer = send(&mut svc, &conn, msg(&format!("m{i}"))).await;
+        let closed = matches!(answer, Seen::Closed(_));
+        seen.push(answer);
+        if closed {
+            break;
+        }
+    }
+    // The burst, then the tolerated refusals, then the close: a flood is cut.
+    let tolerated = usize::try_from(DEFAULT_CLOSE_AFTER).unwrap();
+    assert_eq!(seen.len(), 10 + tolerated + 1, "{seen:?}");
+    assert!(seen[..10].iter().all(|s| *s == Seen::Admitted));
+    assert!(seen[10..10 + tolerated]
+        .iter()
+        .all(|s| *s == Seen::Replied(RATE_LIMITED.into())));
+    assert_eq!(seen.last(), Some(&Seen::Closed(4429)));
+
+    // The tolerance refills at DEFAULT_CLOSE_AFTER per DEFAULT_CLOSE_WINDOW: an occasional
+    // excess is forgiven.
+    let mut svc = layer.layer(Admit);
+    for round in 0..5 {
+        let (admitted, refused) = flood(&mut svc, &conn, 11).await;
+        assert_eq!((admitted, refused.len()), (10, 1), "round {round}");
+        assert!(
+            refused
+                .iter()
+                .all(|s| *s == Seen::Replied(RATE_LIMITED.into())),
+            "round {round}: {refused:?}"
+        );
+        tokio::time::advance(DEFAULT_CLOSE_WINDOW).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_gets_the_burst_then_the_stated_rate() {
+    let layer = MessageRateLimitLayer::new()
+        .per_connection(ten_per_second())
+        .unwrap()
+        .never_close();
     let mut svc = layer.layer(Admit);
     let conn = info(None);
 

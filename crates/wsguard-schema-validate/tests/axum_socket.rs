@@ -74,7 +74,10 @@ where
                 .max_message_size(message_limit)
                 .max_frame_size(message_limit)
                 .on_upgrade(move |socket, conn| async move {
-                    let mut socket = GuardedSocket::layered(socket, conn, &plane);
+                    // Every refusal answered: these tests read one answer per message (the
+                    // plane's default coalesces refusal frames to a few per second).
+                    let mut socket = GuardedSocket::layered(socket, conn, &plane)
+                        .max_replies_per_second(u32::MAX);
                     while let Some(Ok(mut msg)) = socket.next_admitted().await {
                         let answer = match msg.take_parsed::<Command>() {
                             Some(Command::Ping) => "pong".to_owned(),
