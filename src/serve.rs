@@ -76,6 +76,18 @@
 //! Neither deadline applies to request bodies or to an upgraded socket: use
 //! [`conn_limit`](crate::conn_limit)'s hygiene (idle timeout, lifetime) after the upgrade.
 //!
+//! # Lingering close
+//!
+//! When a connection is over (a plain HTTP connection, or an upgraded socket the application
+//! dropped), and the peer ever sent a byte, the server closes it the way RFC 9112 section 9.6
+//! and RFC 6455 section 7.1.1 ask: it shuts its write side (FIN), reads and discards what the
+//! peer still sends until the peer closes too (at most 8 MiB and 2 seconds, in a task of its
+//! own; at most 1024 connections linger at once), then closes. Closing with unread data at
+//! once would send a TCP reset, which can destroy the last response or WebSocket close frame
+//! before the peer reads it (a WebSocket the server closes for an oversized message stops
+//! reading at the frame's header, with the rest unread). The application is not held: the
+//! connection's guards are released when the socket is dropped, not when the lingering ends.
+//!
 //! # The pending-head cap
 //!
 //! A connection counts as *pending* from accept until its first request head is complete (or
@@ -118,7 +130,10 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -130,7 +145,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::watch,
     time::{Instant, Sleep},
@@ -500,6 +515,7 @@ where
     let (shutdown_tx, shutdown_rx) = watch::channel(());
     let (done_tx, done_rx) = watch::channel(());
     let mut log = RefusalLog::default();
+    let lingering = Arc::new(AtomicUsize::new(0));
     let mut signal = std::pin::pin!(signal);
 
     loop {
@@ -530,7 +546,12 @@ where
         };
         // Small WebSocket frames should not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(FirstByte::new(tcp, config.first_byte_timeout, peer));
+        let io = TokioIo::new(FirstByte::new(
+            tcp,
+            config.first_byte_timeout,
+            peer,
+            Arc::clone(&lingering),
+        ));
         let conn = builder
             .serve_connection(
                 io,
@@ -712,20 +733,95 @@ where
     }
 }
 
+/// How long a closed connection lingers at most, reading and discarding what the peer still
+/// sends after the server shut its write side (see [`FirstByte`]'s `Drop`).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much a lingering connection reads and discards at most: 8 MiB (what a client can
+/// have in flight on a fast link).
+const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many connections linger at once at most, per server; beyond it a connection closes
+/// at once.
+const MAX_LINGERING: usize = 1024;
+
 /// The accepted stream, failing reads with `TimedOut` when no byte arrives within the
 /// first-byte timeout; after the first byte, a plain pass-through.
+///
+/// When dropped (the connection is over, upgraded or not), a stream that received anything
+/// closes lingeringly (RFC 9112 section 9.6; RFC 6455 section 7.1.1): a task shuts the write
+/// side (FIN), reads and discards what the peer still sends until it closes too, at most
+/// [`LINGER_MAX_BYTES`] and [`LINGER_TIMEOUT`], then closes. Closing with unread data at once
+/// would send a reset, which can destroy the last response or close frame before the peer
+/// reads it. A peer that never sent a byte is closed at once.
 struct FirstByte {
-    tcp: TcpStream,
+    tcp: Option<TcpStream>,
     deadline: Option<Pin<Box<Sleep>>>,
     peer: SocketAddr,
+    received: bool,
+    lingering: Arc<AtomicUsize>,
 }
 
 impl FirstByte {
-    fn new(tcp: TcpStream, timeout: Duration, peer: SocketAddr) -> Self {
+    fn new(
+        tcp: TcpStream,
+        timeout: Duration,
+        peer: SocketAddr,
+        lingering: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
-            tcp,
+            tcp: Some(tcp),
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             peer,
+            received: false,
+            lingering,
+        }
+    }
+
+    /// The stream; `NotConnected` once it was handed to the lingering close (never while the
+    /// stream is in use: that happens on drop).
+    fn tcp(&mut self) -> io::Result<&mut TcpStream> {
+        self.tcp
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for FirstByte {
+    fn drop(&mut self) {
+        let Some(tcp) = self.tcp.take() else {
+            return;
+        };
+        if !self.received {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let lingering = Arc::clone(&self.lingering);
+        runtime.spawn(async move {
+            linger(tcp).await;
+            lingering.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Shuts the write side, then reads and discards until the peer closes or a bound is hit.
+async fn linger(mut tcp: TcpStream) {
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIMEOUT;
+    let mut buf = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => discarded += n,
         }
     }
 }
@@ -737,10 +833,12 @@ impl AsyncRead for FirstByte {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+        let filled = buf.filled().len();
+        match Pin::new(this.tcp()?).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 // Data, end of stream or an error: either way the wait for a first byte is over.
                 this.deadline = None;
+                this.received |= buf.filled().len() > filled;
                 Poll::Ready(result)
             }
             Poll::Pending => {
@@ -772,7 +870,7 @@ impl AsyncWrite for FirstByte {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        Pin::new(self.get_mut().tcp()?).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -780,18 +878,18 @@ impl AsyncWrite for FirstByte {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        Pin::new(self.get_mut().tcp()?).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.as_ref().is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        Pin::new(self.get_mut().tcp()?).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        Pin::new(self.get_mut().tcp()?).poll_shutdown(cx)
     }
 }

@@ -410,3 +410,71 @@ fn the_defaults_are_the_documented_ones_and_bad_values_fail_at_build_time() {
         })
     );
 }
+
+/// Echoes through the message plane with a 4 KiB message limit.
+async fn guarded_echo(up: wsguard::axum::GuardedUpgrade) -> Response {
+    use wsguard::plane::{Admit, GuardedSocket};
+    up.max_message_size(4096)
+        .max_frame_size(4096)
+        .on_upgrade(|socket, conn| async move {
+            let mut socket = GuardedSocket::new(socket, conn, Admit);
+            while let Some(Ok(msg)) = socket.next().await {
+                if matches!(msg, AxumMessage::Text(_)) && socket.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        })
+}
+
+#[tokio::test]
+async fn a_close_with_unread_data_ends_with_fin_not_a_reset() {
+    // The server stops reading at an oversized frame's header (1009), with the client's
+    // bytes unread. Dropping the connection then would send a reset, which a client's
+    // TCP stack may act on before its application reads the close frame (Windows discards
+    // the receive buffer). The lingering close shuts the write side (FIN), reads and
+    // discards what the client still sends, then closes: the client reads the close frame,
+    // then a clean end of stream.
+    let app = Router::new().route("/ws", get(guarded_echo));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, app).into_future());
+    for round in 0..3 {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = timeout(
+            WAIT,
+            tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let tcp = ws.get_mut();
+        // A masked text frame announcing 1 MiB, of which 256 KiB follow.
+        let mut raw = vec![0x81, 0x80 | 127];
+        raw.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        raw.extend_from_slice(&[1, 2, 3, 4]);
+        raw.extend(std::iter::repeat_n(b'x', 256 << 10));
+        let _ = timeout(WAIT, tcp.write_all(&raw)).await;
+        let mut received = Vec::new();
+        let end = loop {
+            let mut buf = [0u8; 4096];
+            match timeout(WAIT, tcp.read(&mut buf))
+                .await
+                .expect("the end in time")
+            {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(err) => break Err(err.kind()),
+            }
+        };
+        assert_eq!(
+            received.get(..4),
+            Some(&[0x88, 19, 0x03, 0xF1][..]),
+            "round {round}: a close frame with 1009 first"
+        );
+        assert_eq!(
+            end,
+            Ok(()),
+            "round {round}: a clean end of stream, not a reset"
+        );
+    }
+}
