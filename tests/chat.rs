@@ -32,6 +32,51 @@ const SECRET: &str = "a test secret that is 32 bytes long!";
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The test RSA public key of wsguard-jwt-auth's tests, for `--jwt-public-key`.
+const RSA_PUBLIC: &[u8] = include_bytes!("../crates/wsguard-jwt-auth/tests/keys/rsa_public.pem");
+
+/// Starts the chat with exactly `argv` (after `chat --listen 127.0.0.1:0`).
+async fn try_start(argv: &[&str]) -> Result<server::Running, String> {
+    let mut full = vec!["chat", "--listen", "127.0.0.1:0"];
+    full.extend_from_slice(argv);
+    let args = cli::Args::try_parse_from(full).map_err(|e| e.to_string())?;
+    server::start(&args)
+        .await
+        .map_err(|server::Fatal(message)| message)
+}
+
+/// A file holding `bytes` in a fresh temporary directory, removed with the guard.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "wsguard-chat-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 async fn start(extra: &[&str]) -> server::Running {
     let mut argv = vec!["chat", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET];
     argv.extend_from_slice(extra);
@@ -541,8 +586,68 @@ fn bad_flags_are_refused_before_listening() {
         vec!["chat", "--header-read-timeout", "0"],
         vec!["chat", "--first-byte-timeout", "3601"],
         vec!["chat", "--max-pending-heads", "0"],
+        // Issue 12: two static keys are ambiguous; --jwt-alg belongs to --jwt-public-key.
+        vec![
+            "chat",
+            "--jwt-secret",
+            SECRET,
+            "--jwt-public-key",
+            "key.pem",
+        ],
+        vec!["chat", "--jwt-alg", "RS256"],
+        vec!["chat", "--jwt-alg", "RS256", "--jwt-secret", SECRET],
     ] {
         let error = cli::Args::try_parse_from(&argv).unwrap_err();
         assert_eq!(error.exit_code(), 2, "{argv:?}");
+    }
+}
+
+/// Issue 12: `--jwks-url` printed demo tokens and accepted them. Every key option turns demo
+/// mode off; only a command line without any key option gets demo tokens.
+#[tokio::test]
+async fn demo_mode_only_without_any_key_option() {
+    let pem = TempFile::new("rsa_public.pem", RSA_PUBLIC);
+    // Nothing listens on port 1: the key set cannot be fetched, and still no demo mode.
+    let jwks = "http://127.0.0.1:1/jwks.json";
+    let cases: [&[&str]; 5] = [
+        &["--jwt-secret", SECRET],
+        &["--jwt-public-key", pem.path()],
+        &["--jwt-public-key", pem.path(), "--jwt-alg", "PS256"],
+        &["--jwks-url", jwks],
+        &["--jwks-url", jwks, "--jwt-secret", SECRET],
+    ];
+    for argv in cases {
+        let running = try_start(argv)
+            .await
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(running.demo_tokens.is_none(), "{argv:?}: demo tokens");
+        let page = http_get(&running, "/").await;
+        assert!(page.contains("const DEMO_TOKENS = {};"), "{argv:?}");
+        running.stop(WAIT).await.ok();
+    }
+    let demo = try_start(&[]).await.unwrap();
+    assert!(demo.demo_tokens.is_some(), "no key option: demo mode");
+    demo.stop(WAIT).await.ok();
+}
+
+/// Key options the chat cannot use are refused at start, before anything listens (exit 2
+/// from `main`).
+#[tokio::test]
+async fn unusable_key_options_are_refused_at_start() {
+    let pem = TempFile::new("rsa_public.pem", RSA_PUBLIC);
+    let not_a_key = TempFile::new(
+        "junk.pem",
+        b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
+    let cases: [&[&str]; 6] = [
+        &["--jwt-secret", "too short"],
+        &["--jwt-public-key", "/nonexistent/wsguard/key.pem"],
+        &["--jwt-public-key", not_a_key.path()],
+        &["--jwt-public-key", pem.path(), "--jwt-alg", "ES256"],
+        &["--jwks-url", "ftp://127.0.0.1/jwks.json"],
+        &["--jwks-url", "not a url"],
+    ];
+    for argv in cases {
+        assert!(try_start(argv).await.is_err(), "{argv:?} started");
     }
 }

@@ -14,22 +14,34 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// HS256 secret for tokens (at least 32 bytes). Without any key option, a random secret
-    /// is generated and demo tokens are printed.
-    #[arg(long, env = "WSGUARD_JWT_SECRET", hide_env_values = true)]
+    /// HS256 secret for tokens (at least 32 bytes). Demo mode (a random secret, demo tokens
+    /// printed) runs only when no key option at all is given: none of --jwt-secret,
+    /// --jwt-public-key, --jwks-url.
+    #[arg(
+        long,
+        env = "WSGUARD_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
     pub jwt_secret: Option<String>,
 
     /// PEM public key (RSA, EC P-256/P-384 or Ed25519); the algorithm follows from the key
-    /// unless --jwt-alg is given.
+    /// unless --jwt-alg is given. At most one of --jwt-secret and --jwt-public-key; either
+    /// can be combined with --jwks-url.
     #[arg(long, env = "WSGUARD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
     /// Algorithm for --jwt-public-key (RS256, RS384, RS512, PS256, PS384, PS512, ES256,
     /// ES384, EdDSA).
-    #[arg(long, env = "WSGUARD_JWT_ALG", requires = "jwt_public_key")]
+    #[arg(
+        long,
+        env = "WSGUARD_JWT_ALG",
+        requires = "jwt_public_key",
+        conflicts_with = "jwt_secret"
+    )]
     pub jwt_alg: Option<String>,
 
-    /// JWKS URL to fetch verification keys from.
+    /// JWKS URL (http or https) to fetch verification keys from (RFC 7517 section 5).
     #[arg(long, env = "WSGUARD_JWKS_URL")]
     pub jwks_url: Option<String>,
 
@@ -190,6 +202,11 @@ fn parse_dialog(s: &str) -> Result<(String, Members), String> {
 }
 
 impl Args {
+    /// Whether any key option is given; without one the chat runs in demo mode.
+    pub fn has_key_option(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_url.is_some()
+    }
+
     /// The dialogs, by id. A repeated id is an error.
     pub fn dialog_map(&self) -> Result<BTreeMap<String, Members>, String> {
         let mut map = BTreeMap::new();

@@ -20,7 +20,10 @@ use wsguard::{
     axum::GuardedUpgrade,
     client_ip::{ClientIpLayer, TrustedProxies},
     conn_limit::{ConnLimitLayer, Hygiene, Shutdown},
-    jwt_auth::{Algorithm, JwtAuthLayer, Key, NoClaims, TokenSource},
+    jwt_auth::{
+        jwks::{Jwks, JwksBuilder},
+        Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource,
+    },
     key::PrincipalKey,
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
@@ -82,24 +85,48 @@ impl<E: std::fmt::Display> From<E> for Fatal {
     }
 }
 
-/// The key the layer verifies with, and, in demo mode, the secret to sign demo tokens.
-fn verification_key(args: &Args) -> Result<(Key, Option<Vec<u8>>), Fatal> {
+/// The chat's key sources, and, in demo mode, the secret that signs the demo tokens.
+struct Keys {
+    sources: Vec<KeySource>,
+    demo_secret: Option<Vec<u8>>,
+}
+
+/// The key sources the options name. Demo mode (a random HS256 secret) only when no key
+/// option at all is given: a server told to trust an identity provider must never accept
+/// tokens it signed itself and printed to its log.
+fn keys(args: &Args) -> Result<Keys, Fatal> {
+    if !args.has_key_option() {
+        let mut secret = vec![0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| Fatal(format!("no randomness: {e}")))?;
+        let key = Key::hmac(Algorithm::HS256, &secret)?;
+        return Ok(Keys {
+            sources: vec![key.into()],
+            demo_secret: Some(secret),
+        });
+    }
+    let mut sources = Vec::new();
     if let Some(secret) = &args.jwt_secret {
         let key = Key::hmac(Algorithm::HS256, secret.as_bytes())
             .map_err(|e| Fatal(format!("--jwt-secret: {e}")))?;
-        return Ok((key, None));
+        sources.push(key.into());
     }
     if let Some(path) = &args.jwt_public_key {
         let pem = std::fs::read(path)
             .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())))?;
-        return public_key(&pem, args.jwt_alg.as_deref())
-            .map(|key| (key, None))
-            .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())));
+        let key = public_key(&pem, args.jwt_alg.as_deref())
+            .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())))?;
+        sources.push(key.into());
     }
-    let mut secret = vec![0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| Fatal(format!("no randomness: {e}")))?;
-    let key = Key::hmac(Algorithm::HS256, &secret)?;
-    Ok((key, Some(secret)))
+    if let Some(url) = &args.jwks_url {
+        let jwks = Jwks::from_url(url)
+            .and_then(JwksBuilder::build)
+            .map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
+        sources.push(jwks.into());
+    }
+    Ok(Keys {
+        sources,
+        demo_secret: None,
+    })
 }
 
 /// A PEM public key; the algorithm follows from the key unless `alg` names one.
@@ -135,7 +162,7 @@ fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
 /// The guard, from the arguments and the bound address.
 fn guard(
     args: &Args,
-    key: Key,
+    keys: Vec<KeySource>,
     addr: SocketAddr,
     hub: &Arc<Hub>,
     shutdown: &Shutdown,
@@ -162,14 +189,14 @@ fn guard(
     }
     let origin = OriginGuardLayer::new(allow).allow_missing_origin(!args.deny_missing_origin);
 
-    let mut auth = JwtAuthLayer::<NoClaims>::new(key);
-    if let Some(url) = &args.jwks_url {
-        let jwks = wsguard::jwt_auth::jwks::Jwks::from_url(url)
-            .and_then(|b| b.build())
-            .map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
-        auth = auth.add_key_source(jwks);
-    }
-    let mut auth = auth
+    let mut keys = keys.into_iter();
+    let first = keys
+        .next()
+        .ok_or_else(|| Fatal("no key source configured".to_owned()))?;
+    let mut auth = keys
+        .fold(JwtAuthLayer::<NoClaims>::new(first), |auth, source| {
+            auth.add_key_source(source)
+        })
         .with_token_sources([
             TokenSource::query("token")?,
             TokenSource::bearer(),
@@ -295,7 +322,10 @@ fn metrics_handle() -> PrometheusHandle {
 /// Validates the arguments, binds and starts serving in the background.
 pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let dialogs = args.dialog_map().map_err(Fatal)?;
-    let (key, demo_secret) = verification_key(args)?;
+    let Keys {
+        sources,
+        demo_secret,
+    } = keys(args)?;
     let serve_config = ServeConfig::builder()
         .header_read_timeout(Duration::from_secs(args.header_read_timeout))
         .first_byte_timeout(Duration::from_secs(args.first_byte_timeout))
@@ -310,7 +340,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let addr = listener.local_addr()?;
     let hub = Hub::new(dialogs);
     let shutdown = Shutdown::new();
-    let guard = guard(args, key, addr, &hub, &shutdown)?;
+    let guard = guard(args, sources, addr, &hub, &shutdown)?;
 
     let demo_tokens = match &demo_secret {
         Some(secret) => Some((demo_token(secret, "alice")?, demo_token(secret, "bob")?)),
