@@ -13,7 +13,7 @@ use governor::{
 };
 use tower_service::Service;
 use wsguard_core::{
-    plane::{ConnectionInfo, ErrorFrame, Inbound, Verdict},
+    plane::{foreign_connection, ConnectionBinding, ConnectionInfo, ErrorFrame, Inbound, Verdict},
     telemetry, KeyError, Reason, Rejection, WsMessage,
 };
 
@@ -35,6 +35,8 @@ pub(crate) struct ConnState<K: KeyStore> {
     refusals: Option<DirectLimiter>,
     /// The key, prepared by the store, and its class (for logs).
     key: OnceLock<Result<(K::Prepared, &'static str), KeyError>>,
+    /// The connection these budgets (and the key) belong to.
+    binding: ConnectionBinding,
 }
 
 impl<K: KeyStore> ConnState<K> {
@@ -48,6 +50,7 @@ impl<K: KeyStore> ConnState<K> {
                 Abuse::Tolerated | Abuse::Immediately => None,
             },
             key: OnceLock::new(),
+            binding: ConnectionBinding::new(),
         }
     }
 }
@@ -55,7 +58,10 @@ impl<K: KeyStore> ConnState<K> {
 /// The message-plane service of [`MessageRateLimitLayer`](crate::MessageRateLimitLayer),
 /// for one connection.
 ///
-/// Clones share the connection's budget. See the [crate docs](crate) for an example.
+/// Clones share the connection's budget, and serve that connection only: a message from
+/// another connection (a plane built once and shared by several sockets) is refused with
+/// 1011 and an `error` event, never charged to this one's budget (see
+/// [`ConnectionBinding`]). See the [crate docs](crate) for an example.
 pub struct MessageRateLimit<S, K: KeyStore = InMemoryStore, F = wsguard_core::plane::JsonErrorFrame>
 {
     inner: S,
@@ -122,6 +128,9 @@ where
     }
 
     fn call(&mut self, req: Inbound<M>) -> Self::Future {
+        if !self.conn.binding.check(req.connection()) {
+            return ResponseFuture::done(foreign_connection(LAYER));
+        }
         let mut progress = Progress::new(Cost::message(req.message().payload_len()));
         match progress.advance(&self.config, &self.conn, req.connection()) {
             Next::Pass => ResponseFuture::inner(self.inner.call(req)),

@@ -174,6 +174,30 @@ async fn each_connection_has_its_own_budget_and_clones_share_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_shared_by_two_connections_refuses_the_second_with_1011() {
+    // The misuse: the plane built once and cloned for every socket. Before, bob's messages
+    // spent alice's connection budget and were charged to alice's key.
+    let layer = MessageRateLimitLayer::new()
+        .per_connection(ten_per_second())
+        .unwrap()
+        .per_key(PrincipalKey::default(), ten_per_second())
+        .unwrap();
+    let shared = layer.layer(Admit);
+    let (mut for_alice, mut for_bob) = (shared.clone(), shared);
+    let (alice, bob) = (info(Some("alice")), info(Some("bob")));
+    assert_eq!(flood(&mut for_alice, &alice, 3).await.0, 3);
+    assert_eq!(
+        send(&mut for_bob, &bob, msg("hi")).await,
+        Seen::Closed(1011)
+    );
+    // Nothing of bob's was charged: alice has the rest of her burst...
+    assert_eq!(flood(&mut for_alice, &alice, 7).await.0, 7);
+    // ...and bob, on a service of his own, his whole budget.
+    let mut own = layer.layer(Admit);
+    assert_eq!(flood(&mut own, &bob, 10).await.0, 10);
+}
+
+#[tokio::test(start_paused = true)]
 async fn one_principal_shares_its_budget_across_connections() {
     let layer = MessageRateLimitLayer::new()
         .per_connection(Budget::new().messages(rate(100).per(Duration::from_secs(1))))

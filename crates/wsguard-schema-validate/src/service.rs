@@ -14,7 +14,7 @@ use std::{
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 use wsguard_core::{
-    plane::{ConnectionInfo, ErrorFrame, Inbound, Verdict},
+    plane::{foreign_connection, ConnectionBinding, ConnectionInfo, ErrorFrame, Inbound, Verdict},
     telemetry, MessageKind, Reason, Rejection, WsMessage,
 };
 
@@ -32,12 +32,16 @@ const LAYER: &str = "schema";
 pub(crate) struct ConnState {
     /// Invalid messages in a row.
     invalid: AtomicU32,
+    /// The connection this state counts for.
+    binding: ConnectionBinding,
 }
 
 /// The message-plane service of [`ValidateMessageLayer`](crate::ValidateMessageLayer), for
 /// one connection.
 ///
-/// Clones share the connection's count of invalid messages. See the [crate docs](crate)
+/// Clones share the connection's count of invalid messages, and serve that connection only:
+/// a message from another connection is refused with 1011 and an `error` event (see
+/// [`ConnectionBinding`](wsguard_core::plane::ConnectionBinding)). See the [crate docs](crate)
 /// for an example.
 pub struct ValidateMessage<
     S,
@@ -118,6 +122,9 @@ where
     }
 
     fn call(&mut self, mut req: Inbound<M>) -> Self::Future {
+        if !self.conn.binding.check(req.connection()) {
+            return ResponseFuture::done(foreign_connection(LAYER));
+        }
         let config = &*self.config;
         let message = req.message();
         // Cheapest first: the frame type, the size, the bounded scan, then the parser.

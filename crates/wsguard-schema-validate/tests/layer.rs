@@ -133,6 +133,27 @@ async fn consecutive_invalid_messages_close_with_1007() {
 }
 
 #[tokio::test]
+async fn a_service_shared_by_two_connections_refuses_the_second_with_1011() {
+    let layer = ValidateMessageLayer::new()
+        .typed::<Command>()
+        .max_invalid(3)
+        .unwrap();
+    let shared = layer.layer(Admit);
+    let (mut for_alice, mut for_bob) = (shared.clone(), shared);
+    let (alice, bob) = (info(Some("alice")), info(Some("bob")));
+    assert_eq!(
+        text(&send(&mut for_alice, &alice, Message::text("nope")).await),
+        Some(INVALID)
+    );
+    let verdict = send(&mut for_bob, &bob, Message::text(r#"{"type":"ping"}"#)).await;
+    assert_eq!(
+        verdict.close_rejection().and_then(Rejection::close_code),
+        Some(1011),
+        "another connection's message is refused, not counted"
+    );
+}
+
+#[tokio::test]
 async fn size_and_frame_type_are_checked_first() {
     let layer = ValidateMessageLayer::new()
         .typed::<Command>()
