@@ -21,6 +21,12 @@
 //! peer that does not cooperate for longer than the close timeout, or reads more than the
 //! discard bound from it.
 //!
+//! These steps work on messages: neither axum's `WebSocket` nor tokio-tungstenite exposes
+//! the TCP stream's write side. The TCP connection itself is closed when the socket is
+//! dropped; `wsguard::serve` (the facade's serving function) then shuts the write side and
+//! reads what the peer still sends before it closes (a lingering close), so that a close
+//! with unread data (step 3 skipped) does not end in a TCP reset.
+//!
 //! [`Closing`] is that routine as a poll-based state machine, for socket adapters
 //! (`GuardedSocket`, connection hygiene, your own); the hand-offs use it for close mode.
 //!
