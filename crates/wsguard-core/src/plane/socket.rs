@@ -1,0 +1,477 @@
+//! [`GuardedSocket`]: a socket whose messages go through a message-plane service.
+
+use std::{
+    fmt,
+    future::{poll_fn, Future},
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use futures_util::{Sink, Stream};
+use http::Extensions;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{
+    message::{take_parsed, Parsed},
+    Admit, Admitted, ConnectionInfo, Inbound, Verdict, WsSocket, CLOSE_TIMEOUT,
+};
+use crate::{
+    close::Closing, telemetry, Connection, MessageKind, Reason, Rejection, WsError, WsMessage,
+};
+
+/// How many refusal frames ([`Verdict::Reply`]) a [`GuardedSocket`] sends per second at
+/// most, unless set with [`GuardedSocket::max_replies_per_second`]: 3. Refusals beyond it
+/// are dropped without an answer.
+pub const MAX_REPLIES_PER_SECOND: u32 = 3;
+
+type NextAdmitted<S> =
+    Option<Result<Admitted<<S as WsSocket>::Message>, <S as WsSocket>::SocketError>>;
+
+/// Counts the refusal frames of the current one-second window.
+#[derive(Debug, Clone, Copy)]
+struct ReplyWindow {
+    limit: u32,
+    started: Option<Instant>,
+    sent: u32,
+}
+
+impl ReplyWindow {
+    const fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            started: None,
+            sent: 0,
+        }
+    }
+
+    /// Whether one more refusal frame may go out now.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let current = self
+            .started
+            .is_some_and(|started| now.duration_since(started) < Duration::from_secs(1));
+        if !current {
+            self.started = Some(now);
+            self.sent = 0;
+        }
+        if self.sent < self.limit {
+            self.sent += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A socket whose inbound data frames go through a message-plane service.
+///
+/// It is a `Stream` and a `Sink` of the same messages as the socket it wraps, so the
+/// application code does not change, and other adapters of that shape stack inside or
+/// outside it. See the [module docs](super) for what it does and an example.
+///
+/// It holds the [`Connection`] (and with it the guards of the handshake) until it is dropped.
+pub struct GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>>,
+{
+    socket: S,
+    service: Svc,
+    // Allocated once per socket and reused for every message: no allocation per message,
+    // and the adapter stays `Unpin` whatever the service's future is.
+    in_flight: Pin<Box<Option<Svc::Future>>>,
+    outbox: Option<S::Message>,
+    needs_flush: bool,
+    /// The token's expiry.
+    timer: Option<Pin<Box<Sleep>>>,
+    close_timeout: Duration,
+    replies: ReplyWindow,
+    /// The closing handshake, once the plane started one.
+    closing: Option<Closing<S::Message>>,
+    /// The stream ended (or the closing handshake is over).
+    done: bool,
+    rejection: Option<Rejection>,
+    /// What the guards learned about the data message the `Stream` interface yielded last.
+    last_parsed: Parsed,
+    last: Extensions,
+    info: ConnectionInfo,
+    conn: Connection,
+}
+
+// No field is ever pinned in place (the service's future lives in its own box), so the
+// adapter is `Unpin` whatever the service and its future are.
+impl<S, Svc> Unpin for GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>>,
+{
+}
+
+impl<S, Svc> fmt::Debug for GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedSocket")
+            .field("closing", &self.closing)
+            .field("done", &self.done)
+            .field("deciding", &self.in_flight.is_some())
+            .field("rejection", &self.rejection)
+            .field("connection", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> GuardedSocket<S, Admit>
+where
+    S: WsSocket,
+{
+    /// Guards `socket` with the service `layer` builds over [`Admit`] for this connection.
+    ///
+    /// `layer` is typically a `tower::ServiceBuilder` or one guard's layer, built once and
+    /// shared by every connection.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with the time driver enabled, when the connection has a
+    /// token expiry (the plane's timers are tokio timers). The hand-offs always run the
+    /// socket callback inside one.
+    pub fn layered<L>(socket: S, conn: Connection, layer: &L) -> GuardedSocket<S, L::Service>
+    where
+        L: Layer<Admit>,
+        L::Service: Service<Inbound<S::Message>, Response = Verdict<S::Message>>,
+    {
+        GuardedSocket::new(socket, conn, layer.layer(Admit))
+    }
+}
+
+impl<S, Svc> GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>, Response = Verdict<S::Message>>,
+{
+    /// Guards `socket` with `service`, built for this connection.
+    ///
+    /// If the connection's token has already expired, the first poll closes the socket with
+    /// 4440.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with the time driver enabled, when the connection has a
+    /// token expiry (the plane's timers are tokio timers).
+    pub fn new(socket: S, conn: Connection, service: Svc) -> Self {
+        let info = ConnectionInfo::new(&conn);
+        let mut this = Self {
+            socket,
+            service,
+            in_flight: Box::pin(None),
+            outbox: None,
+            needs_flush: false,
+            timer: None,
+            close_timeout: CLOSE_TIMEOUT,
+            replies: ReplyWindow::new(MAX_REPLIES_PER_SECOND),
+            closing: None,
+            done: false,
+            rejection: None,
+            last_parsed: None,
+            last: Extensions::new(),
+            info,
+            conn,
+        };
+        if let Some(expiry) = this.info.token_expiry() {
+            // The remaining lifetime is measured once against the wall clock, then kept by
+            // a monotonic tokio timer (which also follows tokio's paused test clock).
+            match expiry.duration_since(SystemTime::now()) {
+                Ok(left) => {
+                    if let Some(deadline) = Instant::now().checked_add(left) {
+                        this.timer = Some(Box::pin(sleep_until(deadline)));
+                    }
+                }
+                Err(_) => this.expire(),
+            }
+        }
+        this
+    }
+
+    /// How long to wait for the peer's close frame after the plane closed the socket
+    /// (default [`CLOSE_TIMEOUT`]); see [`close`](crate::close).
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        if let Some(closing) = self.closing.take() {
+            self.closing = Some(closing.timeout(timeout));
+        }
+        self
+    }
+
+    /// How many refusal frames ([`Verdict::Reply`]) go out per second at most (default
+    /// [`MAX_REPLIES_PER_SECOND`]); the refusals beyond it are dropped without an answer.
+    /// `0` answers no refusal.
+    #[must_use]
+    pub fn max_replies_per_second(mut self, replies: u32) -> Self {
+        self.replies = ReplyWindow::new(replies);
+        self
+    }
+
+    /// The connection this socket belongs to.
+    pub const fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The shared handle on the connection that every [`Inbound`] carries.
+    pub const fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The wrapped socket.
+    pub const fn get_ref(&self) -> &S {
+        &self.socket
+    }
+
+    /// The wrapped socket, mutably. Reading from it directly bypasses the plane.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+
+    /// The service messages go through.
+    pub const fn service(&self) -> &Svc {
+        &self.service
+    }
+
+    /// Why the plane closed the socket, once it did.
+    pub const fn rejection(&self) -> Option<&Rejection> {
+        self.rejection.as_ref()
+    }
+
+    /// The parsed form of the data message the `Stream` interface yielded last, if it is a
+    /// `T` (`None` after a control frame).
+    pub fn take_parsed<T: 'static>(&mut self) -> Option<T> {
+        take_parsed(&mut self.last_parsed)
+    }
+
+    /// The extensions of the data message the `Stream` interface yielded last (empty for
+    /// control frames), leaving empty extensions behind.
+    pub fn take_extensions(&mut self) -> Extensions {
+        std::mem::take(&mut self.last)
+    }
+
+    /// The socket, the service and the connection.
+    pub fn into_parts(self) -> (S, Svc, Connection) {
+        (self.socket, self.service, self.conn)
+    }
+
+    /// The next admitted message with its extensions; `None` when the socket is done.
+    pub fn next_admitted(&mut self) -> impl Future<Output = NextAdmitted<S>> + '_
+    where
+        Svc::Error: fmt::Display,
+    {
+        poll_fn(move |cx| self.poll_next_admitted(cx))
+    }
+
+    fn expire(&mut self) {
+        tracing::debug!("token expired, closing the socket");
+        telemetry::record_rejection("plane", Reason::TokenExpired);
+        self.begin_close(Rejection::new(Reason::TokenExpired), true);
+    }
+
+    fn fail(&mut self, err: &dyn fmt::Display) {
+        tracing::error!(error = %err, "message plane service failed, closing the socket");
+        telemetry::record_rejection("plane", Reason::Internal);
+        self.begin_close(Rejection::new(Reason::Internal), true);
+    }
+
+    /// Starts the closing handshake; `readable` says whether the socket can still be read.
+    fn begin_close(&mut self, rejection: Rejection, readable: bool) {
+        if self.closing.is_some() || self.done {
+            return;
+        }
+        self.in_flight.set(None);
+        self.timer = None;
+        let closing = Closing::new(&rejection)
+            .timeout(self.close_timeout)
+            .after(self.outbox.take());
+        self.closing = Some(if readable {
+            closing
+        } else {
+            closing.unreadable()
+        });
+        self.rejection = Some(rejection);
+    }
+
+    /// Sends the queued frame (an application message or a reply).
+    fn poll_send_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::SocketError>> {
+        if self.outbox.is_some() {
+            ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
+            if let Some(msg) = self.outbox.take() {
+                Pin::new(&mut self.socket).start_send(msg)?;
+                self.needs_flush = true;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Polls for the next admitted message: the core of the adapter.
+    ///
+    /// Every message but the peer's close frame is returned only once the service admitted
+    /// it; the peer's close frame is returned as it is, with empty extensions.
+    pub fn poll_next_admitted(&mut self, cx: &mut Context<'_>) -> Poll<NextAdmitted<S>>
+    where
+        Svc::Error: fmt::Display,
+    {
+        loop {
+            if let Some(closing) = &mut self.closing {
+                ready!(closing.poll_close(&mut self.socket, cx));
+                self.closing = None;
+                self.done = true;
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(timer) = &mut self.timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.expire();
+                    continue;
+                }
+            }
+
+            // Outbound first: a frame that cannot be sent stops the reading (a client that
+            // does not read its error frames is not read either).
+            if let Err(err) = ready!(self.poll_send_queued(cx)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(err)));
+            }
+            if self.needs_flush {
+                match Pin::new(&mut self.socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Err(err)) => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    // The socket will wake us; reading may go on meanwhile.
+                    Poll::Pending => {}
+                }
+            }
+
+            if let Some(future) = self.in_flight.as_mut().as_pin_mut() {
+                let verdict = ready!(future.poll(cx));
+                self.in_flight.set(None);
+                match verdict {
+                    Ok(Verdict::Admit(inbound)) => {
+                        return Poll::Ready(Some(Ok(inbound.into_admitted())))
+                    }
+                    Ok(Verdict::Reply(frame)) => {
+                        if self.replies.allow() {
+                            self.outbox = Some(frame);
+                        } else {
+                            tracing::trace!("refusal frame coalesced");
+                        }
+                    }
+                    Ok(Verdict::Drop) => {}
+                    Ok(Verdict::Close(rejection)) => self.begin_close(rejection, true),
+                    Err(err) => self.fail(&err),
+                }
+                continue;
+            }
+
+            // Backpressure: the socket is read only when the service can take a message.
+            match self.service.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => {
+                    self.fail(&err);
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+
+            match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
+                None => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(err)) => match err.close_reason() {
+                    Some(reason) => {
+                        tracing::debug!(
+                            reason = reason.as_str(),
+                            close_code = reason.close_code(),
+                            peer = self.info.client_ip().map(tracing::field::display),
+                            "the peer broke the socket's rules, closing the socket"
+                        );
+                        telemetry::record_rejection("plane", reason);
+                        // The failed read leaves nothing more to read.
+                        self.begin_close(Rejection::new(reason), false);
+                    }
+                    None => return Poll::Ready(Some(Err(err))),
+                },
+                Some(Ok(close)) if close.kind() == MessageKind::Close => {
+                    return Poll::Ready(Some(Ok(Admitted::new(close))))
+                }
+                Some(Ok(msg)) => {
+                    let future = self.service.call(Inbound::new(msg, self.info.clone()));
+                    self.in_flight.set(Some(future));
+                }
+            }
+        }
+    }
+}
+
+impl<S, Svc> Stream for GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>, Response = Verdict<S::Message>>,
+    Svc::Error: fmt::Display,
+{
+    type Item = Result<S::Message, S::SocketError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match ready!(this.poll_next_admitted(cx)) {
+            Some(Ok(admitted)) => {
+                this.last_parsed = admitted.parsed;
+                this.last = admitted.extensions;
+                Poll::Ready(Some(Ok(admitted.message)))
+            }
+            Some(Err(err)) => Poll::Ready(Some(Err(err))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl<S, Svc> Sink<S::Message> for GuardedSocket<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>, Response = Verdict<S::Message>>,
+{
+    type Error = S::SocketError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().poll_send_queued(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: S::Message) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        if let Some(earlier) = this.outbox.replace(item) {
+            // `start_send` without a ready `poll_ready` first: keep the order anyway.
+            Pin::new(&mut this.socket).start_send(earlier)?;
+            this.needs_flush = true;
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_queued(cx))?;
+        ready!(Pin::new(&mut this.socket).poll_flush(cx))?;
+        this.needs_flush = false;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_queued(cx))?;
+        Pin::new(&mut this.socket).poll_close(cx)
+    }
+}
