@@ -651,3 +651,288 @@ async fn unusable_key_options_are_refused_at_start() {
         assert!(try_start(argv).await.is_err(), "{argv:?} started");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 12: the JWKS path with a plain loopback HTTP server publishing RS256 keys.
+
+const RSA_PRIVATE: &[u8] = include_bytes!("../crates/wsguard-jwt-auth/tests/keys/rsa_private.pem");
+const RSA2_PRIVATE: &[u8] =
+    include_bytes!("../crates/wsguard-jwt-auth/tests/keys/rsa2_private.pem");
+
+/// A minimal HTTP/1.1 server: every request gets the current document (200), or a 500 when
+/// there is none; requests are counted.
+#[derive(Clone, Default)]
+struct KeyServer {
+    document: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl KeyServer {
+    fn publish(&self, document: Option<String>) {
+        *self.document.lock().unwrap() = document;
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Serves on `listener` until the test ends.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    server
+                        .hits
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let document = server.document.lock().unwrap().clone();
+                    let (status, body) = match document {
+                        Some(body) => ("200 OK", body),
+                        None => ("500 Internal Server Error", String::new()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(response.as_bytes()).await;
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+    }
+}
+
+/// The public JWK (RS256) of `private` under `kid`, as JSON.
+fn rsa_jwk(private: &[u8], kid: &str) -> serde_json::Value {
+    server::signing_backend();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).unwrap()
+}
+
+/// A JWK set of `keys`, with an `oct` key (kid `h1`, the chat's test secret) that must be
+/// ignored: a published set must not carry HMAC secrets.
+fn jwk_set(keys: &[serde_json::Value]) -> String {
+    server::signing_backend();
+    let secret = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let mut oct =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&secret, jsonwebtoken::Algorithm::HS256).unwrap();
+    oct.common.key_id = Some("h1".to_owned());
+    let mut keys = keys.to_vec();
+    keys.push(serde_json::to_value(oct).unwrap());
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// An RS256 token for `user` signed with `private`, `kid` in its header.
+fn rs256(private: &[u8], kid: &str, user: &str) -> String {
+    server::signing_backend();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({ "sub": user, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(private).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The status of a handshake with `token`: 101 when it upgraded.
+async fn handshake_status(running: &server::Running, token: &str) -> StatusCode {
+    match connect(running, Some(token), Some(&own_origin(running))).await {
+        Ok(mut socket) => {
+            let _ = socket.close(None).await;
+            StatusCode::SWITCHING_PROTOCOLS
+        }
+        Err(res) => res.status(),
+    }
+}
+
+/// Polls `check` every 50 ms for at most `WAIT`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_unreachable_at_start_gets_503_then_101_once_it_answers() {
+    // A free loopback port where nothing listens yet.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let url = format!("http://{addr}/jwks.json");
+    let running = try_start(&["--jwks-url", &url, "--jwks-cooldown", "1"])
+        .await
+        .unwrap();
+    assert!(running.demo_tokens.is_none());
+    let token = rs256(RSA_PRIVATE, "k1", "alice");
+
+    // Not fetched yet: 503 with Retry-After, not 401; not ready, but alive.
+    let res = connect(&running, Some(&token), Some(&own_origin(&running)))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(http_get(&running, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 503"));
+    assert!(http_get(&running, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // The identity provider comes up: the retry fetches, and the token upgrades.
+    let keys = KeyServer::default();
+    keys.publish(Some(jwk_set(&[rsa_jwk(RSA_PRIVATE, "k1")])));
+    keys.serve(tokio::net::TcpListener::bind(addr).await.unwrap());
+    eventually("ready", || async {
+        http_get(&running, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert_eq!(
+        handshake_status(&running, &token).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    // The `oct` key of the set is ignored: an HS256 token naming it is refused.
+    let hs = {
+        server::signing_backend();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("h1".to_owned());
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({ "sub": "mallory", "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        handshake_status(&running, &hs).await,
+        StatusCode::UNAUTHORIZED
+    );
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn a_jwks_rotation_is_picked_up_and_an_unknown_kid_flood_is_bounded() {
+    let keys = KeyServer::default();
+    keys.publish(Some(jwk_set(&[rsa_jwk(RSA_PRIVATE, "k1")])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    keys.serve(listener);
+    // With a static secret too: both kinds of token are accepted.
+    let running = try_start(&[
+        "--jwks-url",
+        &url,
+        "--jwks-cooldown",
+        "1",
+        "--jwt-secret",
+        SECRET,
+    ])
+    .await
+    .unwrap();
+    eventually("ready", || async {
+        http_get(&running, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert_eq!(
+        handshake_status(&running, &rs256(RSA_PRIVATE, "k1", "alice")).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        handshake_status(&running, &token("bob", 3600)).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+
+    // Rotation to k2 (another key) without a restart: once the cooldown since the last fetch
+    // has passed, the unknown kid fetches the new set.
+    let k2 = rs256(RSA2_PRIVATE, "k2", "alice");
+    keys.publish(Some(jwk_set(&[
+        rsa_jwk(RSA_PRIVATE, "k1"),
+        rsa_jwk(RSA2_PRIVATE, "k2"),
+    ])));
+    eventually("k2 accepted", || async {
+        handshake_status(&running, &k2).await == StatusCode::SWITCHING_PROTOCOLS
+    })
+    .await;
+    // k2's kid with k1's key is a forgery.
+    assert_eq!(
+        handshake_status(&running, &rs256(RSA_PRIVATE, "k2", "alice")).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // 50 tokens with random kids: at most one fetch per cooldown (1 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = keys.hits();
+    let started = tokio::time::Instant::now();
+    for i in 0..50 {
+        let forged = rs256(RSA_PRIVATE, &format!("random-{i}"), "alice");
+        assert_eq!(
+            handshake_status(&running, &forged).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let fetches = keys.hits() - before;
+    let windows = 1 + started.elapsed().as_millis() / 1000;
+    assert!(fetches >= 1, "an unknown kid after the cooldown fetches");
+    assert!(
+        fetches as u128 <= windows,
+        "{fetches} fetches in {windows} cooldown windows"
+    );
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn an_oversized_jwks_response_is_refused() {
+    let keys = KeyServer::default();
+    // More than the 1 MiB the fetcher reads, around a valid key.
+    let mut set: serde_json::Value =
+        serde_json::from_str(&jwk_set(&[rsa_jwk(RSA_PRIVATE, "k1")])).unwrap();
+    set["padding"] = serde_json::Value::String("x".repeat(1024 * 1024 + 1));
+    keys.publish(Some(set.to_string()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    keys.serve(listener);
+    let running = try_start(&["--jwks-url", &url, "--jwks-cooldown", "1"])
+        .await
+        .unwrap();
+    eventually("fetched", || async { keys.hits() >= 1 }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(http_get(&running, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 503"));
+    assert_eq!(
+        handshake_status(&running, &rs256(RSA_PRIVATE, "k1", "alice")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    running.stop(WAIT).await.ok();
+}

@@ -45,6 +45,15 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_JWKS_URL")]
     pub jwks_url: Option<String>,
 
+    /// Seconds between two fetches of the JWKS (--jwks-url).
+    #[arg(long, env = "WSGUARD_JWKS_REFRESH", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub jwks_refresh: u64,
+
+    /// Shortest time, in seconds, between two JWKS fetches started by tokens (an unknown
+    /// `kid`, or keys not loaded yet); also how soon a failed fetch is retried.
+    #[arg(long, env = "WSGUARD_JWKS_COOLDOWN", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub jwks_cooldown: u64,
+
     /// Required `iss` claim.
     #[arg(long, env = "WSGUARD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,

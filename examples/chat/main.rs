@@ -10,7 +10,9 @@
 //! of key options the chat cannot honour is refused at start (exit code 2). `--help` lists
 //! the options (each also readable from `WSGUARD_<FLAG>`).
 //!
-//! Routes: `/` the demo page, `/ws` the WebSocket, `/metrics` Prometheus text, `/healthz`.
+//! Routes: `/` the demo page, `/ws` the WebSocket, `/metrics` Prometheus text, `/healthz`
+//! (liveness), `/readyz` (readiness: 503 until every key source has its keys, such as a JWKS
+//! before its first successful fetch; tokens it could verify get 503 too, not 401).
 //!
 //! It serves through `wsguard::serve`: connections that send nothing or stall in their request
 //! head are closed (`--first-byte-timeout`, `--header-read-timeout`), and too many heads still

@@ -20,10 +20,7 @@ use wsguard::{
     axum::GuardedUpgrade,
     client_ip::{ClientIpLayer, TrustedProxies},
     conn_limit::{ConnLimitLayer, Hygiene, Shutdown},
-    jwt_auth::{
-        jwks::{Jwks, JwksBuilder},
-        Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource,
-    },
+    jwt_auth::{jwks::Jwks, Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource},
     key::PrincipalKey,
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
@@ -71,6 +68,7 @@ pub type ChatGuard = Guard<
 #[derive(Clone)]
 struct App {
     guard: ChatGuard,
+    keys: Arc<[KeySource]>,
     hub: Arc<Hub>,
     page: Arc<str>,
     metrics: PrometheusHandle,
@@ -118,8 +116,16 @@ fn keys(args: &Args) -> Result<Keys, Fatal> {
         sources.push(key.into());
     }
     if let Some(url) = &args.jwks_url {
+        // Built, the cache starts fetching at once; until its first fetch succeeds, tokens
+        // get 503 and /readyz says not ready.
+        let cooldown = Duration::from_secs(args.jwks_cooldown);
         let jwks = Jwks::from_url(url)
-            .and_then(JwksBuilder::build)
+            .and_then(|jwks| {
+                jwks.refresh_interval(Duration::from_secs(args.jwks_refresh))
+                    .cooldown(cooldown)
+                    .retry_interval(cooldown)
+                    .build()
+            })
             .map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
         sources.push(jwks.into());
     }
@@ -340,6 +346,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let addr = listener.local_addr()?;
     let hub = Hub::new(dialogs);
     let shutdown = Shutdown::new();
+    let keys: Arc<[KeySource]> = sources.clone().into();
     let guard = guard(args, sources, addr, &hub, &shutdown)?;
 
     let demo_tokens = match &demo_secret {
@@ -349,6 +356,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let page = page(demo_tokens.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))?;
     let app = App {
         guard: guard.clone(),
+        keys,
         hub,
         page: page.into(),
         metrics: metrics_handle(),
@@ -357,6 +365,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
         .route("/ws", get(ws).layer(guard.handshake()))
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(app);
 
@@ -404,6 +413,16 @@ async fn ws(State(app): State<App>, upgrade: GuardedUpgrade) -> Response {
         .on_upgrade(upgrade.protocols(["bearer"]), move |socket| {
             crate::socket::serve(socket, hub)
         })
+}
+
+/// Readiness: 200 once every key source has its keys (a JWKS after its first successful
+/// fetch), 503 before. `/healthz` stays a liveness check.
+async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
+    if app.keys.iter().all(KeySource::is_ready) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "key sources not loaded")
+    }
 }
 
 async fn index(State(app): State<App>) -> Html<String> {

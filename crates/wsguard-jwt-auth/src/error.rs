@@ -72,8 +72,9 @@ pub enum ConfigError {
     InvalidClaimName,
     /// More required claims than the layer supports (64).
     TooManyRequiredClaims,
-    /// The JWKS configuration cannot work (a URL that is not `http` or `https`, a zero
-    /// interval, ...).
+    /// The JWKS or OpenID Connect discovery configuration cannot work (a URL that is not
+    /// `http` or `https`, a zero interval, a cache that could never hold a usable key, no
+    /// tokio runtime to start it on, ...).
     Jwks {
         /// What is wrong.
         reason: String,
@@ -181,6 +182,11 @@ pub enum Failure {
     Revoked,
     /// The revocation store could not answer, and the layer fails closed.
     RevocationUnavailable,
+    /// No loaded key verifies the token, and a key source that could hold its key (a JWKS
+    /// cache or an OpenID Connect issuer whose first fetch has not succeeded yet) has no
+    /// keys: the token cannot be judged now. Answered with 503 and `Retry-After`, not 401,
+    /// so clients retry instead of discarding a token that may be valid.
+    KeysUnavailable,
 }
 
 impl Failure {
@@ -210,6 +216,7 @@ impl Failure {
             Self::Denied => "denied",
             Self::Revoked => "revoked",
             Self::RevocationUnavailable => "revocation_unavailable",
+            Self::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -231,6 +238,7 @@ impl Failure {
     /// | [`Expired`](Self::Expired) | [`Reason::TokenExpired`] | 401 |
     /// | [`SiteNotAllowed`](Self::SiteNotAllowed), [`Denied`](Self::Denied), [`Revoked`](Self::Revoked) | [`Reason::Forbidden`] | 403 |
     /// | [`RevocationUnavailable`](Self::RevocationUnavailable) | [`Reason::Internal`] | 500 |
+    /// | [`KeysUnavailable`](Self::KeysUnavailable) | [`Reason::AtCapacity`] | 503 + `Retry-After` (1013 after an upgrade) |
     /// | every other cause | [`Reason::TokenInvalid`] | 401 |
     pub const fn reason(self) -> Reason {
         match self {
@@ -239,6 +247,7 @@ impl Failure {
             Self::Expired => Reason::TokenExpired,
             Self::SiteNotAllowed | Self::Denied | Self::Revoked => Reason::Forbidden,
             Self::RevocationUnavailable => Reason::Internal,
+            Self::KeysUnavailable => Reason::AtCapacity,
             _ => Reason::TokenInvalid,
         }
     }

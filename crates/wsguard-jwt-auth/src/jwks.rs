@@ -1,10 +1,17 @@
 //! Keys from a JWKS URL (RFC 7517 section 5), cached and refreshed.
 //!
 //! A [`Jwks`] cache is a [key source](crate::KeySource) that fetches its keys through a
-//! [`JwksFetcher`] ([`HttpFetcher`] for an `https://` URL): once at start, then every
-//! [refresh interval](JwksBuilder::refresh_interval), and when a token names a `kid` the
-//! cache does not know, so keys rotated in at the identity provider are picked up without a
-//! restart.
+//! [`JwksFetcher`] ([`HttpFetcher`] for an `https://` URL): as soon as it is built, then every
+//! [refresh interval](JwksBuilder::refresh_interval) (every
+//! [retry interval](JwksBuilder::retry_interval) after a failed fetch), and when a token
+//! names a `kid` the cache does not know, so keys rotated in at the identity provider are
+//! picked up without a restart.
+//!
+//! Until its first fetch succeeds the cache is not [ready](Jwks::is_ready): a token that no
+//! other source's key verifies, and whose `alg` this cache could hold, is refused with 503
+//! and `Retry-After` ([`Failure::KeysUnavailable`](crate::Failure::KeysUnavailable)), not
+//! 401, and [`JwtAuthLayer::keys_ready`](crate::JwtAuthLayer::keys_ready) is `false`, for a
+//! readiness probe.
 //!
 //! What an attacker can and cannot make it do:
 //!
@@ -240,6 +247,7 @@ impl JwksFetcher for HttpFetcher {
 pub struct JwksBuilder {
     fetcher: Arc<dyn JwksFetcher>,
     refresh_interval: Duration,
+    retry_interval: Duration,
     cooldown: Duration,
     fetch_timeout: Duration,
     max_keys: usize,
@@ -251,6 +259,7 @@ impl fmt::Debug for JwksBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksBuilder")
             .field("refresh_interval", &self.refresh_interval)
+            .field("retry_interval", &self.retry_interval)
             .field("cooldown", &self.cooldown)
             .field("fetch_timeout", &self.fetch_timeout)
             .field("max_keys", &self.max_keys)
@@ -267,7 +276,16 @@ impl JwksBuilder {
         self
     }
 
-    /// The shortest time between two fetches started by unknown `kid`s (default 30 s).
+    /// How soon the refresh task tries again after a failed fetch (default 10 s; never
+    /// later than the refresh interval): a cache that could not fetch at start gets its keys
+    /// soon after the identity provider answers.
+    pub const fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// The shortest time between two fetches started by requests (unknown `kid`s, or tokens
+    /// arriving before the first fetch succeeded) (default 30 s).
     pub const fn cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
         self
@@ -299,24 +317,42 @@ impl JwksBuilder {
         self
     }
 
-    /// Builds the cache without fetching: it holds no key until the first fetch, which the
-    /// first unknown `kid` or the refresh task starts.
+    /// Builds the cache and starts its first fetch in the background, on the current tokio
+    /// runtime. Until a fetch succeeds the cache holds no key and is not
+    /// [ready](Jwks::is_ready); the refresh task retries every
+    /// [retry interval](Self::retry_interval).
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Jwks`] outside a tokio runtime, for a zero refresh interval or fetch
-    /// timeout, or an RSA algorithm that is not RSA.
+    /// [`ConfigError::Jwks`] outside a tokio runtime (the cache could never be started),
+    /// for a zero refresh interval, retry interval or fetch timeout, an RSA algorithm that
+    /// is not RSA, or a configuration that could never hold a usable key: `max_keys(0)`, or
+    /// allowed algorithms without an asymmetric one (symmetric keys are never taken from a
+    /// published set).
     pub fn build(self) -> Result<Jwks, ConfigError> {
         let invalid = |reason: &str| ConfigError::Jwks {
             reason: reason.to_owned(),
         };
-        if self.refresh_interval.is_zero() || self.fetch_timeout.is_zero() {
+        if self.refresh_interval.is_zero()
+            || self.retry_interval.is_zero()
+            || self.fetch_timeout.is_zero()
+        {
             return Err(invalid(
-                "the refresh interval and fetch timeout must not be zero",
+                "the refresh interval, retry interval and fetch timeout must not be zero",
             ));
         }
         if self.rsa_algorithm.family() != AlgorithmFamily::Rsa {
             return Err(invalid("the RSA algorithm must be RS* or PS*"));
+        }
+        if self.max_keys == 0 {
+            return Err(invalid("max_keys(0) could never hold a usable key"));
+        }
+        if let Some(allowed) = &self.allowed {
+            if !allowed.iter().any(|alg| is_asymmetric(*alg)) {
+                return Err(invalid(
+                    "the allowed algorithms name no asymmetric algorithm: no key of a published set could ever be used",
+                ));
+            }
         }
         let runtime = Handle::try_current().map_err(|_| invalid("no tokio runtime"))?;
         let (done, _) = watch::channel(Done {
@@ -328,6 +364,7 @@ impl JwksBuilder {
             fetcher: self.fetcher,
             cooldown: self.cooldown,
             fetch_timeout: self.fetch_timeout,
+            retry_interval: self.retry_interval.min(self.refresh_interval),
             max_keys: self.max_keys,
             rsa_algorithm: self.rsa_algorithm,
             allowed: self.allowed,
@@ -335,36 +372,47 @@ impl JwksBuilder {
             done,
             runtime: runtime.clone(),
         });
+        // The first fetch starts now, not after a refresh interval: a cache nobody fetched
+        // for would refuse every token until then.
+        let first = Shared::start_or_join(&shared, false);
         let weak = Arc::downgrade(&shared);
-        let interval = self.refresh_interval;
+        let (interval, retry) = (self.refresh_interval, shared.retry_interval);
         runtime.spawn(async move {
+            let mut wait = first;
             loop {
-                tokio::time::sleep(interval).await;
+                let succeeded = match wait.as_mut() {
+                    Some(wait) => wait.changed().await.is_ok() && wait.borrow().result.is_ok(),
+                    None => false,
+                };
+                tokio::time::sleep(if succeeded { interval } else { retry }).await;
                 let Some(shared) = weak.upgrade() else {
                     break;
                 };
-                let wait = Shared::start_or_join(&shared, false);
+                wait = Shared::start_or_join(&shared, false);
                 drop(shared);
-                if let Some(mut wait) = wait {
-                    let _ = wait.changed().await;
-                }
             }
         });
         Ok(Jwks { shared })
     }
 
-    /// Builds the cache and fetches the set once.
+    /// Builds the cache and waits for its first fetch.
     ///
     /// # Errors
     ///
     /// [`JwksError`] when the first fetch fails (use [`build`](Self::build) to start
-    /// without keys instead), [`JwksError::NoRuntime`] for a configuration
-    /// [`build`](Self::build) refuses.
+    /// serving while the identity provider is unreachable: tokens then get 503 until it
+    /// answers), [`JwksError::NoRuntime`] for a configuration [`build`](Self::build)
+    /// refuses.
     pub async fn start(self) -> Result<Jwks, JwksError> {
         let jwks = self.build().map_err(|_| JwksError::NoRuntime)?;
         jwks.refresh().await?;
         Ok(jwks)
     }
+}
+
+/// Whether keys of `algorithm` may come from a published set: every algorithm but HMAC.
+fn is_asymmetric(algorithm: Algorithm) -> bool {
+    algorithm.family() != AlgorithmFamily::Hmac
 }
 
 /// A cache of the keys of one JWK set; see the [module docs](self).
@@ -383,6 +431,7 @@ struct Shared {
     fetcher: Arc<dyn JwksFetcher>,
     cooldown: Duration,
     fetch_timeout: Duration,
+    retry_interval: Duration,
     max_keys: usize,
     rsa_algorithm: Algorithm,
     allowed: Option<Vec<Algorithm>>,
@@ -429,6 +478,7 @@ impl Jwks {
         JwksBuilder {
             fetcher: Arc::new(fetcher),
             refresh_interval: Duration::from_secs(15 * 60),
+            retry_interval: Duration::from_secs(10),
             cooldown: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(5),
             max_keys: 64,
@@ -462,7 +512,33 @@ impl Jwks {
         self.shared.keys.load()
     }
 
-    /// For a token with an unknown `kid`: a wait for a fetch, if one is running or the
+    /// Whether a fetch has succeeded: the cache holds keys. A cache keeps its keys through
+    /// later failed fetches, so it stays ready once it is.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.keys.load().is_empty()
+    }
+
+    /// Whether a key for `algorithm` could come from this cache: an asymmetric algorithm,
+    /// among the [allowed ones](JwksBuilder::allowed_algorithms) if they are restricted.
+    pub(crate) fn could_hold(&self, algorithm: Algorithm) -> bool {
+        is_asymmetric(algorithm)
+            && self
+                .shared
+                .allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&algorithm))
+    }
+
+    /// The `Retry-After` hint while the cache has no keys: when a request may start the next
+    /// fetch, or the refresh task will (at least 1 s).
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.shared
+            .cooldown
+            .min(self.shared.retry_interval)
+            .max(Duration::from_secs(1))
+    }
+
+    /// For a token no loaded key verifies: a wait for a fetch, if one is running or the
     /// cooldown allows starting one; `None` otherwise.
     pub(crate) fn refresh_for_unknown_kid(&self) -> Option<KeyWait> {
         let mut wait = Shared::start_or_join(&self.shared, true)?;

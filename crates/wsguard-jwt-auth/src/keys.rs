@@ -610,12 +610,48 @@ impl KeySource {
         }
     }
 
-    /// For an unknown `kid`: a wait for fresh keys, if this source can fetch some now.
+    /// For a token no loaded key verifies: a wait for fresh keys, if this source can fetch
+    /// some now (at most one fetch per cooldown).
     pub(crate) fn refresh_for_unknown_kid(&self) -> Option<crate::verify::KeyWait> {
         match &self.kind {
             #[cfg(feature = "jwks")]
             SourceKind::Jwks(jwks) => jwks.refresh_for_unknown_kid(),
             _ => None,
+        }
+    }
+
+    /// Whether this source fetches its keys (a JWKS cache) and could hold a key for
+    /// `algorithm`: only such sources are refreshed for an unknown `kid`, and only their
+    /// missing keys make a token wait or get 503.
+    pub(crate) fn fetches_keys_for(&self, algorithm: Algorithm) -> bool {
+        match &self.kind {
+            #[cfg(feature = "jwks")]
+            SourceKind::Jwks(jwks) => jwks.could_hold(algorithm),
+            _ => {
+                let _ = algorithm;
+                false
+            }
+        }
+    }
+
+    /// The `Retry-After` hint for a token refused while this source has no keys yet.
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        match &self.kind {
+            #[cfg(feature = "jwks")]
+            SourceKind::Jwks(jwks) if !jwks.is_ready() => Some(jwks.retry_after()),
+            _ => None,
+        }
+    }
+
+    /// Whether the source has its keys: a static set or a handle that holds at least one
+    /// key, a JWKS cache whose first fetch succeeded. A readiness probe
+    /// ([`JwtAuthLayer::keys_ready`](crate::JwtAuthLayer::keys_ready)) asks every source.
+    pub fn is_ready(&self) -> bool {
+        match &self.kind {
+            SourceKind::Static(keys) => !keys.is_empty(),
+            SourceKind::Handle(handle) => !handle.load().is_empty(),
+            #[cfg(feature = "jwks")]
+            SourceKind::Jwks(jwks) => jwks.is_ready(),
         }
     }
 }

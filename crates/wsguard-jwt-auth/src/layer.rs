@@ -106,8 +106,17 @@ where
     R: Clone,
     A: Clone,
 {
+    /// Whether every key source has its keys (see [`KeySource::is_ready`]): `false` while a
+    /// JWKS or OpenID Connect source has not completed its first fetch, when tokens whose key
+    /// it could hold are refused with 503
+    /// ([`Failure::KeysUnavailable`](crate::Failure::KeysUnavailable)). For a readiness
+    /// probe (`/readyz`); keep liveness (`/healthz`) apart from it.
+    pub fn keys_ready(&self) -> bool {
+        self.config.verifier.keys_ready()
+    }
+
     /// Adds another key source. Each source keeps its own keys (see
-    /// [`KeySource`]).
+    /// [`KeySource`]); a token is verified with the matching keys of every source.
     #[must_use]
     pub fn add_key_source(self, keys: impl Into<KeySource>) -> Self {
         self.map(|mut config| {

@@ -114,6 +114,7 @@
 //! | predicate denied, revoked, site not allowed | 403 | 4403 |
 //! | two tokens in one request | 400 (RFC 6750 section 3.1) | 1008 |
 //! | revocation store down (fail closed) | 500 | 1011 |
+//! | keys not loaded yet: a JWKS or OpenID Connect source (feature `jwks`) that could hold the token's key has not completed its first fetch ([`Failure::KeysUnavailable`]) | 503, `Retry-After` | 1013 |
 //!
 //! Bodies are short and generic; the precise [`Failure`] goes to a `tracing` event (target
 //! `wsguard_jwt_auth`, with the reason, the cause, the token's source and the client

@@ -169,9 +169,20 @@ impl<C, P, R, A> Config<C, P, R, A> {
     where
         P: OnRejection<B>,
     {
-        let mut res = respond(&self.policy, Rejection::new(failure.reason()));
+        let mut res = respond(&self.policy, self.rejection(failure));
         res.extensions_mut().insert(failure);
         res
+    }
+
+    /// The rejection of `failure`: its reason, and for keys not loaded yet, when to retry.
+    pub(crate) fn rejection(&self, failure: Failure) -> Rejection {
+        let rejection = Rejection::new(failure.reason());
+        match failure {
+            Failure::KeysUnavailable => {
+                rejection.with_retry_after(self.verifier.keys_retry_after())
+            }
+            _ => rejection,
+        }
     }
 }
 
@@ -225,7 +236,7 @@ where
     log_rejection(failure, source, peer(&req));
     if config.close_mode && is_websocket_upgrade(&req) {
         if let Some(pending) =
-            PendingRejection::defer(req.extensions_mut(), Rejection::new(failure.reason()))
+            PendingRejection::defer(req.extensions_mut(), config.rejection(failure))
         {
             return Kind::Deferred {
                 future: inner.call(req),

@@ -203,6 +203,13 @@ where
 
     /// The key that verifies the signature, among the keys of every source for `kid` that
     /// are bound to `alg`.
+    ///
+    /// Every source is asked: a static key without a `kid` (tried for any `kid` its set does
+    /// not hold) never hides the keys of a JWKS cache. When no loaded key verifies, the
+    /// sources that fetch keys and could hold one for `alg` are asked to fetch (at most once
+    /// per cooldown each) if they have no keys yet, or if no source holds the token's `kid`
+    /// (key rotation); while such a source has no keys, the token cannot be judged:
+    /// [`Failure::KeysUnavailable`].
     fn find_key(
         &self,
         alg: jsonwebtoken::Algorithm,
@@ -213,8 +220,12 @@ where
     ) -> Result<Arc<Key>, Step> {
         let mut any_key = false;
         let mut any_of_alg = false;
+        let mut kid_known = false;
         for source in &self.keys {
             let keys = source.load();
+            if let Some(kid) = kid {
+                kid_known |= keys.get(kid).is_some();
+            }
             for key in keys.candidates(kid) {
                 any_key = true;
                 if key.algorithm() != alg {
@@ -226,23 +237,61 @@ where
                 }
             }
         }
+        let unknown = match kid {
+            Some(_) => !kid_known,
+            None => !any_of_alg,
+        };
+        let fetching = || {
+            self.keys
+                .iter()
+                .filter(|source| source.fetches_keys_for(alg))
+        };
+        if may_refresh {
+            let mut waits: Vec<KeyWait> = fetching()
+                .filter(|source| unknown || !source.is_ready())
+                .filter_map(KeySource::refresh_for_unknown_kid)
+                .collect();
+            let wait = match waits.len() {
+                0 => None,
+                1 => waits.pop(),
+                _ => Some(Box::pin(async move {
+                    // The fetches run on their own tasks; this only waits for all of them.
+                    for wait in waits {
+                        wait.await;
+                    }
+                }) as KeyWait),
+            };
+            if let Some(wait) = wait {
+                return Err(Step::Wait(wait));
+            }
+        }
+        if fetching().any(|source| !source.is_ready()) {
+            return Err(Failure::KeysUnavailable.into());
+        }
         if any_of_alg {
             return Err(Failure::BadSignature.into());
         }
         if any_key {
             return Err(Failure::AlgorithmMismatch.into());
         }
-        if may_refresh {
-            // The first source that can fetch keys now; at most one fetch per cooldown.
-            if let Some(wait) = self
-                .keys
-                .iter()
-                .find_map(KeySource::refresh_for_unknown_kid)
-            {
-                return Err(Step::Wait(wait));
-            }
-        }
         Err(Failure::UnknownKey.into())
+    }
+}
+
+impl<C> Verifier<C> {
+    /// The `Retry-After` hint of a [`Failure::KeysUnavailable`] refusal: the shortest of the
+    /// sources still without keys (1 s if none says).
+    pub(crate) fn keys_retry_after(&self) -> std::time::Duration {
+        self.keys
+            .iter()
+            .filter_map(KeySource::retry_after)
+            .min()
+            .unwrap_or(std::time::Duration::from_secs(1))
+    }
+
+    /// Whether every key source has its keys (see [`KeySource::is_ready`]).
+    pub(crate) fn keys_ready(&self) -> bool {
+        self.keys.iter().all(KeySource::is_ready)
     }
 }
 

@@ -20,8 +20,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use wsguard_jwt_auth::{
-    jwks::{Jwks, JwksError},
-    Failure, HeaderParameter, JwtAuthLayer, NoClaims,
+    jwks::{HttpFetcher, Jwks, JwksError},
+    ConfigError, Failure, HeaderParameter, JwtAuthLayer, NoClaims,
 };
 
 /// The JWKS server: the document it serves (or a 500 when `None`) and how often it was asked.
@@ -261,11 +261,165 @@ async fn a_slow_server_times_out_and_the_url_comes_only_from_configuration() {
         failure(&res),
         Some(Failure::UnsupportedHeader(HeaderParameter::Jku))
     );
+    // The cache never got keys: the token cannot be judged (503), and within the cooldown
+    // nothing is fetched again.
     let res = call(&mut svc, bearer(&es256(r#"{"alg":"ES256","kid":"x"}"#))).await;
-    assert_eq!(failure(&res), Some(Failure::UnknownKey));
+    assert_eq!(failure(&res), Some(Failure::KeysUnavailable));
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         fetches.load(Ordering::SeqCst),
         1,
         "within the cooldown: no new fetch"
     );
+}
+
+/// A P-256 JWK set for ES256 under `kid`, as the server publishes it.
+fn es256_set(kid: &str) -> jsonwebtoken::jwk::JwkSet {
+    serde_json::from_str(&document(&[kid])).unwrap()
+}
+
+/// Issue 12: the chat's composition. A static HS256 key without a `kid` used to be tried for
+/// every `kid`, so RS/ES tokens were refused as `algorithm_mismatch` and an unknown `kid`
+/// never made the JWKS fetch.
+#[tokio::test]
+async fn a_static_key_without_kid_and_a_jwks_are_combined() {
+    let server = Server::default();
+    server.serve_doc(Some(document(&["k1"])));
+    let addr = start(server.clone()).await;
+    let cooldown = Duration::from_millis(300);
+    let jwks = Jwks::from_url(&format!("http://{addr}/jwks.json"))
+        .unwrap()
+        .cooldown(cooldown)
+        .start()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::<NoClaims>::new(
+        wsguard_jwt_auth::Key::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
+    )
+    .add_key_source(jwks);
+    assert!(layer.keys_ready());
+    let mut svc = ServiceBuilder::new().layer(layer).service_fn(inner);
+    let res = call(&mut svc, bearer(&es256("k1"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+    // The static key still verifies its tokens, with or without a `kid`.
+    let res = call(&mut svc, bearer(&hs256_kid("anything"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+
+    // Rotation: the unknown `kid` k2 makes the cache fetch despite the static fallback key.
+    server.serve_doc(Some(document(&["k1", "k2"])));
+    tokio::time::sleep(cooldown).await;
+    let res = call(&mut svc, bearer(&es256("k2"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+    assert_eq!(server.hits(), 2);
+    // Within the cooldown, another unknown `kid` fetches nothing and is refused at once.
+    let res = call(&mut svc, bearer(&es256("k3"))).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn until_the_first_fetch_succeeds_tokens_get_503_then_pass() {
+    let server = Server::default();
+    server.serve_doc(None);
+    let addr = start(server.clone()).await;
+    let jwks = Jwks::from_url(&format!("http://{addr}/jwks.json"))
+        .unwrap()
+        .cooldown(Duration::from_secs(60))
+        .retry_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let layer = JwtAuthLayer::<NoClaims>::new(
+        wsguard_jwt_auth::Key::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
+    )
+    .add_key_source(jwks.clone());
+    let mut svc = ServiceBuilder::new().layer(layer.clone()).service_fn(inner);
+    // Fetched at build, not after a refresh interval.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.hits() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.hits() >= 1, "fetched at start");
+    assert!(!layer.keys_ready() && !jwks.is_ready());
+
+    let res = call(&mut svc, bearer(&es256("k1"))).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(failure(&res), Some(Failure::KeysUnavailable));
+    assert!(res.headers().contains_key("retry-after"));
+    // A token of the static key does not depend on the JWKS.
+    let res = call(&mut svc, bearer(&hs256_kid("x"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+    // An HS256 token the static key does not verify is not the JWKS's business: 401.
+    let forged = sign(
+        r#"{"alg":"HS256"}"#,
+        &claims(""),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&[0x04; 64]),
+    );
+    let res = call(&mut svc, bearer(&forged)).await;
+    assert_eq!(failure(&res), Some(Failure::BadSignature));
+
+    // The provider answers: the refresh task retries and the token passes.
+    server.serve_doc(Some(document(&["k1"])));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !layer.keys_ready() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(layer.keys_ready(), "the retry fetched the keys");
+    let res = call(&mut svc, bearer(&es256("k1"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+}
+
+#[tokio::test]
+async fn an_oversized_set_is_refused_and_keys_stay_unavailable() {
+    let server = Server::default();
+    let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(4096));
+    server.serve_doc(Some(big));
+    let addr = start(server.clone()).await;
+    let fetcher = HttpFetcher::new(&format!("http://{addr}/jwks.json"))
+        .unwrap()
+        .max_body_len(1024);
+    let jwks = Jwks::builder(fetcher).build().unwrap();
+    assert_eq!(jwks.refresh().await, Err(JwksError::TooLarge));
+    assert!(!jwks.is_ready());
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<NoClaims>::new(jwks))
+        .service_fn(inner);
+    let res = call(&mut svc, bearer(&es256("k1"))).await;
+    assert_eq!(failure(&res), Some(Failure::KeysUnavailable));
+}
+
+#[tokio::test]
+async fn a_cache_that_could_never_hold_a_key_is_a_configuration_error() {
+    let set = || async { Ok::<_, JwksError>(es256_set("k1")) };
+    let refused = [
+        Jwks::builder(set).max_keys(0).build(),
+        Jwks::builder(set).allowed_algorithms([]).build(),
+        Jwks::builder(set)
+            .allowed_algorithms([Algorithm::HS256, Algorithm::HS512])
+            .build(),
+        Jwks::builder(set).retry_interval(Duration::ZERO).build(),
+        Jwks::builder(set).refresh_interval(Duration::ZERO).build(),
+        Jwks::builder(set).rsa_algorithm(Algorithm::ES256).build(),
+    ];
+    for (i, result) in refused.into_iter().enumerate() {
+        assert!(
+            matches!(result, Err(ConfigError::Jwks { .. })),
+            "case {i}: {result:?}"
+        );
+    }
+    let jwks = Jwks::builder(set)
+        .allowed_algorithms([Algorithm::HS256, Algorithm::ES256])
+        .build()
+        .unwrap();
+    assert_eq!(jwks.refresh().await, Ok(1));
+    assert!(jwks.is_ready());
+}
+
+#[test]
+fn a_cache_outside_a_runtime_could_never_start() {
+    let set = || async { Ok::<_, JwksError>(es256_set("k1")) };
+    assert!(matches!(
+        Jwks::builder(set).build(),
+        Err(ConfigError::Jwks { .. })
+    ));
 }
