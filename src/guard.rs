@@ -86,9 +86,8 @@
 use std::fmt;
 
 use tower_layer::{Identity, Layer, Stack};
-use wsguard_conn_limit::{Hygiene, HygieneSocket};
 use wsguard_core::{
-    plane::{Admit, GuardedSocket, Inbound, Verdict, WsSocket},
+    plane::{Admit, GuardedSocket, Hygiene, HygieneSocket, Inbound, Verdict, WsSocket},
     Connection,
 };
 

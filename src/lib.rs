@@ -57,11 +57,11 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(all(feature = "conn-limit", feature = "plane"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "conn-limit", feature = "plane"))))]
+#[cfg(feature = "plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
 pub mod guard;
 
-#[cfg(all(feature = "conn-limit", feature = "plane"))]
+#[cfg(feature = "plane")]
 #[doc(inline)]
 pub use guard::Guard;
 

@@ -9,7 +9,7 @@ pub use wsguard_core::{
 pub use wsguard_core::axum::GuardedUpgrade;
 
 #[cfg(feature = "plane")]
-pub use wsguard_core::plane::{GuardedSocket, Verdict};
+pub use wsguard_core::plane::{GuardedSocket, Hygiene, Shutdown, Verdict};
 
 #[cfg(feature = "client-ip")]
 pub use wsguard_client_ip::{ClientIpLayer, TrustedProxies};
@@ -21,7 +21,7 @@ pub use wsguard_origin::{AllowList, OriginGuardLayer};
 pub use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, Key as JwtKey, TokenSource};
 
 #[cfg(feature = "conn-limit")]
-pub use wsguard_conn_limit::{ConnLimitLayer, Hygiene, Limit, Shutdown};
+pub use wsguard_conn_limit::{ConnLimitLayer, Limit};
 
 #[cfg(feature = "msg-rate")]
 pub use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
@@ -29,5 +29,5 @@ pub use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 #[cfg(feature = "schema-validate")]
 pub use wsguard_schema_validate::{Access, ValidateMessageLayer};
 
-#[cfg(all(feature = "conn-limit", feature = "plane"))]
+#[cfg(feature = "plane")]
 pub use crate::Guard;

@@ -98,6 +98,7 @@
 
 mod connection;
 mod error_frame;
+pub mod hygiene;
 mod message;
 mod socket;
 #[cfg(test)]
@@ -105,6 +106,7 @@ mod tests;
 
 pub use connection::{ConnectionBinding, ConnectionInfo};
 pub use error_frame::{error_code, ErrorFrame, JsonErrorFrame};
+pub use hygiene::{Hygiene, HygieneSocket, Shutdown, DEFAULT_MAX_LIFETIME};
 pub use message::{foreign_connection, Admit, Admitted, Inbound, Verdict};
 pub use socket::{GuardedSocket, MAX_REPLIES_PER_SECOND};
 
