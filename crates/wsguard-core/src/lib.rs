@@ -68,6 +68,8 @@
 //! | `close` | `close::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod close_mode;
+pub mod connection;
 pub mod handshake;
 pub mod identity;
 pub mod key;
@@ -92,9 +94,11 @@ pub mod tungstenite;
 #[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
 pub mod plane;
 
+pub use close_mode::PendingRejection;
+pub use connection::{Connection, ConnectionInfo};
 pub use handshake::is_websocket_upgrade;
 pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
 pub use key::{Key, KeyError, KeyExtractor};
 pub use message::{MessageKind, WsError, WsMessage};
 pub use reject::{GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
-pub use scope::{Connection, ConnectionScope, PendingRejection, ScopedBody};
+pub use scope::{ConnectionScope, ScopedBody};

@@ -20,22 +20,17 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
-    time::SystemTime,
 };
 
 use bytes::Buf;
-use http::{request::Parts, Extensions, HeaderMap, Request, Response, Uri};
+use http::{Extensions, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::{
-    key::RequestHead,
-    reject::{respond, OnRejection, Rejection},
-    ClientIp, Principal, TokenExpiry,
-};
+pub use crate::close_mode::{finish_deferred, PendingRejection};
 
 /// Guards that must live as long as the connection; see the [module docs](self).
 ///
@@ -205,170 +200,6 @@ where
     }
 }
 
-/// A rejection decided on the handshake but delivered after the upgrade, as a close frame.
-///
-/// Browsers cannot read the status of a refused WebSocket handshake, only a close code. In
-/// the opt-in "close" mode of the authentication and limit layers, a rejected WebSocket
-/// handshake is let through with this marker in its extensions; the hand-off completes the
-/// upgrade, sends the close frame and never calls the application's socket callback.
-///
-/// If no hand-off delivers it (the application upgraded by other means, or answered
-/// without upgrading), the layer must answer the HTTP form instead: see [`finish_deferred`].
-#[derive(Clone, Debug)]
-pub struct PendingRejection {
-    rejection: Rejection,
-    delivered: Arc<AtomicBool>,
-}
-
-impl PendingRejection {
-    /// Marks `extensions` to be closed with `rejection` after the upgrade, unless an outer
-    /// layer deferred a rejection already (the first one decided wins). Returns the marker
-    /// that is in force.
-    ///
-    /// Returns `None`, and marks nothing, for a reason that must never be answered by
-    /// accepting the upgrade first (one without a close code: [`Reason::OriginNotAllowed`](crate::Reason::OriginNotAllowed)):
-    /// the caller answers over HTTP instead.
-    pub fn defer(extensions: &mut Extensions, rejection: Rejection) -> Option<Self> {
-        rejection.close_code()?;
-        Some(
-            extensions
-                .get_or_insert_with(|| Self {
-                    rejection,
-                    delivered: Arc::default(),
-                })
-                .clone(),
-        )
-    }
-
-    /// The rejection to deliver.
-    pub const fn rejection(&self) -> &Rejection {
-        &self.rejection
-    }
-
-    /// Records that a hand-off will deliver the rejection as a close frame.
-    pub fn mark_delivered(&self) {
-        self.delivered.store(true, Ordering::Release);
-    }
-
-    /// Whether a hand-off took the rejection over.
-    pub fn is_delivered(&self) -> bool {
-        self.delivered.load(Ordering::Acquire)
-    }
-}
-
-/// Completes a deferred rejection: keeps `res` if a hand-off took `pending` over, otherwise
-/// logs the misconfiguration and answers the HTTP (or gRPC) form through `policy`.
-///
-/// This is what makes the close mode fail closed: an application that does not use a
-/// wsguard hand-off gets the plain rejection, never an unguarded socket.
-pub fn finish_deferred<B, P>(
-    res: Response<B>,
-    pending: &PendingRejection,
-    policy: &P,
-) -> Response<B>
-where
-    P: OnRejection<B>,
-{
-    if pending.is_delivered() {
-        return res;
-    }
-    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        tracing::error!(
-            reason = pending.rejection().reason().as_str(),
-            "a rejected handshake was upgraded without a wsguard hand-off; refusing it over HTTP"
-        );
-    }
-    respond(policy, *pending.rejection())
-}
-
-/// What the message plane knows about an upgraded connection.
-///
-/// Built by the hand-offs from the handshake request: it keeps the request's URI and a copy
-/// of its extensions (with [`ClientIp`], [`Principal`], [`TokenExpiry`], claims and the
-/// [`ConnectionScope`]), not its headers. It owns a handle on the scope, so the guards live
-/// as long as the `Connection`: keep it in the socket's task and let it drop when the socket
-/// ends. It is deliberately not `Clone`.
-pub struct Connection {
-    uri: Uri,
-    extensions: Extensions,
-    scope: ConnectionScope,
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("uri", &self.uri.path())
-            .field("client_ip", &self.client_ip())
-            .field("authenticated", &self.principal().is_some())
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Connection {
-    /// The connection of a handshake, from its request parts. Claims the scope.
-    pub fn from_parts(parts: &mut Parts) -> Self {
-        Self::new(parts.uri.clone(), &mut parts.extensions)
-    }
-
-    /// The connection of a handshake from its URI and extensions. Claims the scope.
-    pub fn new(uri: Uri, extensions: &mut Extensions) -> Self {
-        let scope = ConnectionScope::from_extensions(extensions);
-        scope.claim();
-        Self {
-            uri,
-            extensions: extensions.clone(),
-            scope,
-        }
-    }
-
-    /// The handshake's URI (with any credentials already removed by the layers).
-    pub const fn uri(&self) -> &Uri {
-        &self.uri
-    }
-
-    /// The handshake's extensions.
-    pub const fn extensions(&self) -> &Extensions {
-        &self.extensions
-    }
-
-    /// The client IP resolved by `wsguard-client-ip`, if that layer ran.
-    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.extensions.get::<ClientIp>().map(|ip| ip.0)
-    }
-
-    /// The authenticated principal, if an authentication layer ran.
-    pub fn principal(&self) -> Option<&Principal> {
-        self.extensions.get::<Principal>()
-    }
-
-    /// When the connection's credentials expire, if an authentication layer said so.
-    pub fn token_expiry(&self) -> Option<SystemTime> {
-        self.extensions.get::<TokenExpiry>().map(|e| e.0)
-    }
-
-    /// The rejection to deliver as a close frame instead of serving the socket, if any.
-    pub fn pending_rejection(&self) -> Option<&PendingRejection> {
-        self.extensions.get::<PendingRejection>()
-    }
-
-    /// The guards of this connection.
-    pub const fn scope(&self) -> &ConnectionScope {
-        &self.scope
-    }
-
-    /// The connection as a request head for [`KeyExtractor`](crate::KeyExtractor)s. Its
-    /// headers are empty: they are not kept after the handshake.
-    pub fn head(&self) -> RequestHead<'_> {
-        static NO_HEADERS: OnceLock<HeaderMap> = OnceLock::new();
-        RequestHead::new(
-            &self.uri,
-            NO_HEADERS.get_or_init(HeaderMap::new),
-            &self.extensions,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -376,6 +207,7 @@ mod tests {
     use http_body_util::{BodyExt, Full, StreamBody};
 
     use super::*;
+    use crate::{Connection, Rejection};
 
     #[derive(Clone, Default)]
     struct Drops(Arc<AtomicUsize>);

@@ -10,7 +10,7 @@ use std::{
 use http::Extensions;
 use tower_service::Service;
 
-use super::ConnectionInfo;
+use crate::ConnectionInfo;
 use crate::{telemetry, Reason, Rejection};
 
 /// The parsed form of a message, of whatever type the guard that parsed it chose.

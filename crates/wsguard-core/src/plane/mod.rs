@@ -104,7 +104,8 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{ConnectionBinding, ConnectionInfo};
+pub use crate::ConnectionInfo;
+pub use connection::ConnectionBinding;
 pub use error_frame::{error_code, ErrorFrame, JsonErrorFrame};
 pub use hygiene::{Hygiene, HygieneSocket, Shutdown, DEFAULT_MAX_LIFETIME};
 pub use message::{foreign_connection, Admit, Admitted, Inbound, Verdict};

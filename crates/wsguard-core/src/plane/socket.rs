@@ -16,10 +16,11 @@ use tower_service::Service;
 
 use super::{
     message::{take_parsed, Parsed},
-    Admit, Admitted, ConnectionInfo, Inbound, Verdict, WsSocket, CLOSE_TIMEOUT,
+    Admit, Admitted, Inbound, Verdict, WsSocket, CLOSE_TIMEOUT,
 };
 use crate::{
-    close::Closing, telemetry, Connection, MessageKind, Reason, Rejection, WsError, WsMessage,
+    close::Closing, telemetry, Connection, ConnectionInfo, MessageKind, Reason, Rejection, WsError,
+    WsMessage,
 };
 
 /// How many refusal frames ([`Verdict::Reply`]) a [`GuardedSocket`] sends per second at
