@@ -15,8 +15,7 @@ use tower_service::Service;
 use wsguard_core::OnRejection;
 
 use crate::{
-    layer::Config,
-    service::{log_rejection, Cause},
+    config::{log_rejection, Cause, Config},
     Origin, OriginPredicate,
 };
 

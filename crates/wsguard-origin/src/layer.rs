@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 use wsguard_core::HttpRejection;
 
-use crate::{AllowList, NoPredicate, OriginGuard, OriginPredicate};
+use crate::{config::Config, service::OriginGuard, AllowList, NoPredicate, OriginPredicate};
 
 /// Applies [`OriginGuard`], which rejects requests whose `Origin` is not allowed with 403.
 ///
@@ -13,16 +13,6 @@ use crate::{AllowList, NoPredicate, OriginGuard, OriginPredicate};
 /// See the [crate docs](crate) for an example.
 pub struct OriginGuardLayer<P = HttpRejection, C = NoPredicate> {
     config: Arc<Config<P, C>>,
-}
-
-/// Everything a layer and its services share.
-#[derive(Clone)]
-pub(crate) struct Config<P, C> {
-    pub(crate) allow: AllowList,
-    pub(crate) allow_missing: bool,
-    pub(crate) every_request: bool,
-    pub(crate) policy: P,
-    pub(crate) predicate: Option<C>,
 }
 
 impl OriginGuardLayer {
@@ -142,18 +132,6 @@ impl<P, C> fmt::Debug for OriginGuardLayer<P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginGuardLayer")
             .field("config", &self.config)
-            .finish()
-    }
-}
-
-impl<P, C> fmt::Debug for Config<P, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("allow", &self.allow)
-            .field("allow_missing", &self.allow_missing)
-            .field("every_request", &self.every_request)
-            .field("policy", &std::any::type_name::<P>())
-            .field("predicate", &self.predicate.is_some())
             .finish()
     }
 }

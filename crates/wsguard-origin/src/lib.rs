@@ -189,6 +189,31 @@
 //! |---|---|
 //! | `metrics` | the `wsguard_rejections_total{layer="origin"}` counter through the `metrics` facade |
 //!
+//! # Contributor notes
+//!
+//! Every wsguard middleware crate has the same shape; keep this one to it.
+//!
+//! - **One way through.** `layer.rs` (the layer and its builder methods) -> `service.rs`
+//!   (the service) -> `future.rs` (the response future) -> `config.rs` (the configuration
+//!   the layer and its services share, the decision on each request, and the log and count
+//!   of each refusal). No module imports one above it. `call` asks `config.rs` for the
+//!   decision and builds the future; every state after that lives in `future.rs`.
+//! - **Type parameters.** The service is `OriginGuard<S, P, C>`: the inner service first,
+//!   then the layer's parameters in the layer's order. Its future is `ResponseFuture<S,
+//!   ReqBody, P, C>`: the inner service, the request body, then the same parameters in the
+//!   same order.
+//! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
+//!   "ResponseFuture polled after completion" when polled again (once it has handed over to
+//!   the inner service's future, it does what that future does). This is what tower-http's
+//!   futures do, and what [`Future::poll`](std::future::Future::poll) allows: polling a
+//!   finished future is the caller's bug, and a second, made-up answer or a future pending
+//!   forever would hide it.
+//! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
+//! - **Names.** The option that accepts a refused handshake and closes the socket at once
+//!   with the close code (browsers cannot read a refused handshake's status) is called
+//!   `close_mode`, as in `wsguard-conn-limit` (`wsguard-jwt-auth` still names it
+//!   `reject_after_upgrade`); this crate has no such option.
+//!
 //! [`is_websocket_upgrade`]: wsguard_core::is_websocket_upgrade
 //! [`Reason::OriginNotAllowed`]: wsguard_core::Reason::OriginNotAllowed
 //! [`OnRejection`]: wsguard_core::OnRejection
@@ -199,6 +224,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod allow;
+mod config;
 mod domain;
 mod error;
 mod future;
