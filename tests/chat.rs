@@ -596,6 +596,21 @@ fn bad_flags_are_refused_before_listening() {
         ],
         vec!["chat", "--jwt-alg", "RS256"],
         vec!["chat", "--jwt-alg", "RS256", "--jwt-secret", SECRET],
+        // One remote key source; an OpenID issuer pins `iss` itself.
+        vec![
+            "chat",
+            "--oidc-issuer",
+            "https://login.example",
+            "--jwks-url",
+            "https://login.example/jwks.json",
+        ],
+        vec![
+            "chat",
+            "--oidc-issuer",
+            "https://login.example",
+            "--jwt-issuer",
+            "https://other.example",
+        ],
     ] {
         let error = cli::Args::try_parse_from(&argv).unwrap_err();
         assert_eq!(error.exit_code(), 2, "{argv:?}");
@@ -609,12 +624,15 @@ async fn demo_mode_only_without_any_key_option() {
     let pem = TempFile::new("rsa_public.pem", RSA_PUBLIC);
     // Nothing listens on port 1: the key set cannot be fetched, and still no demo mode.
     let jwks = "http://127.0.0.1:1/jwks.json";
-    let cases: [&[&str]; 5] = [
+    let issuer = "http://127.0.0.1:1/realm";
+    let cases: [&[&str]; 7] = [
         &["--jwt-secret", SECRET],
         &["--jwt-public-key", pem.path()],
         &["--jwt-public-key", pem.path(), "--jwt-alg", "PS256"],
         &["--jwks-url", jwks],
         &["--jwks-url", jwks, "--jwt-secret", SECRET],
+        &["--oidc-issuer", issuer],
+        &["--oidc-issuer", issuer, "--jwt-public-key", pem.path()],
     ];
     for argv in cases {
         let running = try_start(argv)
@@ -639,7 +657,9 @@ async fn unusable_key_options_are_refused_at_start() {
         "junk.pem",
         b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
     );
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 8] = [
+        &["--oidc-issuer", "https://login.example/?tenant=1"],
+        &["--oidc-issuer", "login.example"],
         &["--jwt-secret", "too short"],
         &["--jwt-public-key", "/nonexistent/wsguard/key.pem"],
         &["--jwt-public-key", not_a_key.path()],
@@ -664,6 +684,8 @@ const RSA2_PRIVATE: &[u8] =
 #[derive(Clone, Default)]
 struct KeyServer {
     document: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The OpenID provider configuration, served at `*/.well-known/openid-configuration`.
+    configuration: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -691,10 +713,19 @@ impl KeyServer {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
-                    server
-                        .hits
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let document = server.document.lock().unwrap().clone();
+                    let path = String::from_utf8_lossy(&head)
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let document = if path.ends_with("/.well-known/openid-configuration") {
+                        server.configuration.lock().unwrap().clone()
+                    } else {
+                        server
+                            .hits
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        server.document.lock().unwrap().clone()
+                    };
                     let (status, body) = match document {
                         Some(body) => ("200 OK", body),
                         None => ("500 Internal Server Error", String::new()),
@@ -736,6 +767,11 @@ fn jwk_set(keys: &[serde_json::Value]) -> String {
 
 /// An RS256 token for `user` signed with `private`, `kid` in its header.
 fn rs256(private: &[u8], kid: &str, user: &str) -> String {
+    rs256_iss(private, kid, user, None)
+}
+
+/// An RS256 token for `user` signed with `private`, `kid` in its header, `iss` if given.
+fn rs256_iss(private: &[u8], kid: &str, user: &str, iss: Option<&str>) -> String {
     server::signing_backend();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(kid.to_owned());
@@ -744,9 +780,13 @@ fn rs256(private: &[u8], kid: &str, user: &str) -> String {
         .unwrap()
         .as_secs()
         + 3600;
+    let mut claims = serde_json::json!({ "sub": user, "exp": exp });
+    if let Some(iss) = iss {
+        claims["iss"] = iss.into();
+    }
     jsonwebtoken::encode(
         &header,
-        &serde_json::json!({ "sub": user, "exp": exp }),
+        &claims,
         &jsonwebtoken::EncodingKey::from_rsa_pem(private).unwrap(),
     )
     .unwrap()
@@ -933,6 +973,71 @@ async fn an_oversized_jwks_response_is_refused() {
     assert_eq!(
         handshake_status(&running, &rs256(RSA_PRIVATE, "k1", "alice")).await,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+    running.stop(WAIT).await.ok();
+}
+
+/// Issue 12: `--oidc-issuer` finds the keys through OpenID Connect discovery, pins `iss`, and
+/// follows a rotation like `--jwks-url`.
+#[tokio::test]
+async fn an_oidc_issuer_is_discovered_pinned_and_rotated() {
+    let keys = KeyServer::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}/realm");
+    *keys.configuration.lock().unwrap() = Some(
+        serde_json::json!({
+            "issuer": issuer,
+            "jwks_uri": format!("http://{addr}/protocol/certs"),
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string(),
+    );
+    keys.publish(Some(jwk_set(&[rsa_jwk(RSA_PRIVATE, "k1")])));
+    keys.serve(listener);
+    let running = try_start(&["--oidc-issuer", &issuer, "--jwks-cooldown", "1"])
+        .await
+        .unwrap();
+    assert!(running.demo_tokens.is_none());
+    eventually("ready", || async {
+        http_get(&running, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(
+        keys.hits() >= 1,
+        "the jwks_uri of the configuration was fetched"
+    );
+
+    let ok = rs256_iss(RSA_PRIVATE, "k1", "alice", Some(&issuer));
+    assert_eq!(
+        handshake_status(&running, &ok).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    // `iss` is pinned to the issuer: none, or another, is refused.
+    for iss in [None, Some("https://evil.example")] {
+        let token = rs256_iss(RSA_PRIVATE, "k1", "alice", iss);
+        assert_eq!(
+            handshake_status(&running, &token).await,
+            StatusCode::UNAUTHORIZED,
+            "{iss:?}"
+        );
+    }
+
+    // The provider rotates in k2 and keeps publishing k1: both work, without a restart.
+    keys.publish(Some(jwk_set(&[
+        rsa_jwk(RSA_PRIVATE, "k1"),
+        rsa_jwk(RSA2_PRIVATE, "k2"),
+    ])));
+    let k2 = rs256_iss(RSA2_PRIVATE, "k2", "bob", Some(&issuer));
+    eventually("k2 accepted", || async {
+        handshake_status(&running, &k2).await == StatusCode::SWITCHING_PROTOCOLS
+    })
+    .await;
+    assert_eq!(
+        handshake_status(&running, &ok).await,
+        StatusCode::SWITCHING_PROTOCOLS
     );
     running.stop(WAIT).await.ok();
 }

@@ -16,7 +16,7 @@ pub struct Args {
 
     /// HS256 secret for tokens (at least 32 bytes). Demo mode (a random secret, demo tokens
     /// printed) runs only when no key option at all is given: none of --jwt-secret,
-    /// --jwt-public-key, --jwks-url.
+    /// --jwt-public-key, --jwks-url, --oidc-issuer.
     #[arg(
         long,
         env = "WSGUARD_JWT_SECRET",
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_JWKS_URL")]
     pub jwks_url: Option<String>,
 
-    /// Seconds between two fetches of the JWKS (--jwks-url).
+    /// Seconds between two fetches of the JWKS (--jwks-url, --oidc-issuer).
     #[arg(long, env = "WSGUARD_JWKS_REFRESH", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub jwks_refresh: u64,
 
@@ -53,6 +53,17 @@ pub struct Args {
     /// `kid`, or keys not loaded yet); also how soon a failed fetch is retried.
     #[arg(long, env = "WSGUARD_JWKS_COOLDOWN", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub jwks_cooldown: u64,
+
+    /// OpenID Connect issuer URL: its keys are found through discovery
+    /// (ISSUER/.well-known/openid-configuration, then its `jwks_uri`), refreshed like
+    /// --jwks-url, and tokens they verify must have `iss` equal to ISSUER. Combines with
+    /// --jwt-secret or --jwt-public-key; not with --jwks-url or --jwt-issuer.
+    #[arg(
+        long,
+        env = "WSGUARD_OIDC_ISSUER",
+        conflicts_with_all = ["jwks_url", "jwt_issuer"]
+    )]
+    pub oidc_issuer: Option<String>,
 
     /// Required `iss` claim.
     #[arg(long, env = "WSGUARD_JWT_ISSUER")]
@@ -213,7 +224,10 @@ fn parse_dialog(s: &str) -> Result<(String, Members), String> {
 impl Args {
     /// Whether any key option is given; without one the chat runs in demo mode.
     pub fn has_key_option(&self) -> bool {
-        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_url.is_some()
+        self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
+            || self.jwks_url.is_some()
+            || self.oidc_issuer.is_some()
     }
 
     /// The dialogs, by id. A repeated id is an error.

@@ -4,11 +4,11 @@
 //! cargo run --release --example chat
 //! ```
 //!
-//! With no key option at all (none of `--jwt-secret`, `--jwt-public-key`, `--jwks-url`) it
-//! generates a random HS256 secret, prints demo tokens for `alice` and `bob`, and the URL of a
-//! demo page to chat from a browser; any key option turns demo mode off, and a combination
-//! of key options the chat cannot honour is refused at start (exit code 2). `--help` lists
-//! the options (each also readable from `WSGUARD_<FLAG>`).
+//! With no key option at all (none of `--jwt-secret`, `--jwt-public-key`, `--jwks-url`,
+//! `--oidc-issuer`) it generates a random HS256 secret, prints demo tokens for `alice` and
+//! `bob`, and the URL of a demo page to chat from a browser; any key option turns demo mode
+//! off, and a combination of key options the chat cannot honour is refused at start (exit
+//! code 2). `--help` lists the options (each also readable from `WSGUARD_<FLAG>`).
 //!
 //! Routes: `/` the demo page, `/ws` the WebSocket, `/metrics` Prometheus text, `/healthz`
 //! (liveness), `/readyz` (readiness: 503 until every key source has its keys, such as a JWKS

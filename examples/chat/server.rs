@@ -20,7 +20,10 @@ use wsguard::{
     axum::GuardedUpgrade,
     client_ip::{ClientIpLayer, TrustedProxies},
     conn_limit::{ConnLimitLayer, Hygiene, Shutdown},
-    jwt_auth::{jwks::Jwks, Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource},
+    jwt_auth::{
+        jwks::{Jwks, JwksBuilder},
+        Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource,
+    },
     key::PrincipalKey,
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
@@ -115,18 +118,27 @@ fn keys(args: &Args) -> Result<Keys, Fatal> {
             .map_err(|e| Fatal(format!("--jwt-public-key {}: {e}", path.display())))?;
         sources.push(key.into());
     }
+    // Built, a cache starts fetching at once; until its first fetch succeeds, tokens get 503
+    // and /readyz says not ready.
+    let cooldown = Duration::from_secs(args.jwks_cooldown);
+    let remote = |builder: JwksBuilder| {
+        builder
+            .refresh_interval(Duration::from_secs(args.jwks_refresh))
+            .cooldown(cooldown)
+            .retry_interval(cooldown)
+            .build()
+    };
     if let Some(url) = &args.jwks_url {
-        // Built, the cache starts fetching at once; until its first fetch succeeds, tokens
-        // get 503 and /readyz says not ready.
-        let cooldown = Duration::from_secs(args.jwks_cooldown);
         let jwks = Jwks::from_url(url)
-            .and_then(|jwks| {
-                jwks.refresh_interval(Duration::from_secs(args.jwks_refresh))
-                    .cooldown(cooldown)
-                    .retry_interval(cooldown)
-                    .build()
-            })
+            .and_then(remote)
             .map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
+        sources.push(jwks.into());
+    }
+    if let Some(issuer) = &args.oidc_issuer {
+        // OpenID Connect discovery; the source pins `iss` to the issuer.
+        let jwks = Jwks::from_issuer(issuer)
+            .and_then(remote)
+            .map_err(|e| Fatal(format!("--oidc-issuer: {e}")))?;
         sources.push(jwks.into());
     }
     Ok(Keys {

@@ -1,4 +1,5 @@
-//! Keys from a JWKS URL (RFC 7517 section 5), cached and refreshed.
+//! Keys from a JWKS URL (RFC 7517 section 5) or an OpenID Connect issuer (OpenID Connect
+//! Discovery 1.0 section 4, see [`Jwks::from_issuer`]), cached and refreshed.
 //!
 //! A [`Jwks`] cache is a [key source](crate::KeySource) that fetches its keys through a
 //! [`JwksFetcher`] ([`HttpFetcher`] for an `https://` URL): as soon as it is built, then every
@@ -152,6 +153,8 @@ pub struct HttpFetcher {
     client: reqwest::Client,
     url: reqwest::Url,
     max_body_len: usize,
+    /// With OpenID Connect discovery: the issuer, and `url` is its discovery document.
+    issuer: Option<Arc<str>>,
 }
 
 impl fmt::Debug for HttpFetcher {
@@ -159,6 +162,7 @@ impl fmt::Debug for HttpFetcher {
         f.debug_struct("HttpFetcher")
             .field("url", &self.url.as_str())
             .field("max_body_len", &self.max_body_len)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -194,7 +198,42 @@ impl HttpFetcher {
             client,
             url,
             max_body_len: 1024 * 1024,
+            issuer: None,
         })
+    }
+
+    /// A fetcher that finds the JWK set through OpenID Connect discovery (OpenID Connect
+    /// Discovery 1.0 section 4): each fetch reads the provider configuration at `issuer`
+    /// followed by `/.well-known/openid-configuration` (a trailing `/` of `issuer` removed
+    /// first, section 4.1), checks that its `issuer` is exactly `issuer` (section 4.3), and
+    /// fetches the set at its `jwks_uri` (section 3), so a provider that moves its keys is
+    /// followed. This is the OpenID Connect location of the document, not the RFC 8414
+    /// form that inserts the well-known path before the issuer's path.
+    ///
+    /// The `jwks_uri` of an `https` issuer must be `https` too; each document is read with
+    /// the [size limit](Self::max_body_len).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Jwks`] when `issuer` is not an `http` or `https` URL, or has a query
+    /// or a fragment (an issuer identifier has neither: OpenID Connect Core 1.0 section 2),
+    /// or as [`HttpFetcher::new`].
+    pub fn discovery(issuer: &str) -> Result<Self, ConfigError> {
+        let jwks_error = |reason: String| ConfigError::Jwks { reason };
+        let parsed = reqwest::Url::parse(issuer)
+            .map_err(|e| jwks_error(format!("invalid issuer URL: {e}")))?;
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(jwks_error(
+                "an issuer URL has no query and no fragment".to_owned(),
+            ));
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let mut fetcher = Self::new(&url)?;
+        fetcher.issuer = Some(issuer.into());
+        Ok(fetcher)
     }
 
     /// The largest document read, in bytes (default 1 MiB).
@@ -205,14 +244,60 @@ impl HttpFetcher {
     }
 
     async fn get(self) -> Result<JwkSet, JwksError> {
+        let jwks_uri = match &self.issuer {
+            None => self.url.clone(),
+            Some(issuer) => {
+                let body = self.get_body(self.url.clone(), "application/json").await?;
+                self.jwks_uri(issuer, &body)?
+            }
+        };
+        let body = self
+            .get_body(jwks_uri, "application/jwk-set+json, application/json")
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(e.to_string()))
+    }
+
+    /// The `jwks_uri` of a provider configuration (OpenID Connect Discovery 1.0 sections 3
+    /// and 4.3).
+    fn jwks_uri(&self, issuer: &str, body: &[u8]) -> Result<reqwest::Url, JwksError> {
+        #[derive(serde::Deserialize)]
+        struct Configuration {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let invalid = |reason: String| JwksError::Invalid(reason);
+        let config: Configuration = serde_json::from_slice(body)
+            .map_err(|e| invalid(format!("OpenID provider configuration: {e}")))?;
+        if config.issuer != issuer {
+            return Err(invalid(
+                "the provider configuration names another issuer".to_owned(),
+            ));
+        }
+        let uri =
+            reqwest::Url::parse(&config.jwks_uri).map_err(|e| invalid(format!("jwks_uri: {e}")))?;
+        let scheme_ok = match self.url.scheme() {
+            "https" => uri.scheme() == "https",
+            _ => matches!(uri.scheme(), "https" | "http"),
+        };
+        if !scheme_ok {
+            return Err(invalid(
+                "jwks_uri must be https (http only for an http issuer)".to_owned(),
+            ));
+        }
+        Ok(uri)
+    }
+
+    /// GETs `url` and reads at most `max_body_len` bytes of its 2xx answer.
+    async fn get_body(
+        &self,
+        url: reqwest::Url,
+        accept: &'static str,
+    ) -> Result<Vec<u8>, JwksError> {
         let transport = |e: reqwest::Error| JwksError::Transport(e.to_string());
         let mut response = self
             .client
-            .get(self.url.clone())
-            .header(
-                http::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
+            .get(url)
+            .header(http::header::ACCEPT, accept)
             .send()
             .await
             .map_err(transport)?;
@@ -232,7 +317,7 @@ impl HttpFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(e.to_string()))
+        Ok(body)
     }
 }
 
@@ -246,6 +331,7 @@ impl JwksFetcher for HttpFetcher {
 #[must_use]
 pub struct JwksBuilder {
     fetcher: Arc<dyn JwksFetcher>,
+    issuer: Option<Arc<str>>,
     refresh_interval: Duration,
     retry_interval: Duration,
     cooldown: Duration,
@@ -258,6 +344,7 @@ pub struct JwksBuilder {
 impl fmt::Debug for JwksBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksBuilder")
+            .field("issuer", &self.issuer)
             .field("refresh_interval", &self.refresh_interval)
             .field("retry_interval", &self.retry_interval)
             .field("cooldown", &self.cooldown)
@@ -270,6 +357,16 @@ impl fmt::Debug for JwksBuilder {
 }
 
 impl JwksBuilder {
+    /// Pins the issuer: a token verified with a key of this cache must have an `iss` claim
+    /// equal to `issuer` (compared as strings, RFC 7519 section 4.1.1), whatever the layer's
+    /// [`with_issuers`](crate::JwtAuthLayer::with_issuers) accepts for other sources, so a
+    /// key of one identity provider never vouches for tokens naming another.
+    /// [`Jwks::from_issuer`] sets it.
+    pub fn issuer(mut self, issuer: impl Into<Arc<str>>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
     /// How often the set is fetched again (default 15 minutes).
     pub const fn refresh_interval(mut self, interval: Duration) -> Self {
         self.refresh_interval = interval;
@@ -362,6 +459,7 @@ impl JwksBuilder {
         let shared = Arc::new(Shared {
             keys: ArcSwap::from_pointee(KeySet::new()),
             fetcher: self.fetcher,
+            issuer: self.issuer,
             cooldown: self.cooldown,
             fetch_timeout: self.fetch_timeout,
             retry_interval: self.retry_interval.min(self.refresh_interval),
@@ -429,6 +527,7 @@ pub struct Jwks {
 struct Shared {
     keys: ArcSwap<KeySet>,
     fetcher: Arc<dyn JwksFetcher>,
+    issuer: Option<Arc<str>>,
     cooldown: Duration,
     fetch_timeout: Duration,
     retry_interval: Duration,
@@ -473,10 +572,41 @@ impl Jwks {
         Ok(Self::builder(HttpFetcher::new(url)?))
     }
 
+    /// A cache of the keys of the OpenID Connect provider `issuer`, found through discovery
+    /// (see [`HttpFetcher::discovery`]), with the issuer [pinned](JwksBuilder::issuer):
+    /// tokens verified with its keys must have `iss` equal to `issuer`. Fetched and refreshed
+    /// like any JWKS; each fetch reads the provider configuration again.
+    ///
+    /// ```no_run
+    /// use wsguard_jwt_auth::{jwks::Jwks, JwtAuthLayer, NoClaims};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Reads https://login.example.com/realms/chat/.well-known/openid-configuration.
+    /// let keys = Jwks::from_issuer("https://login.example.com/realms/chat")?.build()?;
+    /// let layer = JwtAuthLayer::<NoClaims>::new(keys).with_audiences(["chat-api"]);
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpFetcher::discovery`].
+    pub fn from_issuer(issuer: &str) -> Result<JwksBuilder, ConfigError> {
+        Ok(Self::builder(HttpFetcher::discovery(issuer)?).issuer(issuer))
+    }
+
+    /// The issuer tokens verified with this cache's keys must name, if pinned.
+    pub fn issuer(&self) -> Option<&str> {
+        self.shared.issuer.as_deref()
+    }
+
     /// A cache fetching with `fetcher`.
     pub fn builder(fetcher: impl JwksFetcher) -> JwksBuilder {
         JwksBuilder {
             fetcher: Arc::new(fetcher),
+            issuer: None,
             refresh_interval: Duration::from_secs(15 * 60),
             retry_interval: Duration::from_secs(10),
             cooldown: Duration::from_secs(30),
@@ -516,6 +646,11 @@ impl Jwks {
     /// later failed fetches, so it stays ready once it is.
     pub fn is_ready(&self) -> bool {
         !self.shared.keys.load().is_empty()
+    }
+
+    /// The pinned issuer, shared (no copy per token).
+    pub(crate) fn pinned_issuer(&self) -> Option<Arc<str>> {
+        self.shared.issuer.clone()
     }
 
     /// Whether a key for `algorithm` could come from this cache: an asymmetric algorithm,

@@ -634,6 +634,16 @@ impl KeySource {
         }
     }
 
+    /// The issuer a token verified with this source's keys must name, if pinned (an OpenID
+    /// Connect source).
+    pub(crate) fn pinned_issuer(&self) -> Option<Arc<str>> {
+        match &self.kind {
+            #[cfg(feature = "jwks")]
+            SourceKind::Jwks(jwks) => jwks.pinned_issuer(),
+            _ => None,
+        }
+    }
+
     /// The `Retry-After` hint for a token refused while this source has no keys yet.
     pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
         match &self.kind {

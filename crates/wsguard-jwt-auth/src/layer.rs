@@ -369,7 +369,7 @@ where
     ///
     /// The cost: a refused client gets a real upgrade, so it costs the server a socket, a
     /// task and a closing handshake (at most
-    /// [`CLOSE_TIMEOUT`](wsguard_core::handshake::CLOSE_TIMEOUT) of waiting) instead of one
+    /// `wsguard_core::handshake::CLOSE_TIMEOUT` (5 s) of waiting) instead of one
     /// small response; and the refusal no longer shows up as a 401 in access logs (it is a
     /// 101). Requests that are not WebSocket handshakes still get the HTTP answer.
     ///

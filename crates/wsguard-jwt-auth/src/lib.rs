@@ -184,7 +184,7 @@
 //! |---|---|
 //! | `rust-crypto` (default) | signature verification with the pure-Rust RustCrypto crates |
 //! | `aws-lc-rs` | signature verification with aws-lc-rs (used when both are enabled) |
-//! | `jwks` | [`jwks::Jwks`]: keys from a JWKS URL, cached and refreshed (reqwest + rustls) |
+//! | `jwks` | [`jwks::Jwks`]: keys from a JWKS URL or an OpenID Connect issuer (discovery), cached and refreshed (reqwest + rustls) |
 //! | `axum` | [`Claims<C>`] and [`VerifiedToken`] as axum extractors |
 //! | `site-token` | [`site_claim`](JwtAuthLayer::site_claim): site/widget tokens bound to `Origin` domains |
 //! | `metrics` | rejection counters through the `metrics` facade |

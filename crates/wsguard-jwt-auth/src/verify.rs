@@ -151,7 +151,7 @@ where
         }
         let message_len = token.len() - signature.len() - 1;
         let message = token.as_bytes().get(..message_len).unwrap_or_default();
-        let key = self.find_key(
+        let (key, pinned_issuer) = self.find_key(
             header.alg,
             header.kid.as_deref(),
             message,
@@ -167,6 +167,12 @@ where
             Registered::parse(&payload, &self.rules.names).map_err(|_| Failure::BadClaims)?;
         let now_secs = to_secs(now);
         self.rules.check(&registered, now_secs)?;
+        // A key of an OpenID Connect source vouches for its own issuer's tokens only.
+        if let Some(issuer) = &pinned_issuer {
+            if registered.iss.as_deref() != Some(&**issuer) {
+                return Err(Failure::WrongIssuer.into());
+            }
+        }
         if self.rules.names.site.is_some() {
             let allowed = registered
                 .site
@@ -202,7 +208,7 @@ where
     }
 
     /// The key that verifies the signature, among the keys of every source for `kid` that
-    /// are bound to `alg`.
+    /// are bound to `alg`, and the issuer its source pins, if any.
     ///
     /// Every source is asked: a static key without a `kid` (tried for any `kid` its set does
     /// not hold) never hides the keys of a JWKS cache. When no loaded key verifies, the
@@ -217,7 +223,7 @@ where
         message: &[u8],
         signature: &[u8],
         may_refresh: bool,
-    ) -> Result<Arc<Key>, Step> {
+    ) -> Result<(Arc<Key>, Option<Arc<str>>), Step> {
         let mut any_key = false;
         let mut any_of_alg = false;
         let mut kid_known = false;
@@ -233,7 +239,7 @@ where
                 }
                 any_of_alg = true;
                 if key.verify(message, signature) {
-                    return Ok(Arc::clone(key));
+                    return Ok((Arc::clone(key), source.pinned_issuer()));
                 }
             }
         }

@@ -423,3 +423,108 @@ fn a_cache_outside_a_runtime_could_never_start() {
         Err(ConfigError::Jwks { .. })
     ));
 }
+
+/// An OpenID provider on loopback: its configuration under `/realm` and its keys at `/keys`;
+/// `configuration_issuer` is the `issuer` the configuration claims.
+async fn provider(configuration_issuer: Option<&str>, server: Server) -> (String, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}/realm");
+    let configuration = serde_json::json!({
+        "issuer": configuration_issuer.unwrap_or(&issuer),
+        "jwks_uri": format!("http://{addr}/keys"),
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
+    .to_string();
+    let app = Router::new()
+        .route(
+            "/realm/.well-known/openid-configuration",
+            get(move || async move { configuration }),
+        )
+        .route(
+            "/keys",
+            get(|State(server): State<Server>| async move {
+                server.hits.fetch_add(1, Ordering::SeqCst);
+                server.document.lock().unwrap().clone().unwrap_or_default()
+            }),
+        )
+        .with_state(server);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (issuer, addr)
+}
+
+fn es256_claims(kid: &str, claims: &str) -> String {
+    sign(
+        &format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#),
+        claims,
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(P256_PRIVATE).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_keys_and_pins_the_issuer() {
+    let server = Server::default();
+    server.serve_doc(Some(document(&["k1"])));
+    let (issuer, _) = provider(None, server.clone()).await;
+    // Reads {issuer}/.well-known/openid-configuration (OpenID Connect Discovery 1.0 section 4).
+    let jwks = Jwks::from_issuer(&issuer).unwrap().start().await.unwrap();
+    assert_eq!(jwks.issuer(), Some(issuer.as_str()));
+    assert_eq!(server.hits(), 1, "the keys at jwks_uri were fetched");
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<NoClaims>::new(jwks))
+        .service_fn(inner);
+
+    let own = es256_claims("k1", &claims(&format!(r#""iss":"{issuer}""#)));
+    let res = call(&mut svc, bearer(&own)).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
+    // The issuer is pinned: another `iss`, or none, is refused even with a good signature.
+    for other in [
+        claims(r#""iss":"https://evil.example""#),
+        claims(&format!(r#""iss":"{issuer}/""#)),
+        claims(""),
+    ] {
+        let res = call(&mut svc, bearer(&es256_claims("k1", &other))).await;
+        assert_eq!(failure(&res), Some(Failure::WrongIssuer), "{other}");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_configuration_naming_another_issuer_is_refused() {
+    let server = Server::default();
+    server.serve_doc(Some(document(&["k1"])));
+    let (issuer, _) = provider(Some("https://evil.example"), server.clone()).await;
+    let jwks = Jwks::from_issuer(&issuer).unwrap().build().unwrap();
+    assert!(matches!(jwks.refresh().await, Err(JwksError::Invalid(_))));
+    assert!(!jwks.is_ready());
+    assert_eq!(
+        server.hits(),
+        0,
+        "jwks_uri of a foreign configuration is not followed"
+    );
+    let mut svc = ServiceBuilder::new()
+        .layer(JwtAuthLayer::<NoClaims>::new(jwks))
+        .service_fn(inner);
+    let token = es256_claims("k1", &claims(&format!(r#""iss":"{issuer}""#)));
+    let res = call(&mut svc, bearer(&token)).await;
+    assert_eq!(failure(&res), Some(Failure::KeysUnavailable));
+}
+
+#[test]
+fn issuer_urls_that_cannot_be_issuers_are_refused() {
+    for issuer in [
+        "login.example.com",
+        "ftp://login.example.com",
+        "https://login.example.com/?tenant=1",
+        "https://login.example.com/#x",
+    ] {
+        assert!(
+            matches!(
+                HttpFetcher::discovery(issuer),
+                Err(ConfigError::Jwks { .. })
+            ),
+            "{issuer}"
+        );
+    }
+    assert!(HttpFetcher::discovery("https://login.example.com/realms/chat/").is_ok());
+}
