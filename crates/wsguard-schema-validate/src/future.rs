@@ -17,8 +17,7 @@ use wsguard_core::{
 
 use crate::{
     authorize::{Access, Authorize},
-    layer::Config,
-    service::denied,
+    config::{denied, Config},
 };
 
 pin_project! {
@@ -122,23 +121,23 @@ where
         loop {
             match this.kind.as_mut().project() {
                 KindProj::Done { verdict } => {
-                    return Poll::Ready(Ok(verdict.take().unwrap_or(Verdict::Drop)))
+                    let verdict = verdict
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(verdict));
                 }
                 KindProj::Inner { future } => return future.poll(cx),
                 KindProj::Authorizing { future } => {
                     let access = ready!(future.poll(cx));
-                    let Some(Pending {
+                    let Pending {
                         mut inner,
                         mut req,
                         parsed,
                         config,
-                    }) = this.pending.take()
-                    else {
-                        this.kind.set(Kind::Done {
-                            verdict: Some(Verdict::Drop),
-                        });
-                        continue;
-                    };
+                    } = this
+                        .pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     match access {
                         Access::Allow => {
                             req.set_parsed(parsed);

@@ -1,4 +1,4 @@
-//! The layer and its configuration.
+//! The layer and its builder methods.
 
 use std::{fmt, marker::PhantomData, sync::Arc};
 
@@ -7,78 +7,13 @@ use wsguard_core::plane::{ErrorFrame, JsonErrorFrame};
 
 use crate::{
     authorize::{AllowAll, Authorize},
+    config::{
+        Accept, Config, ConfigError, ConnState, OnDeny, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INVALID,
+        DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_STRING_LEN,
+    },
     scan::Limits,
-    service::{ConnState, ValidateMessage},
+    service::ValidateMessage,
 };
-
-/// The default largest message: 64 KiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// The default deepest nesting of arrays and objects.
-pub const DEFAULT_MAX_DEPTH: usize = 32;
-/// The default longest string: 16 KiB.
-pub const DEFAULT_MAX_STRING_LEN: usize = 16 * 1024;
-/// The default number of consecutive invalid messages that closes the socket.
-pub const DEFAULT_MAX_INVALID: u32 = 5;
-
-/// Which data frames are accepted; the others close the socket with 1003.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Accept {
-    /// Text messages only (the default).
-    #[default]
-    Text,
-    /// Binary messages only (their payload is parsed as UTF-8 JSON all the same).
-    Binary,
-    /// Both.
-    Both,
-}
-
-impl Accept {
-    pub(crate) const fn text(self) -> bool {
-        matches!(self, Self::Text | Self::Both)
-    }
-
-    pub(crate) const fn binary(self) -> bool {
-        matches!(self, Self::Binary | Self::Both)
-    }
-}
-
-/// What an [`Authorize`] denial does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OnDeny {
-    /// Drop the message and answer with an error frame, `{"type":"error","code":"forbidden"}`
-    /// by default (the default).
-    #[default]
-    Reply,
-    /// Close the socket with 4403.
-    Close,
-}
-
-/// A configuration that cannot work, returned when the layer is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `max_invalid(0)`: a socket cannot be closed after zero invalid messages (1 closes
-    /// at the first).
-    ZeroMaxInvalid,
-    /// The JSON Schema does not compile; the text is the `jsonschema` crate's message.
-    #[cfg(feature = "json-schema")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "json-schema")))]
-    Schema(String),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ZeroMaxInvalid => f.write_str("max_invalid must be at least 1"),
-            #[cfg(feature = "json-schema")]
-            Self::Schema(err) => write!(f, "invalid JSON Schema: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Validates every inbound message of the message plane, and hands the parsed value of `T`
 /// to the application as the message's parsed form
@@ -90,34 +25,6 @@ impl std::error::Error for ConfigError {}
 pub struct ValidateMessageLayer<T = serde_json::Value, A = AllowAll, F = JsonErrorFrame> {
     config: Arc<Config<A, F>>,
     _type: PhantomData<fn() -> T>,
-}
-
-pub(crate) struct Config<A, F> {
-    pub(crate) max_size: usize,
-    pub(crate) accept: Accept,
-    pub(crate) limits: Limits,
-    pub(crate) max_invalid: u32,
-    pub(crate) on_deny: OnDeny,
-    pub(crate) authorize: A,
-    pub(crate) frame: F,
-    #[cfg(feature = "json-schema")]
-    pub(crate) schema: Option<Arc<jsonschema::Validator>>,
-}
-
-impl<A: Clone, F: Clone> Clone for Config<A, F> {
-    fn clone(&self) -> Self {
-        Self {
-            max_size: self.max_size,
-            accept: self.accept,
-            limits: self.limits,
-            max_invalid: self.max_invalid,
-            on_deny: self.on_deny,
-            authorize: self.authorize.clone(),
-            frame: self.frame.clone(),
-            #[cfg(feature = "json-schema")]
-            schema: self.schema.clone(),
-        }
-    }
 }
 
 impl<T, A, F> Clone for ValidateMessageLayer<T, A, F> {

@@ -126,18 +126,45 @@
 //! |---|---|
 //! | `json-schema` | [`ValidateMessageLayer::json_schema`], with the `jsonschema` crate (no HTTP or file retrieval; `regex` patterns only) |
 //! | `metrics` | rejection counters through the `metrics` facade |
+//!
+//! # Contributor notes
+//!
+//! Every wsguard middleware crate has the same shape; keep this one to it.
+//!
+//! - **One way through.** `layer.rs` (the layer and its builder methods) -> `service.rs`
+//!   (the service) -> `future.rs` (the response future) -> `config.rs` (the configuration
+//!   the layer and its services share, the decision on each message, and the log and count
+//!   of each refusal). No module imports one above it. `call` asks `config.rs` for the
+//!   decision and builds the future; every state after that lives in `future.rs`.
+//! - **Type parameters.** The service is `ValidateMessage<S, T, A, F>`: the inner service
+//!   first, then the layer's parameters in the layer's order. Its future is
+//!   `ResponseFuture<S, M, T, A, F>`: the inner service, the message type `M`, then the
+//!   same parameters in the same order.
+//! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
+//!   "ResponseFuture polled after completion" when polled again (once it has handed over to
+//!   the inner service's future, it does what that future does). This is what tower-http's
+//!   futures do, and what [`Future::poll`](std::future::Future::poll) allows: polling a
+//!   finished future is the caller's bug, and a second, made-up answer or a future pending
+//!   forever would hide it.
+//! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
+//! - **Names.** The option that accepts a refused handshake and closes the socket at once
+//!   with the close code (browsers cannot read a refused handshake's status) is called
+//!   `close_mode`, as in `wsguard-conn-limit` (`wsguard-jwt-auth` still names it
+//!   `reject_after_upgrade`); this crate has no such option.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorize;
+mod config;
 mod future;
 mod layer;
 mod scan;
 mod service;
 
 pub use authorize::{Access, AllowAll, Authorize};
-pub use future::ResponseFuture;
-pub use layer::{
-    Accept, ConfigError, OnDeny, ValidateMessageLayer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INVALID,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_STRING_LEN,
+pub use config::{
+    Accept, ConfigError, OnDeny, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INVALID, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_STRING_LEN,
 };
+pub use future::ResponseFuture;
+pub use layer::ValidateMessageLayer;
 pub use service::ValidateMessage;

@@ -4,37 +4,22 @@ use std::{
     fmt,
     marker::PhantomData,
     mem,
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
 
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 use wsguard_core::{
-    plane::{foreign_connection, ConnectionBinding, ConnectionInfo, ErrorFrame, Inbound, Verdict},
-    telemetry, MessageKind, Reason, Rejection, WsMessage,
+    plane::{ErrorFrame, Inbound, Verdict},
+    WsMessage,
 };
 
 use crate::{
     authorize::Authorize,
+    config::{Check, Config, ConnState},
     future::ResponseFuture,
-    layer::{Config, OnDeny},
-    scan,
 };
-
-const LAYER: &str = "schema";
-
-/// What one connection's service remembers between messages.
-#[derive(Debug, Default)]
-pub(crate) struct ConnState {
-    /// Invalid messages in a row.
-    invalid: AtomicU32,
-    /// The connection this state counts for.
-    binding: ConnectionBinding,
-}
 
 /// The message-plane service of [`ValidateMessageLayer`](crate::ValidateMessageLayer), for
 /// one connection.
@@ -122,165 +107,19 @@ where
     }
 
     fn call(&mut self, mut req: Inbound<M>) -> Self::Future {
-        if !self.conn.binding.check(req.connection()) {
-            return ResponseFuture::done(foreign_connection(LAYER));
-        }
-        let config = &*self.config;
-        let message = req.message();
-        // Cheapest first: the frame type, the size, the bounded scan, then the parser.
-        let json = match message.kind() {
-            MessageKind::Text if config.accept.text() => message.as_text().map(Json::Text),
-            MessageKind::Binary if config.accept.binary() => message.as_binary().map(Json::Bytes),
-            MessageKind::Text | MessageKind::Binary => {
-                return ResponseFuture::done(close(req.connection(), Reason::UnsupportedData))
-            }
-            // Control frames are not the validator's business.
-            _ => return ResponseFuture::inner(self.inner.call(req)),
+        let parsed = match self.config.check::<T, M>(&self.conn, &req) {
+            Check::Pass => return ResponseFuture::inner(self.inner.call(req)),
+            Check::Refuse(verdict) => return ResponseFuture::done(verdict),
+            Check::Parsed(parsed) => parsed,
         };
-        let Some(json) = json else {
-            return ResponseFuture::done(close(req.connection(), Reason::UnsupportedData));
-        };
-        if json.bytes().len() > config.max_size {
-            return ResponseFuture::done(close(req.connection(), Reason::MessageTooLarge));
-        }
-        if let Err(exceeded) = scan::check(json.bytes(), &config.limits) {
-            return ResponseFuture::done(self.invalid(req.connection(), exceeded.as_str()));
-        }
-        let parsed: T = match parse(json, config) {
-            Ok(parsed) => parsed,
-            Err(why) => return ResponseFuture::done(self.invalid(req.connection(), why)),
-        };
-        self.conn.invalid.store(0, Ordering::Relaxed);
-
-        if config.authorize.allows_all() {
+        if self.config.authorize.allows_all() {
             req.set_parsed(parsed);
             return ResponseFuture::inner(self.inner.call(req));
         }
-        let asking = config.authorize.authorize(req.connection(), &parsed);
+        let asking = self.config.authorize.authorize(req.connection(), &parsed);
         // The answer takes time: the future takes the ready service, a clone stays here.
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         ResponseFuture::authorizing(asking, inner, req, parsed, self.config.clone())
-    }
-}
-
-impl<S, T, A, F> ValidateMessage<S, T, A, F>
-where
-    F: ErrorFrame,
-{
-    /// An invalid message: a generic error frame, or 1007 when too many came in a row.
-    fn invalid<M: WsMessage>(&self, info: &ConnectionInfo, why: &'static str) -> Verdict<M> {
-        telemetry::record_rejection(LAYER, Reason::InvalidMessage);
-        let in_a_row = self
-            .conn
-            .invalid
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if in_a_row >= self.config.max_invalid {
-            tracing::warn!(
-                reason = Reason::InvalidMessage.as_str(),
-                why,
-                in_a_row,
-                peer = info.client_ip().map(tracing::field::display),
-                "too many invalid messages in a row, closing the socket"
-            );
-            return Verdict::Close(Rejection::new(Reason::InvalidMessage));
-        }
-        tracing::debug!(
-            reason = Reason::InvalidMessage.as_str(),
-            why,
-            peer = info.client_ip().map(tracing::field::display),
-            "invalid message refused"
-        );
-        reply(&self.config.frame, Rejection::new(Reason::InvalidMessage))
-    }
-}
-
-/// The error frame for `rejection`, or a silent drop.
-pub(crate) fn reply<M: WsMessage, F: ErrorFrame>(frame: &F, rejection: Rejection) -> Verdict<M> {
-    match frame.error_frame(&rejection) {
-        Some(text) => Verdict::Reply(M::text(text)),
-        None => Verdict::Drop,
-    }
-}
-
-fn close<M>(info: &ConnectionInfo, reason: Reason) -> Verdict<M> {
-    tracing::debug!(
-        reason = reason.as_str(),
-        peer = info.client_ip().map(tracing::field::display),
-        "message refused, closing the socket"
-    );
-    telemetry::record_rejection(LAYER, reason);
-    Verdict::Close(Rejection::new(reason))
-}
-
-/// A denied message: a `forbidden` error frame, or 4403.
-pub(crate) fn denied<M: WsMessage, A, F: ErrorFrame>(
-    config: &Config<A, F>,
-    info: &ConnectionInfo,
-) -> Verdict<M> {
-    telemetry::record_rejection(LAYER, Reason::Forbidden);
-    tracing::info!(
-        reason = Reason::Forbidden.as_str(),
-        authenticated = info.principal().is_some(),
-        peer = info.client_ip().map(tracing::field::display),
-        "message denied by the authorization hook"
-    );
-    match config.on_deny {
-        OnDeny::Reply => reply(&config.frame, Rejection::new(Reason::Forbidden)),
-        OnDeny::Close => Verdict::Close(Rejection::new(Reason::Forbidden)),
-    }
-}
-
-/// A message's JSON: text frames are UTF-8 already (tungstenite checked), so the parser
-/// need not check it again; binary frames are bytes.
-#[derive(Clone, Copy)]
-enum Json<'a> {
-    Text(&'a str),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> Json<'a> {
-    fn bytes(self) -> &'a [u8] {
-        match self {
-            Self::Text(text) => text.as_bytes(),
-            Self::Bytes(bytes) => bytes,
-        }
-    }
-
-    fn deserialize<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
-        match self {
-            Self::Text(text) => serde_json::from_str(text),
-            Self::Bytes(bytes) => serde_json::from_slice(bytes),
-        }
-    }
-}
-
-/// Parses a message that passed the scan. Errors name the kind of failure only: serde's
-/// and jsonschema's messages can quote the input.
-fn parse<T, A, F>(json: Json<'_>, config: &Config<A, F>) -> Result<T, &'static str>
-where
-    T: DeserializeOwned,
-{
-    #[cfg(feature = "json-schema")]
-    if let Some(schema) = &config.schema {
-        let value: serde_json::Value = json.deserialize().map_err(category)?;
-        if !schema.is_valid(&value) {
-            return Err("schema");
-        }
-        return serde_json::from_value(value).map_err(category);
-    }
-    #[cfg(not(feature = "json-schema"))]
-    let _ = config;
-    json.deserialize().map_err(category)
-}
-
-fn category(err: serde_json::Error) -> &'static str {
-    use serde_json::error::Category;
-    match err.classify() {
-        Category::Syntax => "syntax",
-        Category::Data => "data",
-        Category::Eof => "eof",
-        Category::Io => "io",
     }
 }
