@@ -4,6 +4,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
@@ -16,8 +17,8 @@ use wsguard_core::{
 };
 
 use crate::{
-    service::{Next, Pending},
-    store::KeyStore,
+    config::{Config, ConnState, Next, Progress},
+    store::{Decision, KeyStore},
 };
 
 pin_project! {
@@ -43,6 +44,32 @@ pin_project! {
     }
 }
 
+/// What the check of a message needs after `call` returned.
+struct Pending<S, M, K: KeyStore, F> {
+    inner: S,
+    req: Inbound<M>,
+    config: Arc<Config<K, F>>,
+    conn: Arc<ConnState<K>>,
+    progress: Progress,
+}
+
+impl<S, M, K, F> Pending<S, M, K, F>
+where
+    M: WsMessage,
+    K: KeyStore,
+    F: ErrorFrame,
+{
+    fn advance(&mut self) -> Next<K::Future, M> {
+        self.progress
+            .advance(&self.config, &self.conn, self.req.connection())
+    }
+
+    fn decided(&mut self, decision: Decision) -> Next<K::Future, M> {
+        self.progress
+            .decided(decision, &self.config, &self.conn, self.req.connection())
+    }
+}
+
 impl<S, M, K, F> ResponseFuture<S, M, K, F>
 where
     S: Service<Inbound<M>>,
@@ -64,7 +91,23 @@ where
         }
     }
 
-    pub(crate) fn pending(next: Next<K::Future, M>, pending: Pending<S, M, K, F>) -> Self {
+    /// A check that needs time (the key store, or backpressure): the future takes the
+    /// ready `inner` service and runs the rest of the check.
+    pub(crate) fn pending(
+        next: Next<K::Future, M>,
+        inner: S,
+        req: Inbound<M>,
+        config: Arc<Config<K, F>>,
+        conn: Arc<ConnState<K>>,
+        progress: Progress,
+    ) -> Self {
+        let pending = Pending {
+            inner,
+            req,
+            config,
+            conn,
+            progress,
+        };
         let kind = match next {
             Next::Verdict(verdict) => {
                 return Self::done(verdict);
@@ -111,40 +154,30 @@ where
     type Output = Result<Verdict<M>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        const DONE: &str = "ResponseFuture polled after completion";
         let mut this = self.project();
         loop {
             let next = match this.kind.as_mut().project() {
                 KindProj::Done { verdict } => {
-                    // Polled again after completion: nothing left to hand on.
-                    return Poll::Ready(Ok(verdict.take().unwrap_or(Verdict::Drop)));
+                    return Poll::Ready(Ok(verdict.take().expect(DONE)));
                 }
                 KindProj::Inner { future } => return future.poll(cx),
                 KindProj::Store { future } => {
                     let decision = ready!(future.poll(cx));
-                    match this.pending.as_mut() {
-                        Some(pending) => pending.decided(decision),
-                        None => Next::Verdict(Verdict::Drop),
-                    }
+                    this.pending.as_mut().expect(DONE).decided(decision)
                 }
                 KindProj::Wait { sleep } => {
                     ready!(sleep.poll(cx));
-                    match this.pending.as_mut() {
-                        Some(pending) => pending.advance(),
-                        None => Next::Verdict(Verdict::Drop),
-                    }
+                    this.pending.as_mut().expect(DONE).advance()
                 }
             };
             match next {
-                Next::Pass => match this.pending.take() {
-                    Some(Pending { mut inner, req, .. }) => {
-                        this.kind.set(Kind::Inner {
-                            future: inner.call(req),
-                        });
-                    }
-                    None => this.kind.set(Kind::Done {
-                        verdict: Some(Verdict::Drop),
-                    }),
-                },
+                Next::Pass => {
+                    let Pending { mut inner, req, .. } = this.pending.take().expect(DONE);
+                    this.kind.set(Kind::Inner {
+                        future: inner.call(req),
+                    });
+                }
                 Next::Verdict(verdict) => {
                     *this.pending = None;
                     this.kind.set(Kind::Done {

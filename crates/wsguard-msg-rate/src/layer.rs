@@ -1,8 +1,7 @@
-//! The layer and its configuration.
+//! The layer and its builder methods.
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use governor::Quota;
 use tower_layer::Layer;
 use wsguard_core::{
     plane::{ErrorFrame, JsonErrorFrame},
@@ -10,38 +9,13 @@ use wsguard_core::{
 };
 
 use crate::{
-    rate::{rate, Budget, ConfigError, Quotas},
-    service::{ConnState, MessageRateLimit},
+    config::{
+        Abuse, Config, ConnState, Keyed, OnExcess, DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW,
+    },
+    rate::{rate, Budget, ConfigError},
+    service::MessageRateLimit,
     store::{InMemoryStore, KeyStore},
 };
-
-/// What to do with a message over budget.
-///
-/// Whatever the action, sustained excess closes the socket with 4429 (by default after
-/// [`DEFAULT_CLOSE_AFTER`] refusals within [`DEFAULT_CLOSE_WINDOW`]; see
-/// [`MessageRateLimitLayer::close_after`] and [`MessageRateLimitLayer::never_close`]).
-/// See the [crate docs](crate) for an example.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OnExcess {
-    /// Drop the message and answer with an error frame (the default), made by the layer's
-    /// [`ErrorFrame`] policy: `{"type":"error","code":"rate_limited"}` unless configured.
-    /// The socket sends at most a few such frames per second (the message plane coalesces
-    /// refusal frames), never one per refused message.
-    #[default]
-    Reply,
-    /// Keep the message until the budget has room for it. Meanwhile the socket is not read,
-    /// so TCP flow control slows the client down; nothing is dropped.
-    Backpressure,
-}
-
-/// How many messages over budget a connection may send within [`DEFAULT_CLOSE_WINDOW`]
-/// before it is closed with 4429, unless configured: 10.
-pub const DEFAULT_CLOSE_AFTER: u32 = 10;
-
-/// The window of [`DEFAULT_CLOSE_AFTER`]: 10 seconds (so the tolerance refills at one
-/// refusal per second).
-pub const DEFAULT_CLOSE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Applies per-message budgets to the message plane: per connection, and per shared key.
 ///
@@ -51,50 +25,6 @@ pub const DEFAULT_CLOSE_WINDOW: Duration = Duration::from_secs(10);
 /// See the [crate docs](crate) for an example.
 pub struct MessageRateLimitLayer<K = InMemoryStore, F = JsonErrorFrame> {
     config: Arc<Config<K, F>>,
-}
-
-pub(crate) struct Config<K, F> {
-    pub(crate) connection: Option<Quotas>,
-    pub(crate) keyed: Option<Keyed<K>>,
-    pub(crate) excess: OnExcess,
-    pub(crate) abuse: Abuse,
-    pub(crate) frame: F,
-}
-
-pub(crate) struct Keyed<K> {
-    pub(crate) extractor: Arc<dyn KeyExtractor>,
-    pub(crate) store: K,
-}
-
-/// When excess becomes abuse.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Abuse {
-    Tolerated,
-    /// Close at the first message over budget.
-    Immediately,
-    /// Close when the refusals outrun this quota.
-    After(Quota),
-}
-
-impl<K: Clone> Clone for Keyed<K> {
-    fn clone(&self) -> Self {
-        Self {
-            extractor: self.extractor.clone(),
-            store: self.store.clone(),
-        }
-    }
-}
-
-impl<K: Clone, F: Clone> Clone for Config<K, F> {
-    fn clone(&self) -> Self {
-        Self {
-            connection: self.connection,
-            keyed: self.keyed.clone(),
-            excess: self.excess,
-            abuse: self.abuse,
-            frame: self.frame.clone(),
-        }
-    }
 }
 
 impl<K, F> Clone for MessageRateLimitLayer<K, F> {

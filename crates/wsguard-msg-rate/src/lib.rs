@@ -132,17 +132,44 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `metrics` | rejection counters through the `metrics` facade |
+//!
+//! # Contributor notes
+//!
+//! Every wsguard middleware crate has the same shape; keep this one to it.
+//!
+//! - **One way through.** `layer.rs` (the layer and its builder methods) -> `service.rs`
+//!   (the service) -> `future.rs` (the response future) -> `config.rs` (the configuration
+//!   the layer and its services share, the decision on each message, and the log and count
+//!   of each refusal). No module imports one above it. `call` asks `config.rs` for the
+//!   decision and builds the future; every state after that lives in `future.rs`.
+//! - **Type parameters.** The service is `MessageRateLimit<S, K, F>`: the inner service
+//!   first, then the layer's parameters in the layer's order. Its future is
+//!   `ResponseFuture<S, M, K, F>`: the inner service, the message type `M`, then the same
+//!   parameters in the same order.
+//! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
+//!   "ResponseFuture polled after completion" when polled again (once it has handed over to
+//!   the inner service's future, it does what that future does). This is what tower-http's
+//!   futures do, and what [`Future::poll`](std::future::Future::poll) allows: polling a
+//!   finished future is the caller's bug, and a second, made-up answer or a future pending
+//!   forever would hide it.
+//! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
+//! - **Names.** The option that accepts a refused handshake and closes the socket at once
+//!   with the close code (browsers cannot read a refused handshake's status) is called
+//!   `close_mode`, as in `wsguard-conn-limit` (`wsguard-jwt-auth` still names it
+//!   `reject_after_upgrade`); this crate has no such option.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+mod config;
 mod future;
 mod layer;
 mod rate;
 mod service;
 mod store;
 
+pub use config::{OnExcess, DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW};
 pub use future::ResponseFuture;
-pub use layer::{MessageRateLimitLayer, OnExcess, DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW};
+pub use layer::MessageRateLimitLayer;
 pub use rate::{rate, Budget, ConfigError, Rate, RateBuilder};
 pub use service::MessageRateLimit;
 pub use store::{
