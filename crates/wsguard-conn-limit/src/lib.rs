@@ -68,6 +68,14 @@
 //! # }
 //! ```
 //!
+//! # How fast: handshake rates
+//!
+//! The limits above bound how many connections are open at once, not how fast new ones
+//! are opened: a client that connects and disconnects in a loop never holds more than its
+//! share. [`handshake_rate::HandshakeRateLimitLayer`] adds a GCRA budget of handshakes per
+//! key (client IP with IPv6 per /64, principal, header, or in all), answered 429 with
+//! `Retry-After` (4429 in close mode), in a bounded store shared with `wsguard-msg-rate`.
+//!
 //! # What is logged and measured
 //!
 //! Refusals are `tracing` events at debug level (a key at its limit) or warn level (the key
@@ -81,10 +89,12 @@
 //! | `wsguard_conn_limit_unclaimed_upgrades_total` | counter | |
 //! | `wsguard_rejections_total` | counter | `layer="conn_limit"`, `reason` |
 //!
-//! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder.
+//! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder. Handshakes
+//! over their rate count in `wsguard_rejections_total{layer="handshake_rate"}`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod future;
+pub mod handshake_rate;
 pub mod hygiene;
 mod layer;
 mod service;

@@ -1,0 +1,478 @@
+//! How fast, not only how many: GCRA budgets on handshakes per key.
+//!
+//! The connection limits count sockets open at once; a client that connects and disconnects
+//! in a loop (a reconnect storm, a script trying tokens) never holds more than its share and
+//! passes them, while each attempt costs a full handshake and a signature check.
+//! [`HandshakeRateLimitLayer`] gives each key (the client IP with IPv6 grouped by /64, the
+//! principal, a header, the whole server) a budget of handshakes: a rate and a burst, kept
+//! by the generic cell rate algorithm (GCRA, through `governor`) in a
+//! [`KeyStore`] of `wsguard-msg-rate`, by default its bounded, self-sweeping
+//! [`InMemoryStore`] (at most 100,000 keys that no request holds; see its eviction rules).
+//! A store over a shared database gives a fleet of instances one budget per key.
+//!
+//! Over budget, a request is refused with [`Reason::RateExceeded`]: `429 Too Many Requests`
+//! with a `Retry-After` (whole seconds, rounded up, never the limit itself), the gRPC form
+//! through [`GrpcRejection`](wsguard_core::GrpcRejection), or, in close mode, an upgrade
+//! closed at once with 4429. Every request that reaches the layer counts, refused or not:
+//! put the layer on the WebSocket route.
+//!
+//! Place a client-IP budget before authentication, so that a flooding address is refused
+//! before any signature is checked, and a per-principal budget after it (the principal is
+//! known only then): two layers of this type, one per key.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
+//! use wsguard_core::key::PrincipalKey;
+//! use wsguard_msg_rate::rate;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // 5 handshakes a second per client IP (IPv6 per /64), bursts of 20.
+//! let per_ip = HandshakeRateLimitLayer::per_ip(rate(5).per(Duration::from_secs(1)).burst(20))?;
+//! // 1 a second per user, bursts of 10, counted after authentication.
+//! let per_user = HandshakeRateLimitLayer::new(
+//!     PrincipalKey::default(),
+//!     rate(1).per(Duration::from_secs(1)).burst(10),
+//! )?;
+//! let stack = ServiceBuilder::new()
+//!     .layer(per_ip)
+//!     // .layer(jwt_auth)
+//!     .layer(per_user)
+//!     .service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//!     });
+//! # let _ = stack;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    mem,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+use wsguard_core::{
+    is_websocket_upgrade,
+    key::{ClientIpKey, RequestHead},
+    reject::respond,
+    scope::finish_deferred,
+    telemetry, HttpRejection, KeyError, KeyExtractor, OnRejection, PendingRejection, Reason,
+    Rejection,
+};
+use wsguard_msg_rate::{Budget, ConfigError, Cost, Decision, InMemoryStore, KeyStore, Rate};
+
+const LAYER: &str = "handshake_rate";
+
+/// Limits how fast each key may open connections; see the [module docs](self).
+///
+/// Cheap to clone: clones share the configuration and the store.
+#[must_use]
+pub struct HandshakeRateLimitLayer<K = InMemoryStore, P = HttpRejection> {
+    config: Arc<Config<K, P>>,
+}
+
+struct Config<K, P> {
+    extractor: Arc<dyn KeyExtractor>,
+    store: K,
+    policy: P,
+    close_mode: bool,
+}
+
+impl<K, P> Clone for HandshakeRateLimitLayer<K, P> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<K: fmt::Debug, P: fmt::Debug> fmt::Debug for HandshakeRateLimitLayer<K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeRateLimitLayer")
+            .field("store", &self.config.store)
+            .field("policy", &self.config.policy)
+            .field("close_mode", &self.config.close_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandshakeRateLimitLayer {
+    /// A budget of `rate` handshakes per client IP, IPv6 clients grouped by /64 (as the
+    /// connection limit's `per_ip` groups them: a subscriber can pick any address of its
+    /// /64), in an [`InMemoryStore`] with its default cap and sweeps.
+    ///
+    /// The client IP comes from `wsguard-client-ip` (a missing one is a configuration error,
+    /// answered 500).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `rate` cannot work (a zero count, period or burst).
+    pub fn per_ip(rate: Rate) -> Result<Self, ConfigError> {
+        let key = ClientIpKey::new()
+            .ipv6_prefix(64)
+            .unwrap_or_else(|_| ClientIpKey::new());
+        Self::new(key, rate)
+    }
+
+    /// Gives every key of `extractor` a budget of `rate` handshakes, kept in an
+    /// [`InMemoryStore`] with its default cap and sweeps.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `rate` cannot work (a zero count, period or burst).
+    pub fn new<E: KeyExtractor>(extractor: E, rate: Rate) -> Result<Self, ConfigError> {
+        let store = InMemoryStore::new(Budget::new().messages(rate))?;
+        Ok(Self::with_store(extractor, store))
+    }
+}
+
+impl<K: KeyStore> HandshakeRateLimitLayer<K> {
+    /// Keeps the budgets of `extractor`'s keys in `store`: an [`InMemoryStore`] with a cap
+    /// of your own, or a store shared by several instances. Each handshake costs one
+    /// message of the store's budget.
+    pub fn with_store<E: KeyExtractor>(extractor: E, store: K) -> Self {
+        Self {
+            config: Arc::new(Config {
+                extractor: Arc::new(extractor),
+                store,
+                policy: HttpRejection,
+                close_mode: false,
+            }),
+        }
+    }
+}
+
+impl<K: Clone, P: Clone> HandshakeRateLimitLayer<K, P> {
+    fn map<P2>(
+        self,
+        f: impl FnOnce(Config<K, P>) -> Config<K, P2>,
+    ) -> HandshakeRateLimitLayer<K, P2> {
+        let config = Arc::unwrap_or_clone(self.config);
+        HandshakeRateLimitLayer {
+            config: Arc::new(f(config)),
+        }
+    }
+
+    /// How refusals are answered (default [`HttpRejection`]; `GrpcRejection` for tonic).
+    pub fn on_rejection<P2: Clone>(self, policy: P2) -> HandshakeRateLimitLayer<K, P2> {
+        self.map(|c| Config {
+            extractor: c.extractor,
+            store: c.store,
+            policy,
+            close_mode: c.close_mode,
+        })
+    }
+
+    /// Close mode (default off): a refused WebSocket handshake is upgraded and closed at
+    /// once with 4429, for browsers, which cannot read a refused handshake's status. Needs
+    /// a wsguard hand-off in the application (see `wsguard_core::close_mode`).
+    pub fn close_mode(self, enabled: bool) -> Self {
+        self.map(|c| Config {
+            close_mode: enabled,
+            ..c
+        })
+    }
+
+    /// The store of the budgets.
+    pub fn store(&self) -> &K {
+        &self.config.store
+    }
+}
+
+impl<K: Clone, P: Clone> Clone for Config<K, P> {
+    fn clone(&self) -> Self {
+        Self {
+            extractor: Arc::clone(&self.extractor),
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            close_mode: self.close_mode,
+        }
+    }
+}
+
+impl<S, K, P> Layer<S> for HandshakeRateLimitLayer<K, P> {
+    type Service = HandshakeRateLimit<S, K, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HandshakeRateLimit {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service of [`HandshakeRateLimitLayer`]; see the [module docs](self).
+pub struct HandshakeRateLimit<S, K = InMemoryStore, P = HttpRejection> {
+    inner: S,
+    config: Arc<Config<K, P>>,
+}
+
+impl<S, K, P> HandshakeRateLimit<S, K, P> {
+    /// The inner service.
+    pub const fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, P> Clone for HandshakeRateLimit<S, K, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, P> fmt::Debug for HandshakeRateLimit<S, K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeRateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, P, ReqBody, ResBody> Service<Request<ReqBody>> for HandshakeRateLimit<S, K, P>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    K: KeyStore,
+    P: OnRejection<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, K, P, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = &*self.config;
+        let key = match config.extractor.extract(&RequestHead::from_request(&req)) {
+            Ok(key) => key,
+            // Refused already by an outer layer in close mode (no principal, say): the socket
+            // will only be closed, and its key is missing for a reason.
+            Err(KeyError::Missing(_)) if req.extensions().get::<PendingRejection>().is_some() => {
+                return ResponseFuture::calling(self.inner.call(req), &self.config);
+            }
+            Err(error) => return ResponseFuture::rejected(key_error(error), &self.config),
+        };
+        let prepared = config.store.prepare(key);
+        match config.store.check_now(&prepared, Cost::message(0)) {
+            Some(decision) => ResponseFuture {
+                state: decide(config, decision, &mut self.inner, req),
+                config: Arc::clone(&self.config),
+            },
+            None => {
+                // The store answers later: the ready service goes into the future, a clone
+                // stays here for the next call.
+                let check = config.store.check(&prepared, Cost::message(0));
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Checking {
+                        check,
+                        inner: Some((inner, req)),
+                    },
+                    config: Arc::clone(&self.config),
+                }
+            }
+        }
+    }
+}
+
+/// The state after the store's `decision` on `req`: call `inner`, or refuse.
+fn decide<S, K, P, ReqBody>(
+    config: &Config<K, P>,
+    decision: Decision,
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+) -> State<S, K, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    K: KeyStore,
+{
+    let retry_after = match decision {
+        Decision::Allow => {
+            return State::Calling {
+                future: inner.call(req),
+                pending: None,
+            }
+        }
+        Decision::Deny { retry_after } => retry_after,
+        // A handshake costs no bytes: anything else means the store refuses for good.
+        _ => std::time::Duration::ZERO,
+    };
+    tracing::debug!(
+        reason = Reason::RateExceeded.as_str(),
+        "handshake refused: over its key's handshake rate"
+    );
+    telemetry::record_rejection(LAYER, Reason::RateExceeded);
+    let rejection = Rejection::new(Reason::RateExceeded).with_retry_after(retry_after);
+    if config.close_mode && is_websocket_upgrade(&req) {
+        if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {
+            return State::Calling {
+                future: inner.call(req),
+                pending: Some(pending),
+            };
+        }
+    }
+    State::Rejected {
+        rejection: Some(rejection),
+    }
+}
+
+fn key_error(error: KeyError) -> Rejection {
+    let reason = match error {
+        KeyError::Invalid(what) => {
+            tracing::debug!(
+                unusable = what,
+                "handshake refused: no usable key for its rate"
+            );
+            Reason::BadRequest
+        }
+        KeyError::Missing(what) => {
+            tracing::error!(
+                missing = what,
+                "handshake refused: the request has no key for the handshake rate; is the layer \
+                 that provides it (client-ip, jwt-auth) in front of it?"
+            );
+            Reason::Internal
+        }
+        _ => Reason::Internal,
+    };
+    telemetry::record_rejection(LAYER, reason);
+    Rejection::new(reason)
+}
+
+pin_project! {
+    /// The response future of [`HandshakeRateLimit`].
+    ///
+    /// Polled again after it completed, it returns `Poll::Pending` forever (it never
+    /// panics).
+    pub struct ResponseFuture<S, K, P, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+        K: KeyStore,
+    {
+        #[pin]
+        state: State<S, K, ReqBody>,
+        config: Arc<Config<K, P>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, K, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+        K: KeyStore,
+    {
+        Checking {
+            #[pin]
+            check: K::Future,
+            inner: Option<(S, Request<ReqBody>)>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+            pending: Option<PendingRejection>,
+        },
+        Rejected {
+            rejection: Option<Rejection>,
+        },
+    }
+}
+
+impl<S, K, P, ReqBody> ResponseFuture<S, K, P, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    K: KeyStore,
+{
+    fn calling(future: S::Future, config: &Arc<Config<K, P>>) -> Self {
+        Self {
+            state: State::Calling {
+                future,
+                pending: None,
+            },
+            config: Arc::clone(config),
+        }
+    }
+
+    fn rejected(rejection: Rejection, config: &Arc<Config<K, P>>) -> Self {
+        Self {
+            state: State::Rejected {
+                rejection: Some(rejection),
+            },
+            config: Arc::clone(config),
+        }
+    }
+}
+
+impl<S, K, P, ReqBody> fmt::Debug for ResponseFuture<S, K, P, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    K: KeyStore,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, K, P, ReqBody, ResBody> Future for ResponseFuture<S, K, P, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: KeyStore,
+    P: OnRejection<ResBody>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Checking { check, inner } => {
+                    let decision = ready!(check.poll(cx));
+                    let Some((mut inner, req)) = inner.take() else {
+                        return Poll::Pending;
+                    };
+                    decide(this.config, decision, &mut inner, req)
+                }
+                StateProj::Calling { future, pending } => {
+                    let res = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(match pending {
+                        Some(pending) => finish_deferred(res, pending, &this.config.policy),
+                        None => res,
+                    }));
+                }
+                StateProj::Rejected { rejection } => {
+                    let Some(rejection) = rejection.take() else {
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(Ok(respond(&this.config.policy, rejection)));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}

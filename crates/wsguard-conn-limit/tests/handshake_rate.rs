@@ -1,0 +1,165 @@
+//! Handshake rate limits over real sockets: axum on 127.0.0.1:0 behind the real client-IP
+//! layer, tokio-tungstenite clients bound to distinct loopback addresses (127.0.0.2, .3, ...
+//! are all loopback on Linux), and a trusted proxy's `X-Forwarded-For` for IPv6 clients.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    time::timeout,
+};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use tower::ServiceBuilder;
+use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
+use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
+use wsguard_core::{axum::GuardedUpgrade, key::ClientIpKey};
+use wsguard_msg_rate::{rate, Budget, InMemoryStore};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn serve(limit: HandshakeRateLimitLayer) -> SocketAddr {
+    let client_ip = ClientIpLayer::new()
+        .trusted_proxies(TrustedProxies::new().add_cidr("127.0.0.1/32").unwrap())
+        .source(Source::XForwardedFor)
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/ws",
+            get(|upgrade: GuardedUpgrade| async move {
+                upgrade.on_upgrade(|mut socket, _conn| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if matches!(msg, AxumMessage::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+            }),
+        )
+        .layer(ServiceBuilder::new().layer(client_ip).layer(limit));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// One WebSocket handshake from `from` (with `forwarded` as `X-Forwarded-For`, if any),
+/// closed at once: the status, and the `Retry-After` of a refusal.
+async fn handshake(
+    addr: SocketAddr,
+    from: IpAddr,
+    forwarded: Option<&str>,
+) -> (u16, Option<String>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(value) = forwarded {
+        req.headers_mut()
+            .insert("x-forwarded-for", value.parse().unwrap());
+    }
+    match timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("an answer in time")
+    {
+        Ok((mut ws, res)) => {
+            ws.close(None).await.ok();
+            (res.status().as_u16(), None)
+        }
+        Err(tungstenite::Error::Http(res)) => (
+            res.status().as_u16(),
+            res.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        ),
+        Err(other) => panic!("handshake failed: {other}"),
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_reconnect_loop_gets_429_after_its_burst_and_other_addresses_do_not() {
+    // 1 a minute, bursts of 5: nothing refills during the test.
+    let limit = HandshakeRateLimitLayer::new(
+        ClientIpKey::default(),
+        rate(1).per(Duration::from_secs(60)).burst(5),
+    )
+    .unwrap();
+    let addr = serve(limit).await;
+    let looping = ip("127.0.0.2");
+    for i in 0..5 {
+        assert_eq!(handshake(addr, looping, None).await.0, 101, "attempt {i}");
+    }
+    for i in 0..20 {
+        let (status, retry_after) = handshake(addr, looping, None).await;
+        assert_eq!(status, 429, "attempt {}", 5 + i);
+        let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+        // Whole seconds until the next handshake fits: about a minute, never 0.
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+    }
+    // Another address has a budget of its own.
+    for i in 0..5 {
+        assert_eq!(
+            handshake(addr, ip("127.0.0.3"), None).await.0,
+            101,
+            "attempt {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_addresses_in_one_ipv6_64_share_a_budget_behind_a_trusted_proxy() {
+    let limit =
+        HandshakeRateLimitLayer::per_ip(rate(1).per(Duration::from_secs(60)).burst(3)).unwrap();
+    let addr = serve(limit).await;
+    let proxy = ip("127.0.0.1");
+    let (a, b) = ("2001:db8:1:2::a", "2001:db8:1:2:ffff::b");
+    assert_eq!(handshake(addr, proxy, Some(a)).await.0, 101);
+    assert_eq!(handshake(addr, proxy, Some(b)).await.0, 101);
+    assert_eq!(handshake(addr, proxy, Some(a)).await.0, 101);
+    // The /64's burst is spent, by either address.
+    assert_eq!(handshake(addr, proxy, Some(b)).await.0, 429);
+    assert_eq!(handshake(addr, proxy, Some(a)).await.0, 429);
+    // Another /64 is another budget.
+    assert_eq!(handshake(addr, proxy, Some("2001:db8:1:3::a")).await.0, 101);
+    // A client that is not the proxy cannot pick another key with the header.
+    let direct = ip("127.0.0.4");
+    for _ in 0..3 {
+        assert_eq!(handshake(addr, direct, Some("2001:db8:9::1")).await.0, 101);
+    }
+    assert_eq!(handshake(addr, direct, Some("2001:db8:9::2")).await.0, 429);
+}
+
+#[tokio::test]
+async fn a_flood_of_distinct_addresses_keeps_the_store_under_its_cap() {
+    let store =
+        InMemoryStore::new(Budget::new().messages(rate(1).per(Duration::from_secs(60)).burst(2)))
+            .unwrap()
+            .with_max_keys(64)
+            .unwrap();
+    let limit = HandshakeRateLimitLayer::with_store(ClientIpKey::default(), store.clone());
+    let addr = serve(limit).await;
+    let proxy = ip("127.0.0.1");
+    for i in 0..300u32 {
+        let client = format!("198.51.{}.{}", i / 250, i % 250 + 1);
+        assert_eq!(
+            handshake(addr, proxy, Some(&client)).await.0,
+            101,
+            "{client}"
+        );
+        assert!(store.len() <= 64, "{} keys after {i}", store.len());
+    }
+}
