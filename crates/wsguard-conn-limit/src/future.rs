@@ -3,6 +3,7 @@
 use std::{
     fmt,
     future::Future,
+    mem,
     pin::Pin,
     sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
@@ -12,26 +13,28 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use wsguard_core::{
-    is_websocket_upgrade, reject::respond, scope::finish_deferred, ConnectionScope, OnRejection,
-    PendingRejection, Reason, Rejection, ScopedBody,
+    is_websocket_upgrade, scope::finish_deferred, ConnectionScope, OnRejection, PendingRejection,
+    Reason, Rejection, ScopedBody,
 };
 
 use crate::{
-    layer::{Config, ConnLimitLayer},
+    config::Config,
     store::{ConnectionStore, Refusal, Slot},
     telemetry,
 };
 
+const DONE: &str = "ResponseFuture polled after completion";
+
 pin_project! {
     /// The response future of [`ConnLimit`](crate::ConnLimit).
-    pub struct ResponseFuture<S, St, P, ReqBody>
+    pub struct ResponseFuture<S, ReqBody, St, P>
     where
         S: Service<Request<ReqBody>>,
         St: ConnectionStore,
     {
         #[pin]
         state: State<S, St, ReqBody>,
-        layer: ConnLimitLayer<St, P>,
+        config: Arc<Config<St, P>>,
     }
 }
 
@@ -61,24 +64,39 @@ pin_project! {
             pending: PendingRejection,
         },
         Rejected {
-            rejection: Rejection,
+            rejection: Option<Rejection>,
         },
     }
 }
 
-impl<S, St, P, ReqBody> ResponseFuture<S, St, P, ReqBody>
+impl<S, ReqBody, St, P> ResponseFuture<S, ReqBody, St, P>
 where
     S: Service<Request<ReqBody>>,
     St: ConnectionStore,
 {
-    pub(crate) fn acquiring(
-        acquire: St::Future,
-        inner: S,
+    /// Asks the store for `slots`. When it answers at once, `inner` (ready) is called now;
+    /// otherwise the future takes the ready service, a fresh clone stays in `inner` for the
+    /// next call, and the store's answer is awaited.
+    pub(crate) fn new(
+        inner: &mut S,
         req: Request<ReqBody>,
         slots: Vec<Slot>,
         counted: u64,
-        layer: ConnLimitLayer<St, P>,
-    ) -> Self {
+        config: Arc<Config<St, P>>,
+    ) -> Self
+    where
+        S: Clone,
+        P: Send + Sync + 'static,
+    {
+        if let Some(acquired) = config.store.acquire_now(&slots) {
+            return Self {
+                state: start(acquired, inner, req, &slots, counted, &config),
+                config,
+            };
+        }
+        let acquire = config.store.acquire(&slots);
+        let clone = inner.clone();
+        let inner = mem::replace(inner, clone);
         Self {
             state: State::Acquiring {
                 acquire,
@@ -87,37 +105,21 @@ where
                 slots,
                 counted,
             },
-            layer,
+            config,
         }
     }
 
-    /// The store decided at once: no acquiring step, and `inner` (ready) is called now.
-    pub(crate) fn decided(
-        acquired: Result<St::Lease, Refusal>,
-        inner: &mut S,
-        req: Request<ReqBody>,
-        slots: &[Slot],
-        counted: u64,
-        layer: ConnLimitLayer<St, P>,
-    ) -> Self
-    where
-        P: Send + Sync + 'static,
-    {
+    pub(crate) const fn rejected(rejection: Rejection, config: Arc<Config<St, P>>) -> Self {
         Self {
-            state: start(acquired, inner, req, slots, counted, &layer.config),
-            layer,
-        }
-    }
-
-    pub(crate) const fn rejected(rejection: Rejection, layer: ConnLimitLayer<St, P>) -> Self {
-        Self {
-            state: State::Rejected { rejection },
-            layer,
+            state: State::Rejected {
+                rejection: Some(rejection),
+            },
+            config,
         }
     }
 }
 
-impl<S, St, P, ReqBody> fmt::Debug for ResponseFuture<S, St, P, ReqBody>
+impl<S, ReqBody, St, P> fmt::Debug for ResponseFuture<S, ReqBody, St, P>
 where
     S: Service<Request<ReqBody>>,
     St: ConnectionStore,
@@ -135,7 +137,7 @@ where
     }
 }
 
-impl<S, St, P, ReqBody, ResBody> Future for ResponseFuture<S, St, P, ReqBody>
+impl<S, ReqBody, ResBody, St, P> Future for ResponseFuture<S, ReqBody, St, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     St: ConnectionStore,
@@ -145,7 +147,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let config = &this.layer.config;
+        let config = &**this.config;
         loop {
             match this.state.as_mut().project() {
                 StateProj::Acquiring {
@@ -156,11 +158,9 @@ where
                     counted,
                 } => {
                     let acquired = ready!(acquire.poll(cx));
-                    let (Some(mut inner), Some(req)) = (inner.take(), req.take()) else {
-                        // Only reachable if polled after a panic inside `poll`.
-                        return Poll::Ready(Ok(reject(config, Rejection::new(Reason::Internal))));
-                    };
-                    let next = start(acquired, &mut inner, req, slots, *counted, config);
+                    let mut inner = inner.take().expect(DONE);
+                    let req = req.take().expect(DONE);
+                    let next = start(acquired, &mut inner, req, slots, *counted, this.config);
                     this.state.set(next);
                 }
                 StateProj::Calling { future, scope } => {
@@ -178,10 +178,9 @@ where
                                  limit could not follow the socket, so the upgrade is refused"
                             );
                             telemetry::unclaimed_upgrade();
-                            return Poll::Ready(Ok(reject(
-                                config,
-                                Rejection::new(Reason::Internal),
-                            )));
+                            return Poll::Ready(
+                                Ok(config.reject(Rejection::new(Reason::Internal))),
+                            );
                         }
                         // The hand-off holds the scope for the socket's life.
                         return Poll::Ready(Ok(ScopedBody::wrap(res, None)));
@@ -194,7 +193,8 @@ where
                     return Poll::Ready(Ok(ScopedBody::wrap(res, None)));
                 }
                 StateProj::Rejected { rejection } => {
-                    return Poll::Ready(Ok(reject(config, *rejection)));
+                    let rejection = rejection.take().expect(DONE);
+                    return Poll::Ready(Ok(config.reject(rejection)));
                 }
             }
         }
@@ -227,7 +227,7 @@ where
             }
         }
         Err(refusal) => {
-            let rejection = refused(config, refusal, slots);
+            let rejection = config.refused(refusal, slots);
             let pending = if config.close_mode && is_websocket_upgrade(&req) {
                 PendingRejection::defer(req.extensions_mut(), rejection)
             } else {
@@ -238,52 +238,12 @@ where
                     future: inner.call(req),
                     pending,
                 },
-                None => State::Rejected { rejection },
+                None => State::Rejected {
+                    rejection: Some(rejection),
+                },
             }
         }
     }
-}
-
-fn reject<St, P, B>(config: &Config<St, P>, rejection: Rejection) -> Response<ScopedBody<B>>
-where
-    P: OnRejection<B>,
-{
-    ScopedBody::wrap(respond(&config.policy, rejection), None)
-}
-
-/// The rejection for a store's refusal; logs and counts it.
-fn refused<St, P>(config: &Config<St, P>, refusal: Refusal, slots: &[Slot]) -> Rejection {
-    let slot = match refusal {
-        Refusal::Full { slot } | Refusal::TooManyKeys { slot } => slots.get(slot),
-        _ => None,
-    };
-    let limit = slot.and_then(|s| config.limits.get(usize::from(s.limit())));
-    let name = limit.map_or("", |l| l.name.as_ref());
-    let class = slot.map_or("", |s| s.key().class());
-    let reason = match refusal {
-        Refusal::Full { .. } => {
-            tracing::debug!(
-                limit = name,
-                key_class = class,
-                "connection refused: limit reached"
-            );
-            limit.map_or(Reason::TooManyConnections, |l| l.reason)
-        }
-        Refusal::TooManyKeys { .. } => {
-            tracing::warn!(
-                limit = name,
-                key_class = class,
-                "connection refused: the store tracks as many keys as it may"
-            );
-            Reason::AtCapacity
-        }
-        _ => {
-            tracing::error!("connection refused: the connection store is unavailable");
-            Reason::AtCapacity
-        }
-    };
-    telemetry::refused(name, reason);
-    Rejection::new(reason).with_retry_after(config.retry_after)
 }
 
 /// What a counted connection keeps in its scope: the store's lease and the gauges.

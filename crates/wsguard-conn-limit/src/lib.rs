@@ -91,8 +91,34 @@
 //!
 //! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder. Handshakes
 //! over their rate count in `wsguard_rejections_total{layer="handshake_rate"}`.
+//!
+//! # Contributor notes
+//!
+//! Every wsguard middleware crate has the same shape; keep this one to it.
+//!
+//! - **One way through.** `layer.rs` (the layer and its builder) -> `service.rs` (the
+//!   service) -> `future.rs` (the response future) -> `config.rs` (the configuration the
+//!   layer and its services share, the decision on each request, and the log and count of
+//!   each refusal). No module imports one above it. `call` asks `config.rs` for the
+//!   decision and builds the future; every state after that lives in `future.rs`.
+//! - **Type parameters.** The service is `ConnLimit<S, St, P>`: the inner service first,
+//!   then the layer's parameters in the layer's order. Its future is `ResponseFuture<S,
+//!   ReqBody, St, P>`: the inner service, the request body, then the same parameters in the
+//!   same order.
+//! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
+//!   "ResponseFuture polled after completion" when polled again (once it has handed over to
+//!   the inner service's future, it does what that future does). This is what tower-http's
+//!   futures do, and what [`Future::poll`](std::future::Future::poll) allows: polling a
+//!   finished future is the caller's bug, and a second, made-up answer or a future pending
+//!   forever would hide it.
+//! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
+//! - **Names.** The option that accepts a refused handshake and closes the socket at once
+//!   with the close code (browsers cannot read a refused handshake's status) is called
+//!   `close_mode` ([`ConnLimitBuilder::close_mode`]; `wsguard-jwt-auth` still names it
+//!   `reject_after_upgrade`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod config;
 mod future;
 pub mod handshake_rate;
 pub mod hygiene;
@@ -101,10 +127,9 @@ mod service;
 pub mod store;
 mod telemetry;
 
+pub use config::{ConfigError, Limit, DEFAULT_RETRY_AFTER, MAX_LIMITS};
 pub use future::ResponseFuture;
 pub use hygiene::{Hygiene, HygieneSocket, Shutdown};
-pub use layer::{
-    ConfigError, ConnLimitBuilder, ConnLimitLayer, Limit, DEFAULT_RETRY_AFTER, MAX_LIMITS,
-};
+pub use layer::{ConnLimitBuilder, ConnLimitLayer};
 pub use service::ConnLimit;
 pub use store::{ConnectionStore, InMemoryLease, InMemoryStore, Refusal, Slot};

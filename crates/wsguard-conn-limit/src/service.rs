@@ -1,19 +1,19 @@
+//! The service: asks the configuration for the request's slots and builds the future.
+
 use std::{
-    fmt, mem,
+    fmt,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
 use tower_service::Service;
-use wsguard_core::{
-    key::RequestHead, HttpRejection, KeyError, OnRejection, PendingRejection, Reason, Rejection,
-    ScopedBody,
-};
+use wsguard_core::{HttpRejection, OnRejection, ScopedBody};
 
 use crate::{
+    config::Config,
     future::ResponseFuture,
-    layer::ConnLimitLayer,
-    store::{ConnectionStore, InMemoryStore, Slot},
+    store::{ConnectionStore, InMemoryStore},
 };
 
 /// Counts connections under every configured limit for their whole life; see the
@@ -23,12 +23,12 @@ use crate::{
 /// slots until the stream ends.
 pub struct ConnLimit<S, St = InMemoryStore, P = HttpRejection> {
     inner: S,
-    layer: ConnLimitLayer<St, P>,
+    config: Arc<Config<St, P>>,
 }
 
 impl<S, St, P> ConnLimit<S, St, P> {
-    pub(crate) const fn new(inner: S, layer: ConnLimitLayer<St, P>) -> Self {
-        Self { inner, layer }
+    pub(crate) const fn new(inner: S, config: Arc<Config<St, P>>) -> Self {
+        Self { inner, config }
     }
 
     /// The inner service.
@@ -51,7 +51,7 @@ impl<S: Clone, St, P> Clone for ConnLimit<S, St, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            layer: self.layer.clone(),
+            config: Arc::clone(&self.config),
         }
     }
 }
@@ -60,7 +60,7 @@ impl<S: fmt::Debug, St: fmt::Debug, P: fmt::Debug> fmt::Debug for ConnLimit<S, S
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnLimit")
             .field("inner", &self.inner)
-            .field("layer", &self.layer)
+            .field("config", &self.config)
             .finish()
     }
 }
@@ -73,71 +73,19 @@ where
 {
     type Response = Response<ScopedBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, St, P, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, St, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let config = &self.layer.config;
-        let head = RequestHead::from_request(&req);
-        // An outer layer already refused this handshake in close mode (for example the
-        // authentication layer, so there is no principal): the socket will only be closed.
-        // Limits whose key is missing do not apply to it; the others still count it for the
-        // short time it is open.
-        let refused_already = req.extensions().get::<PendingRejection>().is_some();
-        let mut slots = Vec::with_capacity(config.limits.len());
-        let mut counted = 0u64;
-        for (index, limit) in config.limits.iter().enumerate() {
-            match limit.extractor.extract(&head) {
-                Ok(key) => {
-                    // `MAX_LIMITS` (64) is checked at build time: the index fits both.
-                    slots.push(Slot::new(index as u16, key, limit.max));
-                    counted |= 1 << index;
-                }
-                Err(KeyError::Missing(_)) if limit.optional || refused_already => {}
-                Err(error) => {
-                    let reason = match error {
-                        KeyError::Invalid(what) => {
-                            tracing::debug!(limit = %limit.name, unusable = what, "connection refused: no usable key");
-                            Reason::BadRequest
-                        }
-                        _ => {
-                            tracing::error!(
-                                limit = %limit.name,
-                                missing = what_of(&error),
-                                "connection refused: the request has no key for this limit; is the layer that provides it (client-ip, jwt-auth) in front of the connection limit?"
-                            );
-                            Reason::Internal
-                        }
-                    };
-                    wsguard_core::telemetry::record_rejection("conn_limit", reason);
-                    return ResponseFuture::rejected(Rejection::new(reason), self.layer.clone());
-                }
+        let config = Arc::clone(&self.config);
+        match self.config.slots(&req) {
+            Ok((slots, counted)) => {
+                ResponseFuture::new(&mut self.inner, req, slots, counted, config)
             }
+            Err(rejection) => ResponseFuture::rejected(rejection, config),
         }
-        if let Some(acquired) = config.store.acquire_now(&slots) {
-            return ResponseFuture::decided(
-                acquired,
-                &mut self.inner,
-                req,
-                &slots,
-                counted,
-                self.layer.clone(),
-            );
-        }
-        let acquire = config.store.acquire(&slots);
-        // The ready service goes into the future; a fresh clone waits for the next call.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        ResponseFuture::acquiring(acquire, inner, req, slots, counted, self.layer.clone())
-    }
-}
-
-fn what_of(error: &KeyError) -> &'static str {
-    match error {
-        KeyError::Missing(what) | KeyError::Invalid(what) => what,
-        _ => "key",
     }
 }
