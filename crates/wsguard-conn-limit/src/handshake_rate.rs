@@ -260,7 +260,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, K, P, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, K, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -368,9 +368,9 @@ fn key_error(error: KeyError) -> Rejection {
 pin_project! {
     /// The response future of [`HandshakeRateLimit`].
     ///
-    /// Polled again after it completed, it returns `Poll::Pending` forever (it never
-    /// panics).
-    pub struct ResponseFuture<S, K, P, ReqBody>
+    /// Polled again after it completed, it panics, as tower-http's futures do (see the
+    /// contributor notes in the [crate docs](crate)).
+    pub struct ResponseFuture<S, ReqBody, K, P>
     where
         S: Service<Request<ReqBody>>,
         K: KeyStore,
@@ -404,7 +404,7 @@ pin_project! {
     }
 }
 
-impl<S, K, P, ReqBody> ResponseFuture<S, K, P, ReqBody>
+impl<S, K, P, ReqBody> ResponseFuture<S, ReqBody, K, P>
 where
     S: Service<Request<ReqBody>>,
     K: KeyStore,
@@ -429,7 +429,7 @@ where
     }
 }
 
-impl<S, K, P, ReqBody> fmt::Debug for ResponseFuture<S, K, P, ReqBody>
+impl<S, K, P, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody, K, P>
 where
     S: Service<Request<ReqBody>>,
     K: KeyStore,
@@ -439,7 +439,7 @@ where
     }
 }
 
-impl<S, K, P, ReqBody, ResBody> Future for ResponseFuture<S, K, P, ReqBody>
+impl<S, K, P, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, K, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     K: KeyStore,
@@ -466,9 +466,9 @@ where
                     }));
                 }
                 StateProj::Rejected { rejection } => {
-                    let Some(rejection) = rejection.take() else {
-                        return Poll::Pending;
-                    };
+                    let rejection = rejection
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(respond(&this.config.policy, rejection)));
                 }
             };

@@ -90,7 +90,8 @@
 //! | `wsguard_rejections_total` | counter | `layer="conn_limit"`, `reason` |
 //!
 //! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder. Handshakes
-//! over their rate count in `wsguard_rejections_total{layer="handshake_rate"}`.
+//! over their rate count in `wsguard_rejections_total{layer="handshake_rate"}`; see
+//! [`penalty`] for the failure penalty's gauge `wsguard_penalized_keys`.
 //!
 //! # Contributor notes
 //!
@@ -123,6 +124,7 @@ mod future;
 pub mod handshake_rate;
 pub mod hygiene;
 mod layer;
+pub mod penalty;
 mod service;
 pub mod store;
 mod telemetry;
