@@ -51,6 +51,8 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A key set with no key: a layer with only such a set could never accept a token.
+    NoKeys,
     /// Two keys of one key set have the same `kid`.
     DuplicateKid {
         /// The `kid`.
@@ -105,6 +107,7 @@ impl fmt::Display for ConfigError {
                 Some(kid) => write!(f, "unsupported JWK {kid:?}: {reason}"),
                 None => write!(f, "unsupported JWK: {reason}"),
             },
+            Self::NoKeys => f.write_str("a key set needs at least one key"),
             Self::DuplicateKid { kid } => write!(f, "two keys have the kid {kid:?}"),
             Self::InvalidTokenSource { name, reason } => {
                 write!(f, "invalid token source {name:?}: {reason}")

@@ -407,26 +407,38 @@ fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// were added. Only keys bound to the token's `alg` are tried. Several keys without a `kid`
 /// let HMAC secrets be rotated without `kid`s: old and new are both tried, in order.
 ///
+/// A set always holds at least one key ([`from_keys`](Self::from_keys) refuses an empty
+/// one), so a layer built from it can accept tokens: a configuration without keys is an
+/// error when it is built, not a refusal of every token later.
+///
 /// See the [crate docs](crate) for an example.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeySet {
     by_kid: HashMap<Arc<str>, Arc<Key>>,
     without_kid: Vec<Arc<Key>>,
 }
 
 impl KeySet {
-    /// An empty set. A layer with only empty sets rejects every token ([`Failure::UnknownKey`](crate::Failure::UnknownKey)).
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty set, for the crate's own caches (a JWKS before its first fetch).
+    pub(crate) fn new() -> Self {
+        Self {
+            by_kid: HashMap::new(),
+            without_kid: Vec::new(),
+        }
     }
 
     /// A set of `keys`.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::DuplicateKid`] when two keys have the same `kid`.
+    /// [`ConfigError::NoKeys`] when `keys` is empty, [`ConfigError::DuplicateKid`] when two
+    /// keys have the same `kid`.
     pub fn from_keys(keys: impl IntoIterator<Item = Key>) -> Result<Self, ConfigError> {
-        keys.into_iter().try_fold(Self::new(), Self::add_key)
+        let set = keys.into_iter().try_fold(Self::new(), Self::add_key)?;
+        if set.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        Ok(set)
     }
 
     /// Adds `key`.
@@ -701,6 +713,16 @@ mod tests {
         );
         assert_eq!(big_endian_bits(&[0, 0, 0x80, 0]), 16);
         assert_eq!(big_endian_bits(&[0, 0]), 0);
+    }
+
+    #[test]
+    fn a_key_set_without_keys_is_a_configuration_error() {
+        assert_eq!(
+            KeySet::from_keys(Vec::new()).unwrap_err(),
+            ConfigError::NoKeys
+        );
+        let one = Key::hmac(Algorithm::HS256, &[1; 32]).unwrap();
+        assert_eq!(KeySet::from_keys([one]).unwrap().len(), 1);
     }
 
     #[test]
