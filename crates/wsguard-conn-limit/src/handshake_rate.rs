@@ -7,7 +7,8 @@
 //! principal, a header, the whole server) a budget of handshakes: a rate and a burst, kept
 //! by the generic cell rate algorithm (GCRA, through `governor`) in a
 //! [`KeyStore`] of `wsguard-msg-rate`, by default its bounded, self-sweeping
-//! [`InMemoryStore`] (at most 100,000 keys that no request holds; see its eviction rules).
+//! [`InMemoryStore`] (at most 100,000 keys that no request holds, 96 bytes per IP key as
+//! measured in `wsguard-msg-rate`; see its eviction rules).
 //! A store over a shared database gives a fleet of instances one budget per key.
 //!
 //! Over budget, a request is refused with [`Reason::RateExceeded`]: `429 Too Many Requests`
