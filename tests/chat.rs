@@ -367,6 +367,45 @@ async fn a_ping_flood_counts_against_the_budget_and_is_cut_with_4429() {
 }
 
 #[tokio::test]
+async fn a_reconnect_loop_gets_429_after_its_handshake_burst() {
+    let running = start(&["--handshake-rate", "1", "--handshake-burst", "3"]).await;
+    let alice = token("alice", 3600);
+    let origin = own_origin(&running);
+    for i in 0..3 {
+        let mut socket = connect(&running, Some(&alice), Some(&origin))
+            .await
+            .unwrap_or_else(|res| panic!("attempt {i}: {}", res.status()));
+        socket.close(None).await.ok();
+    }
+    let refused = connect(&running, Some(&alice), Some(&origin))
+        .await
+        .expect_err("over the handshake burst");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn forged_tokens_earn_a_penalty_that_refuses_even_a_valid_token() {
+    let running = start(&["--auth-failure-limit", "3"]).await;
+    let origin = own_origin(&running);
+    let forged = format!("{}x", token("mallory", 3600));
+    for i in 0..3 {
+        let refused = connect(&running, Some(&forged), Some(&origin))
+            .await
+            .expect_err("a forged token");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // The address is penalised: refused before its (valid) token is even checked.
+    let refused = connect(&running, Some(&token("alice", 3600)), Some(&origin))
+        .await
+        .expect_err("a penalised address");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "30");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
 async fn dialogs_are_for_their_members_only() {
     let running = start(&["--dialog", "lobby=*", "--dialog", "secret=bob"]).await;
     let mut alice = user(&running, "alice").await;
@@ -888,6 +927,8 @@ async fn a_jwks_rotation_is_picked_up_and_an_unknown_kid_flood_is_bounded() {
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     keys.serve(listener);
     // With a static secret too: both kinds of token are accepted.
+    // One address sends every token here, 50 of them forged on purpose: the handshake rate
+    // and the failure penalty (tested on their own) would cut it before the JWKS is tested.
     let running = try_start(&[
         "--jwks-url",
         &url,
@@ -895,6 +936,10 @@ async fn a_jwks_rotation_is_picked_up_and_an_unknown_kid_flood_is_bounded() {
         "1",
         "--jwt-secret",
         SECRET,
+        "--handshake-burst",
+        "1000",
+        "--auth-failure-limit",
+        "1000",
     ])
     .await
     .unwrap();

@@ -104,6 +104,25 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_MAX_CONNS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
 
+    /// Handshakes per second per client IP (sustained; IPv6 per /64). A browser user never
+    /// meets the default; a reconnect loop or a token-guessing script does.
+    #[arg(long, env = "WSGUARD_HANDSHAKE_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_rate: u32,
+
+    /// Handshakes a client IP may make at once above the rate.
+    #[arg(long, env = "WSGUARD_HANDSHAKE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_burst: u32,
+
+    /// Failed handshakes (401, 403, 400) per client IP within --auth-failure-window that
+    /// start a penalty: the address is refused with 429 before any token is checked, for
+    /// 30 s, doubling while failures go on (at most 15 minutes).
+    #[arg(long, env = "WSGUARD_AUTH_FAILURE_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failure_limit: u32,
+
+    /// The window of --auth-failure-limit, in seconds.
+    #[arg(long, env = "WSGUARD_AUTH_FAILURE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub auth_failure_window: u64,
+
     /// Messages per second per user (sustained).
     #[arg(long, env = "WSGUARD_MSG_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub msg_rate: u32,

@@ -16,10 +16,15 @@ use axum::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_layer::Identity;
 use wsguard::{
     axum::GuardedUpgrade,
     client_ip::{ClientIpLayer, TrustedProxies},
-    conn_limit::{ConnLimitLayer, Hygiene, Shutdown},
+    conn_limit::{
+        handshake_rate::HandshakeRateLimitLayer, penalty::FailurePenaltyLayer, ConnLimitLayer,
+        Hygiene, Shutdown,
+    },
     jwt_auth::{
         jwks::{Jwks, JwksBuilder},
         Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource,
@@ -58,15 +63,26 @@ impl wsguard::schema_validate::Authorize<ClientMsg> for Members {
     }
 }
 
-/// The chat's guard: every protection, in the recommended order.
+/// The chat's guard: every protection, in the recommended order. The client IP, the
+/// handshake rate and the failure penalty go in front of it ([`Handshake`]).
 pub type ChatGuard = Guard<
-    ClientIpLayer,
+    Identity,
     OriginGuardLayer,
     JwtAuthLayer<NoClaims>,
     ConnLimitLayer,
     MessageRateLimitLayer,
     ValidateMessageLayer<ClientMsg, Arc<Members>>,
 >;
+
+/// What runs on a handshake before the guard's Origin check: the client IP (everything
+/// after keys on it), the handshake rate per IP, and the penalty for failed attempts, which
+/// watches what the guard's Origin check and authentication answer.
+#[derive(Clone)]
+pub struct Handshake {
+    client_ip: ClientIpLayer,
+    rate: HandshakeRateLimitLayer,
+    penalty: FailurePenaltyLayer,
+}
 
 #[derive(Clone)]
 struct App {
@@ -184,7 +200,7 @@ fn guard(
     addr: SocketAddr,
     hub: &Arc<Hub>,
     shutdown: &Shutdown,
-) -> Result<ChatGuard, Fatal> {
+) -> Result<(Handshake, ChatGuard), Fatal> {
     let close_mode = args.reject_mode == RejectMode::Close;
 
     let trusted = args
@@ -192,6 +208,25 @@ fn guard(
         .iter()
         .fold(TrustedProxies::new(), |t, net| t.add_net(*net));
     let client_ip = ClientIpLayer::new().trusted_proxies(trusted);
+    let handshake_rate = HandshakeRateLimitLayer::per_ip(
+        rate(args.handshake_rate)
+            .per(Duration::from_secs(1))
+            .burst(args.handshake_burst),
+    )
+    .map_err(|e| Fatal(format!("--handshake-rate: {e}")))?
+    .close_mode(close_mode);
+    let penalty = FailurePenaltyLayer::per_ip()
+        .max_failures(
+            args.auth_failure_limit,
+            Duration::from_secs(args.auth_failure_window),
+        )
+        .map_err(|e| Fatal(format!("--auth-failure-limit: {e}")))?
+        .close_mode(close_mode);
+    let handshake = Handshake {
+        client_ip,
+        rate: handshake_rate,
+        penalty,
+    };
 
     let mut allow = AllowList::new();
     if args.allow_origins.is_empty() {
@@ -258,15 +293,15 @@ fn guard(
         hygiene = hygiene.idle_timeout(idle);
     }
 
-    Ok(Guard::new()
-        .client_ip(client_ip)
+    let guard = Guard::new()
         .origin(origin)
         .auth(auth)
         .conn_limit(conn_limit)
         .rate_limit(rate_limit)
         .validate(validate)
         .hygiene(hygiene)
-        .max_message_size(max))
+        .max_message_size(max);
+    Ok((handshake, guard))
 }
 
 /// A demo token for `user`, valid for a day.
@@ -359,7 +394,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let hub = Hub::new(dialogs);
     let shutdown = Shutdown::new();
     let keys: Arc<[KeySource]> = sources.clone().into();
-    let guard = guard(args, sources, addr, &hub, &shutdown)?;
+    let (handshake, guard) = guard(args, sources, addr, &hub, &shutdown)?;
 
     let demo_tokens = match &demo_secret {
         Some(secret) => Some((demo_token(secret, "alice")?, demo_token(secret, "bob")?)),
@@ -374,7 +409,16 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
         metrics: metrics_handle(),
     };
     let router = Router::new()
-        .route("/ws", get(ws).layer(guard.handshake()))
+        .route(
+            "/ws",
+            get(ws).layer(
+                ServiceBuilder::new()
+                    .layer(handshake.client_ip)
+                    .layer(handshake.rate)
+                    .layer(handshake.penalty)
+                    .layer(guard.handshake()),
+            ),
+        )
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
