@@ -14,9 +14,11 @@
 //!
 //! [`Guard`] takes each piece in any order and puts it in its place. Every slot is
 //! optional (an absent piece is tower's [`Identity`]) and takes any layer, so your own
-//! authentication or limits fit the same slots. The handshake part is an ordinary tower
-//! [`Layer`] ([`Guard::handshake`]) that mixes with tower-http's layers in any
-//! `ServiceBuilder`.
+//! authentication or limits fit the same slots. It splits into its two halves: the
+//! handshake part, an ordinary tower [`Layer`] ([`Guard::handshake`]) that mixes with
+//! tower-http's layers in any `ServiceBuilder`, and the socket part, a [`SocketGuard`]
+//! ([`Guard::socket_guard`]) that the WebSocket handler keeps (in axum's state, say) to
+//! guard each upgraded socket. A [`SocketGuard`] can also be built on its own.
 //!
 //! # Example
 //!
@@ -48,8 +50,8 @@
 //!     .hygiene(Hygiene::new().idle_timeout(Duration::from_secs(300)))
 //!     .max_message_size(64 * 1024);
 //!
-//! async fn ws(State(guard): State<Chat>, upgrade: GuardedUpgrade) -> Response {
-//!     guard.on_upgrade(upgrade, |mut socket| async move {
+//! async fn ws(State(sockets): State<Sockets>, upgrade: GuardedUpgrade) -> Response {
+//!     sockets.on_upgrade(upgrade, |mut socket| async move {
 //!         // Only admitted messages arrive; hygiene and limits act on their own.
 //!         while let Some(Ok(msg)) = socket.next_admitted().await {
 //!             if socket.send(msg.into_message()).await.is_err() {
@@ -58,10 +60,8 @@
 //!         }
 //!     })
 //! }
-//! # type Chat = wsguard::Guard<
-//! #     ClientIpLayer, OriginGuardLayer, JwtAuthLayer<serde_json::Value>, ConnLimitLayer,
-//! #     MessageRateLimitLayer,
-//! # >;
+//! // What the handler keeps: the message plane's layers, hygiene and the size limit.
+//! type Sockets = wsguard::SocketGuard<MessageRateLimitLayer>;
 //!
 //! // The handshake layers are ordinary tower layers: here under tower-http's tracing and
 //! // timeout (which bounds the handshake, not the socket), in one `ServiceBuilder`.
@@ -76,7 +76,7 @@
 //!             ))
 //!             .layer(guard.handshake()),
 //!     )
-//!     .with_state(guard);
+//!     .with_state(guard.socket_guard());
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "full"))]
@@ -94,7 +94,8 @@ use wsguard_core::{
 /// The recommended stack of wsguard protections; see the [module docs](self).
 ///
 /// Type parameters, in stack order: client IP, Origin, authentication, connection limit,
-/// message rate limit, message validation. Each is tower's [`Identity`] until set.
+/// message rate limit, message validation. Each is tower's [`Identity`] until set. The last
+/// two, with hygiene and the size limit, make its [`SocketGuard`].
 #[derive(Clone)]
 #[must_use]
 pub struct Guard<
@@ -109,10 +110,7 @@ pub struct Guard<
     origin: Or,
     auth: Auth,
     conn_limit: Lim,
-    rate_limit: Rate,
-    validate: Val,
-    hygiene: Option<Hygiene>,
-    max_message_size: Option<usize>,
+    sockets: SocketGuard<Rate, Val>,
 }
 
 impl Default for Guard {
@@ -129,10 +127,7 @@ impl Guard {
             origin: Identity::new(),
             auth: Identity::new(),
             conn_limit: Identity::new(),
-            rate_limit: Identity::new(),
-            validate: Identity::new(),
-            hygiene: None,
-            max_message_size: None,
+            sockets: SocketGuard::new(),
         }
     }
 }
@@ -152,10 +147,7 @@ where
             .field("origin", &self.origin)
             .field("auth", &self.auth)
             .field("conn_limit", &self.conn_limit)
-            .field("rate_limit", &self.rate_limit)
-            .field("validate", &self.validate)
-            .field("hygiene", &self.hygiene)
-            .field("max_message_size", &self.max_message_size)
+            .field("sockets", &self.sockets)
             .finish()
     }
 }
@@ -168,10 +160,7 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
             origin: self.origin,
             auth: self.auth,
             conn_limit: self.conn_limit,
-            rate_limit: self.rate_limit,
-            validate: self.validate,
-            hygiene: self.hygiene,
-            max_message_size: self.max_message_size,
+            sockets: self.sockets,
         }
     }
 
@@ -182,10 +171,7 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
             origin: layer,
             auth: self.auth,
             conn_limit: self.conn_limit,
-            rate_limit: self.rate_limit,
-            validate: self.validate,
-            hygiene: self.hygiene,
-            max_message_size: self.max_message_size,
+            sockets: self.sockets,
         }
     }
 
@@ -196,10 +182,7 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
             origin: self.origin,
             auth: layer,
             conn_limit: self.conn_limit,
-            rate_limit: self.rate_limit,
-            validate: self.validate,
-            hygiene: self.hygiene,
-            max_message_size: self.max_message_size,
+            sockets: self.sockets,
         }
     }
 
@@ -211,21 +194,145 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
             origin: self.origin,
             auth: self.auth,
             conn_limit: layer,
-            rate_limit: self.rate_limit,
-            validate: self.validate,
-            hygiene: self.hygiene,
-            max_message_size: self.max_message_size,
+            sockets: self.sockets,
         }
     }
 
-    /// The message rate limit (usually `wsguard::msg_rate::MessageRateLimitLayer`), first on
-    /// the message plane.
+    /// The message rate limit: see [`SocketGuard::rate_limit`].
     pub fn rate_limit<L>(self, layer: L) -> Guard<Ip, Or, Auth, Lim, L, Val> {
         Guard {
             client_ip: self.client_ip,
             origin: self.origin,
             auth: self.auth,
             conn_limit: self.conn_limit,
+            sockets: self.sockets.rate_limit(layer),
+        }
+    }
+
+    /// Message validation: see [`SocketGuard::validate`].
+    pub fn validate<L>(self, layer: L) -> Guard<Ip, Or, Auth, Lim, Rate, L> {
+        Guard {
+            client_ip: self.client_ip,
+            origin: self.origin,
+            auth: self.auth,
+            conn_limit: self.conn_limit,
+            sockets: self.sockets.validate(layer),
+        }
+    }
+
+    /// Connection hygiene: see [`SocketGuard::hygiene`].
+    pub fn hygiene(mut self, hygiene: Hygiene) -> Self {
+        self.sockets = self.sockets.hygiene(hygiene);
+        self
+    }
+
+    /// The largest message: see [`SocketGuard::max_message_size`].
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.sockets = self.sockets.max_message_size(max);
+        self
+    }
+
+    /// The handshake layers, stacked client IP, Origin, authentication, connection limit
+    /// (outermost first). Put it in front of the WebSocket route.
+    #[allow(clippy::type_complexity)]
+    pub fn handshake(&self) -> Stack<Lim, Stack<Auth, Stack<Or, Ip>>>
+    where
+        Ip: Clone,
+        Or: Clone,
+        Auth: Clone,
+        Lim: Clone,
+    {
+        Stack::new(
+            self.conn_limit.clone(),
+            Stack::new(
+                self.auth.clone(),
+                Stack::new(self.origin.clone(), self.client_ip.clone()),
+            ),
+        )
+    }
+
+    /// The socket half: what the WebSocket handler keeps to guard each upgraded socket.
+    pub fn socket_guard(&self) -> SocketGuard<Rate, Val>
+    where
+        Rate: Clone,
+        Val: Clone,
+    {
+        self.sockets.clone()
+    }
+}
+
+/// What guards each upgraded socket: the message plane's layers (rate limit, then
+/// validation), connection hygiene, and the message size limit given to the upgrade.
+///
+/// Built alone or as the second half of a [`Guard`] ([`Guard::socket_guard`]). Cheap to
+/// clone when its layers are (keep one in axum's state). Type parameters: the rate limit and
+/// the validation layer, each tower's [`Identity`] until set.
+///
+/// ```
+/// # #[cfg(feature = "full")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use wsguard::{
+///     conn_limit::Hygiene,
+///     msg_rate::{rate, Budget, MessageRateLimitLayer},
+///     SocketGuard,
+/// };
+///
+/// let sockets = SocketGuard::new()
+///     .rate_limit(MessageRateLimitLayer::new().per_connection(
+///         Budget::new().messages(rate(10).per(Duration::from_secs(1)).burst(20)),
+///     )?)
+///     .hygiene(Hygiene::new().idle_timeout(Duration::from_secs(300)))
+///     .max_message_size(64 * 1024);
+/// let _: SocketGuard<MessageRateLimitLayer> = sockets;
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "full"))]
+/// # fn main() {}
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SocketGuard<Rate = Identity, Val = Identity> {
+    rate_limit: Rate,
+    validate: Val,
+    hygiene: Option<Hygiene>,
+    max_message_size: Option<usize>,
+}
+
+impl Default for SocketGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SocketGuard {
+    /// No message-plane layer, the default hygiene, the hand-off's default sizes.
+    pub fn new() -> Self {
+        Self {
+            rate_limit: Identity::new(),
+            validate: Identity::new(),
+            hygiene: None,
+            max_message_size: None,
+        }
+    }
+}
+
+impl<Rate: fmt::Debug, Val: fmt::Debug> fmt::Debug for SocketGuard<Rate, Val> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketGuard")
+            .field("rate_limit", &self.rate_limit)
+            .field("validate", &self.validate)
+            .field("hygiene", &self.hygiene)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
+}
+
+impl<Rate, Val> SocketGuard<Rate, Val> {
+    /// The message rate limit (usually `wsguard::msg_rate::MessageRateLimitLayer`), first on
+    /// the message plane.
+    pub fn rate_limit<L>(self, layer: L) -> SocketGuard<L, Val> {
+        SocketGuard {
             rate_limit: layer,
             validate: self.validate,
             hygiene: self.hygiene,
@@ -235,12 +342,8 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
 
     /// Message validation and per-message authorization (usually
     /// `wsguard::schema_validate::ValidateMessageLayer`), after the rate limit.
-    pub fn validate<L>(self, layer: L) -> Guard<Ip, Or, Auth, Lim, Rate, L> {
-        Guard {
-            client_ip: self.client_ip,
-            origin: self.origin,
-            auth: self.auth,
-            conn_limit: self.conn_limit,
+    pub fn validate<L>(self, layer: L) -> SocketGuard<Rate, L> {
+        SocketGuard {
             rate_limit: self.rate_limit,
             validate: layer,
             hygiene: self.hygiene,
@@ -264,25 +367,6 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
     pub fn max_message_size(mut self, max: usize) -> Self {
         self.max_message_size = Some(max);
         self
-    }
-
-    /// The handshake layers, stacked client IP, Origin, authentication, connection limit
-    /// (outermost first). Put it in front of the WebSocket route.
-    #[allow(clippy::type_complexity)]
-    pub fn handshake(&self) -> Stack<Lim, Stack<Auth, Stack<Or, Ip>>>
-    where
-        Ip: Clone,
-        Or: Clone,
-        Auth: Clone,
-        Lim: Clone,
-    {
-        Stack::new(
-            self.conn_limit.clone(),
-            Stack::new(
-                self.auth.clone(),
-                Stack::new(self.origin.clone(), self.client_ip.clone()),
-            ),
-        )
     }
 
     /// The message-plane layers, rate limit first, then validation.
@@ -315,7 +399,7 @@ impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val> {
 }
 
 #[cfg(feature = "axum")]
-impl<Ip, Or, Auth, Lim, Rate, Val> Guard<Ip, Or, Auth, Lim, Rate, Val>
+impl<Rate, Val> SocketGuard<Rate, Val>
 where
     Rate: Clone + Send + 'static,
     Val: Clone + Send + 'static,

@@ -63,7 +63,7 @@ pub mod guard;
 
 #[cfg(feature = "plane")]
 #[doc(inline)]
-pub use guard::Guard;
+pub use guard::{Guard, SocketGuard};
 
 pub mod prelude;
 

@@ -30,4 +30,4 @@ pub use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 pub use wsguard_schema_validate::{Access, ValidateMessageLayer};
 
 #[cfg(feature = "plane")]
-pub use crate::Guard;
+pub use crate::{Guard, SocketGuard};

@@ -17,7 +17,6 @@ use axum::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_layer::Identity;
 use wsguard::{
     axum::GuardedUpgrade,
     client_ip::{ClientIpLayer, TrustedProxies},
@@ -35,7 +34,7 @@ use wsguard::{
     plane::ConnectionInfo,
     schema_validate::{Access, ValidateMessageLayer},
     serve::{serve, ServeConfig},
-    Guard,
+    SocketGuard,
 };
 
 use crate::{
@@ -63,30 +62,27 @@ impl wsguard::schema_validate::Authorize<ClientMsg> for Members {
     }
 }
 
-/// The chat's guard: every protection, in the recommended order. The client IP, the
-/// handshake rate and the failure penalty go in front of it ([`Handshake`]).
-pub type ChatGuard = Guard<
-    Identity,
-    OriginGuardLayer,
-    JwtAuthLayer<NoClaims>,
-    ConnLimitLayer,
-    MessageRateLimitLayer,
-    ValidateMessageLayer<ClientMsg, Arc<Members>>,
->;
+/// What guards each chat socket: the message budget, typed validation with per-message
+/// authorization, hygiene and the size limit.
+pub type ChatSockets =
+    SocketGuard<MessageRateLimitLayer, ValidateMessageLayer<ClientMsg, Arc<Members>>>;
 
-/// What runs on a handshake before the guard's Origin check: the client IP (everything
-/// after keys on it), the handshake rate per IP, and the penalty for failed attempts, which
-/// watches what the guard's Origin check and authentication answer.
-#[derive(Clone)]
+/// The handshake's protections, outermost first: the client IP (everything after keys on
+/// it), the handshake rate per IP, the penalty for failed attempts (which watches what the
+/// Origin check and authentication answer), the Origin check, authentication, and the
+/// connection limit (which counts only the handshakes that got this far).
 pub struct Handshake {
     client_ip: ClientIpLayer,
     rate: HandshakeRateLimitLayer,
     penalty: FailurePenaltyLayer,
+    origin: OriginGuardLayer,
+    auth: JwtAuthLayer<NoClaims>,
+    conn_limit: ConnLimitLayer,
 }
 
 #[derive(Clone)]
 struct App {
-    guard: ChatGuard,
+    sockets: ChatSockets,
     keys: Arc<[KeySource]>,
     hub: Arc<Hub>,
     page: Arc<str>,
@@ -200,7 +196,7 @@ fn guard(
     addr: SocketAddr,
     hub: &Arc<Hub>,
     shutdown: &Shutdown,
-) -> Result<(Handshake, ChatGuard), Fatal> {
+) -> Result<(Handshake, ChatSockets), Fatal> {
     let close_mode = args.reject_mode == RejectMode::Close;
 
     let trusted = args
@@ -222,11 +218,6 @@ fn guard(
         )
         .map_err(|e| Fatal(format!("--auth-failure-limit: {e}")))?
         .close_mode(close_mode);
-    let handshake = Handshake {
-        client_ip,
-        rate: handshake_rate,
-        penalty,
-    };
 
     let mut allow = AllowList::new();
     if args.allow_origins.is_empty() {
@@ -293,15 +284,20 @@ fn guard(
         hygiene = hygiene.idle_timeout(idle);
     }
 
-    let guard = Guard::new()
-        .origin(origin)
-        .auth(auth)
-        .conn_limit(conn_limit)
+    let handshake = Handshake {
+        client_ip,
+        rate: handshake_rate,
+        penalty,
+        origin,
+        auth,
+        conn_limit,
+    };
+    let sockets = SocketGuard::new()
         .rate_limit(rate_limit)
         .validate(validate)
         .hygiene(hygiene)
         .max_message_size(max);
-    Ok((handshake, guard))
+    Ok((handshake, sockets))
 }
 
 /// A demo token for `user`, valid for a day.
@@ -394,7 +390,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     let hub = Hub::new(dialogs);
     let shutdown = Shutdown::new();
     let keys: Arc<[KeySource]> = sources.clone().into();
-    let (handshake, guard) = guard(args, sources, addr, &hub, &shutdown)?;
+    let (handshake, sockets) = guard(args, sources, addr, &hub, &shutdown)?;
 
     let demo_tokens = match &demo_secret {
         Some(secret) => Some((demo_token(secret, "alice")?, demo_token(secret, "bob")?)),
@@ -402,7 +398,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
     };
     let page = page(demo_tokens.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))?;
     let app = App {
-        guard: guard.clone(),
+        sockets,
         keys,
         hub,
         page: page.into(),
@@ -416,7 +412,9 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
                     .layer(handshake.client_ip)
                     .layer(handshake.rate)
                     .layer(handshake.penalty)
-                    .layer(guard.handshake()),
+                    .layer(handshake.origin)
+                    .layer(handshake.auth)
+                    .layer(handshake.conn_limit),
             ),
         )
         .route("/", get(index))
@@ -465,7 +463,7 @@ pub async fn run(args: Args) -> Result<(), Fatal> {
 
 async fn ws(State(app): State<App>, upgrade: GuardedUpgrade) -> Response {
     let hub = Arc::clone(&app.hub);
-    app.guard
+    app.sockets
         .on_upgrade(upgrade.protocols(["bearer"]), move |socket| {
             crate::socket::serve(socket, hub)
         })
