@@ -359,7 +359,7 @@ impl<Rate, Val> SocketGuard<Rate, Val> {
     }
 
     /// The largest message the application gets (give the validation layer the same
-    /// limit). Default: the hand-off's (1 MiB).
+    /// limit). Default: the hand-off's, `wsguard_core::DEFAULT_MAX_MESSAGE_SIZE` (64 KiB).
     ///
     /// The WebSocket transport gets the same limit for messages and frames: a larger message
     /// is refused while it arrives (never buffered whole), and the socket is closed with

@@ -42,15 +42,14 @@ use axum::{
 use http::{request::Parts, HeaderValue};
 
 use crate::{
-    handshake::{
-        close_with, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE,
-    },
+    handshake::{close_with, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE},
     ClientIp, Connection, Principal, Reason, Rejection,
 };
 
 /// axum's [`WebSocketUpgrade`] that hands the [`Connection`] to the socket's task.
 ///
-/// Defaults are smaller than axum's: a 4 KiB read buffer, 1 MiB messages and frames.
+/// Defaults are smaller than axum's: a 4 KiB read buffer, 64 KiB messages and frames
+/// ([`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)).
 /// See the [module docs](self) for an example.
 #[derive(Debug)]
 #[must_use]
@@ -70,7 +69,7 @@ where
             .await?
             .read_buffer_size(DEFAULT_READ_BUFFER_SIZE)
             .max_message_size(DEFAULT_MAX_MESSAGE_SIZE)
-            .max_frame_size(DEFAULT_MAX_FRAME_SIZE);
+            .max_frame_size(DEFAULT_MAX_MESSAGE_SIZE);
         let conn = Connection::from_parts(parts);
         Ok(Self { ws, conn })
     }
@@ -97,14 +96,14 @@ impl<F> GuardedUpgrade<F> {
         self.map(|ws| ws.max_write_buffer_size(max))
     }
 
-    /// Largest accepted message (default 1 MiB). A larger one is refused while it arrives:
+    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)). A larger one is refused while it arrives:
     /// the bare socket yields an error, the message plane's `GuardedSocket`
     /// closes with 1009.
     pub fn max_message_size(self, max: usize) -> Self {
         self.map(|ws| ws.max_message_size(max))
     }
 
-    /// Largest accepted frame (default 1 MiB).
+    /// Largest accepted frame (default 64 KiB).
     pub fn max_frame_size(self, max: usize) -> Self {
         self.map(|ws| ws.max_frame_size(max))
     }

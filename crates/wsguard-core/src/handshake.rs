@@ -44,15 +44,7 @@ pub use crate::close::CLOSE_TIMEOUT;
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
 
-/// The largest message a guarded socket accepts unless configured otherwise (1 MiB,
-/// instead of tungstenite's 64 MiB).
-#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
-
-/// The largest frame a guarded socket accepts unless configured otherwise (1 MiB, instead
-/// of tungstenite's 16 MiB).
-#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
+pub use crate::DEFAULT_MAX_MESSAGE_SIZE;
 
 #[cfg(test)]
 mod tests {

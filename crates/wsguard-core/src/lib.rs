@@ -97,6 +97,13 @@ pub mod plane;
 pub use close_mode::PendingRejection;
 pub use connection::{Connection, ConnectionInfo};
 pub use handshake::is_websocket_upgrade;
+
+/// The largest message (and frame) wsguard accepts unless configured otherwise, on the
+/// socket (the hand-offs give it to tungstenite, which refuses a larger one while it arrives,
+/// with close 1009) and in `wsguard-schema-validate`: 64 KiB, instead of tungstenite's
+/// 64 MiB messages and 16 MiB frames. One value, so that the transport and the validator
+/// agree unless told otherwise.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
 pub use key::{Key, KeyError, KeyExtractor};
 pub use message::{MessageKind, WsError, WsMessage};

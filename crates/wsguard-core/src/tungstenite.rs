@@ -44,9 +44,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    handshake::{
-        close_with, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE,
-    },
+    handshake::{close_with, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE},
     Connection, Rejection,
 };
 
@@ -196,7 +194,7 @@ impl GuardedUpgrade {
         let mut config = WebSocketConfig::default();
         config.read_buffer_size = DEFAULT_READ_BUFFER_SIZE;
         config.max_message_size = Some(DEFAULT_MAX_MESSAGE_SIZE);
-        config.max_frame_size = Some(DEFAULT_MAX_FRAME_SIZE);
+        config.max_frame_size = Some(DEFAULT_MAX_MESSAGE_SIZE);
         Ok(Self {
             key,
             on_upgrade,
@@ -224,14 +222,14 @@ impl GuardedUpgrade {
         self
     }
 
-    /// Largest accepted message (default 1 MiB). A larger one is refused while it arrives:
+    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)). A larger one is refused while it arrives:
     /// the bare socket yields an error, the message plane's `GuardedSocket` closes with 1009.
     pub const fn max_message_size(mut self, max: usize) -> Self {
         self.config.max_message_size = Some(max);
         self
     }
 
-    /// Largest accepted frame (default 1 MiB).
+    /// Largest accepted frame (default 64 KiB).
     pub const fn max_frame_size(mut self, max: usize) -> Self {
         self.config.max_frame_size = Some(max);
         self

@@ -18,8 +18,9 @@ use crate::scan::{self, Limits};
 
 const LAYER: &str = "schema";
 
-/// The default largest message: 64 KiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// The default largest message: 64 KiB, wsguard's one default for the socket and the
+/// validator alike.
+pub use wsguard_core::DEFAULT_MAX_MESSAGE_SIZE;
 /// The default deepest nesting of arrays and objects.
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 /// The default longest string: 16 KiB.
