@@ -49,7 +49,7 @@ use crate::{
 /// axum's [`WebSocketUpgrade`] that hands the [`Connection`] to the socket's task.
 ///
 /// Defaults are smaller than axum's: a 4 KiB read buffer, 64 KiB messages and frames
-/// ([`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)).
+/// ([`DEFAULT_MAX_MESSAGE_SIZE`]).
 /// See the [module docs](self) for an example.
 #[derive(Debug)]
 #[must_use]
@@ -96,7 +96,7 @@ impl<F> GuardedUpgrade<F> {
         self.map(|ws| ws.max_write_buffer_size(max))
     }
 
-    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)). A larger one is refused while it arrives:
+    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`]). A larger one is refused while it arrives:
     /// the bare socket yields an error, the message plane's `GuardedSocket`
     /// closes with 1009.
     pub fn max_message_size(self, max: usize) -> Self {

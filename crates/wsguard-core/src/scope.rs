@@ -108,7 +108,7 @@ impl ConnectionScope {
     /// Marks the scope as taken over by a hand-off that keeps it for the socket's life.
     ///
     /// Called by the hand-offs of this crate; call it yourself only if you wrote your own
-    /// hand-off that keeps a clone of the scope (or the [`Connection`]) in the socket's task.
+    /// hand-off that keeps a clone of the scope (or the [`Connection`](crate::Connection)) in the socket's task.
     pub fn claim(&self) {
         self.inner.claimed.store(true, Ordering::Release);
     }

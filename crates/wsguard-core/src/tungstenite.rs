@@ -222,7 +222,7 @@ impl GuardedUpgrade {
         self
     }
 
-    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)). A larger one is refused while it arrives:
+    /// Largest accepted message (default 64 KiB, [`DEFAULT_MAX_MESSAGE_SIZE`]). A larger one is refused while it arrives:
     /// the bare socket yields an error, the message plane's `GuardedSocket` closes with 1009.
     pub const fn max_message_size(mut self, max: usize) -> Self {
         self.config.max_message_size = Some(max);
