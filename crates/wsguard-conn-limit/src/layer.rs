@@ -1,3 +1,5 @@
+//! The layer and its builder.
+
 use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;

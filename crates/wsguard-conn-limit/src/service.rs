@@ -41,7 +41,7 @@ impl<S, St, P> ConnLimit<S, St, P> {
         &mut self.inner
     }
 
-    /// The inner service, consuming this one.
+    /// Consumes `self`, returning the inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
