@@ -51,7 +51,7 @@ impl<S, K: KeyStore, F> MessageRateLimit<S, K, F> {
         &mut self.inner
     }
 
-    /// The inner service, dropping this one.
+    /// Consumes `self`, returning the inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
