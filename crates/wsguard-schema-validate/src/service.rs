@@ -60,7 +60,7 @@ impl<S, T, A, F> ValidateMessage<S, T, A, F> {
         &mut self.inner
     }
 
-    /// The inner service, dropping this one.
+    /// Consumes `self`, returning the inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
