@@ -12,13 +12,14 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
-use wsguard_core::{key::RequestHead, scope::finish_deferred, OnRejection, PendingRejection};
+use wsguard_core::{
+    is_websocket_upgrade, key::RequestHead, scope::finish_deferred, OnRejection, PendingRejection,
+};
 
 use crate::{
-    layer::Config,
-    service::{admit, peer, refuse, unadmit, Decision},
+    config::{admit, log_rejection, peer, unadmit, Config, Decision},
+    keys::KeyWait,
     source::Extracted,
-    verify::KeyWait,
     Claims, ClaimsPredicate, Failure, Revocation, RevocationQuery, RevocationStatus, VerifiedToken,
 };
 
@@ -37,7 +38,7 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    pub(crate) enum Kind<S, ReqBody, C, P, R, A>
+    enum Kind<S, ReqBody, C, P, R, A>
     where
         S: Service<Request<ReqBody>>,
         R: Revocation,
@@ -83,21 +84,21 @@ pin_project! {
 
 /// The asynchronous steps, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Stage {
+enum Stage {
     Verified,
     Revocation,
     Predicate,
 }
 
 /// What an asynchronous step needs to go on.
-pub(crate) struct Pending<S, ReqBody, C, P, R, A> {
+struct Pending<S, ReqBody, C, P, R, A> {
     inner: S,
     req: Request<ReqBody>,
     config: Arc<Config<C, P, R, A>>,
 }
 
 impl<S, ReqBody, C, P, R, A> Pending<S, ReqBody, C, P, R, A> {
-    pub(crate) fn new(inner: S, req: Request<ReqBody>, config: &Arc<Config<C, P, R, A>>) -> Self {
+    fn new(inner: S, req: Request<ReqBody>, config: &Arc<Config<C, P, R, A>>) -> Self {
         Self {
             inner,
             req,
@@ -106,14 +107,81 @@ impl<S, ReqBody, C, P, R, A> Pending<S, ReqBody, C, P, R, A> {
     }
 }
 
-impl<S, ReqBody, C, P, R, A> ResponseFuture<S, ReqBody, C, P, R, A>
+impl<S, ReqBody, ResBody, C, P, R, A> ResponseFuture<S, ReqBody, C, P, R, A>
 where
-    S: Service<Request<ReqBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+    P: OnRejection<ResBody>,
     R: Revocation,
     A: ClaimsPredicate<C>,
 {
-    pub(crate) fn new(kind: Kind<S, ReqBody, C, P, R, A>) -> Self {
+    /// The future of a request the configuration decided on: the inner service's future
+    /// for an admitted request without asynchronous steps, else the first step.
+    pub(crate) fn new(
+        inner: &mut S,
+        mut req: Request<ReqBody>,
+        config: &Arc<Config<C, P, R, A>>,
+        decision: Decision<C>,
+    ) -> Self {
+        let kind = match decision {
+            Decision::Admit(verified) => {
+                admit(&mut req, verified);
+                if config.revocation.is_none() && config.async_predicate.is_none() {
+                    Kind::Inner {
+                        future: inner.call(req),
+                    }
+                } else {
+                    // Keep the service that was driven to readiness for after the async steps.
+                    let inner = take_ready(inner);
+                    Kind::advance(Pending::new(inner, req, config), Stage::Verified)
+                }
+            }
+            Decision::Refuse(failure, source) => refuse(inner, req, config, failure, source),
+            Decision::Wait(wait, extracted) => Kind::Keys {
+                wait,
+                state: Some((Pending::new(take_ready(inner), req, config), extracted)),
+            },
+        };
         Self { kind }
+    }
+}
+
+/// The ready service out of `slot`, leaving a clone in its place.
+fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
+/// Refuses `req`: the HTTP (or gRPC) answer, or in close mode for a WebSocket handshake,
+/// the request goes on to `inner` with a deferred rejection for the hand-off.
+fn refuse<S, ReqBody, ResBody, C, P, R, A>(
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+    config: &Arc<Config<C, P, R, A>>,
+    failure: Failure,
+    source: Option<&'static str>,
+) -> Kind<S, ReqBody, C, P, R, A>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: OnRejection<ResBody>,
+    R: Revocation,
+    A: ClaimsPredicate<C>,
+{
+    log_rejection(failure, source, peer(&req));
+    if config.close_mode && is_websocket_upgrade(&req) {
+        if let Some(pending) =
+            PendingRejection::defer(req.extensions_mut(), config.rejection(failure))
+        {
+            return Kind::Deferred {
+                future: inner.call(req),
+                pending,
+                config: Arc::clone(config),
+                failure,
+            };
+        }
+    }
+    Kind::Rejected {
+        response: Some(config.reject(failure)),
     }
 }
 
@@ -126,7 +194,7 @@ where
     A: ClaimsPredicate<C>,
 {
     /// The next step after `done` for an admitted request.
-    pub(crate) fn advance(pending: Pending<S, ReqBody, C, P, R, A>, done: Stage) -> Self {
+    fn advance(pending: Pending<S, ReqBody, C, P, R, A>, done: Stage) -> Self {
         let config = &pending.config;
         if done < Stage::Revocation {
             if let Some(store) = &config.revocation {

@@ -1,4 +1,4 @@
-//! The layer and its configuration.
+//! The layer and its builder methods.
 
 use std::{fmt, sync::Arc, time::Duration, time::SystemTime};
 
@@ -7,16 +7,11 @@ use wsguard_core::HttpRejection;
 
 use crate::{
     claims::ClaimRules,
+    config::{Clock, Config, DEFAULT_MAX_TOKEN_LEN},
     keys::KeySource,
     verify::{SyncPredicate, Verifier},
     ClaimsPredicate, ConfigError, JwtAuth, NoPredicate, NoRevocation, Revocation, TokenSource,
 };
-
-/// The default maximum token length: 8 KiB.
-pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// The injectable clock.
-pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Applies [`JwtAuth`], which authenticates requests with a JWT before they reach the inner
 /// service.
@@ -28,43 +23,6 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// See the [crate docs](crate) for an example.
 pub struct JwtAuthLayer<C, P = HttpRejection, R = NoRevocation, A = NoPredicate> {
     config: Arc<Config<C, P, R, A>>,
-}
-
-/// Everything a layer and its services share.
-pub(crate) struct Config<C, P, R, A> {
-    pub(crate) verifier: Verifier<C>,
-    pub(crate) sources: Vec<TokenSource>,
-    pub(crate) max_len: usize,
-    pub(crate) revocation: Option<R>,
-    pub(crate) fail_open: bool,
-    pub(crate) async_predicate: Option<A>,
-    pub(crate) close_mode: bool,
-    pub(crate) policy: P,
-    pub(crate) clock: Option<Clock>,
-}
-
-impl<C, P: Clone, R: Clone, A: Clone> Clone for Config<C, P, R, A> {
-    fn clone(&self) -> Self {
-        Self {
-            verifier: self.verifier.clone(),
-            sources: self.sources.clone(),
-            max_len: self.max_len,
-            revocation: self.revocation.clone(),
-            fail_open: self.fail_open,
-            async_predicate: self.async_predicate.clone(),
-            close_mode: self.close_mode,
-            policy: self.policy.clone(),
-            clock: self.clock.clone(),
-        }
-    }
-}
-
-impl<C, P, R, A> Config<C, P, R, A> {
-    pub(crate) fn now(&self) -> SystemTime {
-        self.clock
-            .as_ref()
-            .map_or_else(SystemTime::now, |clock| clock())
-    }
 }
 
 impl<C> JwtAuthLayer<C> {
@@ -445,25 +403,6 @@ impl<C, P, R, A> fmt::Debug for JwtAuthLayer<C, P, R, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAuthLayer")
             .field("config", &self.config)
-            .finish()
-    }
-}
-
-impl<C, P, R, A> fmt::Debug for Config<C, P, R, A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("keys", &self.verifier.keys)
-            .field("rules", &self.verifier.rules)
-            .field("typ", &self.verifier.typ)
-            .field("predicate", &self.verifier.predicate.is_some())
-            .field("sources", &self.sources)
-            .field("max_len", &self.max_len)
-            .field("revocation", &self.revocation.is_some())
-            .field("fail_open", &self.fail_open)
-            .field("async_predicate", &self.async_predicate.is_some())
-            .field("close_mode", &self.close_mode)
-            .field("policy", &std::any::type_name::<P>())
-            .field("clock", &self.clock.is_some())
             .finish()
     }
 }

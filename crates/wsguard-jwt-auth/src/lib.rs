@@ -194,9 +194,39 @@
 //! backend, which it cannot choose when both are compiled in (for example under
 //! `--all-features`): install one first with
 //! `jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default()` (or `aws_lc`'s).
+//!
+//! # Contributor notes
+//!
+//! Every wsguard middleware crate has the same shape; keep this one to it.
+//!
+//! - **One way through.** `layer.rs` (the layer and its builder methods) -> `service.rs`
+//!   (the service) -> `future.rs` (the response future) -> `config.rs` (the configuration
+//!   the layer and its services share, the decision on each request, and the log and count
+//!   of each refusal). No module imports one above it. `call` asks `config.rs` for the
+//!   decision and builds the future; every state after that (the key fetch, the revocation
+//!   store, the asynchronous predicate, close mode) lives in `future.rs`. Below them,
+//!   `verify.rs` verifies one token, and `keys/` holds the keys by concept (`key.rs`,
+//!   `set.rs`, `handle.rs`, `jwks.rs`, and `source.rs`, the one crate-private trait every
+//!   kind of key source implements).
+//! - **Type parameters.** The service is `JwtAuth<S, C, P, R, A>`: the inner service
+//!   first, then the layer's parameters in the layer's order (`JwtAuthLayer<C, P, R, A>`).
+//!   Its future is `ResponseFuture<S, ReqBody, C, P, R, A>`: the inner service, the request
+//!   body, then the same parameters in the same order.
+//! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
+//!   "ResponseFuture polled after completion" when polled again (once it has handed over to
+//!   the inner service's future, it does what that future does). This is what tower-http's
+//!   futures do, and what [`Future::poll`](std::future::Future::poll) allows: polling a
+//!   finished future is the caller's bug, and a second, made-up answer or a future pending
+//!   forever would hide it.
+//! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
+//! - **Names.** The option that accepts a refused handshake and closes the socket at once
+//!   with the close code (browsers cannot read a refused handshake's status) is called
+//!   `close_mode`, as in `wsguard-conn-limit`; here it is still named
+//!   [`reject_after_upgrade`](JwtAuthLayer::reject_after_upgrade), renamed next.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod claims;
+mod config;
 mod error;
 mod future;
 mod header;
@@ -210,19 +240,20 @@ mod verify;
 
 #[cfg(feature = "jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
-pub mod jwks;
+pub use keys::jwks;
 
 #[cfg(feature = "axum")]
 mod extract;
 
 pub use claims::{Claims, NoClaims, VerifiedToken};
+pub use config::DEFAULT_MAX_TOKEN_LEN;
 pub use error::{ConfigError, Failure, HeaderParameter};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::MissingClaims;
 pub use future::ResponseFuture;
 pub use keys::{Key, KeySet, KeySetHandle, KeySource};
-pub use layer::{JwtAuthLayer, DEFAULT_MAX_TOKEN_LEN};
+pub use layer::JwtAuthLayer;
 pub use predicate::{ClaimsPredicate, NoPredicate};
 pub use revocation::{
     InMemoryRevocations, NoRevocation, Revocation, RevocationError, RevocationQuery,

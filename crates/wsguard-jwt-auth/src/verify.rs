@@ -7,7 +7,7 @@
 //! the signature; and only then the payload: registered claims, the site list, the typed
 //! claims, and the synchronous predicate.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use http::HeaderMap;
@@ -17,12 +17,9 @@ use wsguard_core::Principal;
 use crate::{
     claims::{to_secs, to_system_time, ClaimRules, Registered},
     header::{decode_header, JoseHeader, STACK_HEADER},
-    keys::KeySource,
+    keys::{KeySource, KeyWait},
     Failure, Key, VerifiedToken,
 };
-
-/// A wait for a key source to fetch fresh keys.
-pub(crate) type KeyWait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The synchronous claims predicate.
 pub(crate) type SyncPredicate<C> = Arc<dyn Fn(&C) -> bool + Send + Sync>;
@@ -228,6 +225,7 @@ where
         let mut any_of_alg = false;
         let mut kid_known = false;
         for source in &self.keys {
+            let source = source.provider();
             let keys = source.load();
             if let Some(kid) = kid {
                 kid_known |= keys.get(kid).is_some();
@@ -250,12 +248,13 @@ where
         let fetching = || {
             self.keys
                 .iter()
+                .map(KeySource::provider)
                 .filter(|source| source.fetches_keys_for(alg))
         };
         if may_refresh {
             let mut waits: Vec<KeyWait> = fetching()
                 .filter(|source| unknown || !source.is_ready())
-                .filter_map(KeySource::refresh_for_unknown_kid)
+                .filter_map(|source| source.refresh_for_unknown_kid())
                 .collect();
             let wait = match waits.len() {
                 0 => None,
@@ -290,7 +289,7 @@ impl<C> Verifier<C> {
     pub(crate) fn keys_retry_after(&self) -> std::time::Duration {
         self.keys
             .iter()
-            .filter_map(KeySource::retry_after)
+            .filter_map(|source| source.provider().retry_after())
             .min()
             .unwrap_or(std::time::Duration::from_secs(1))
     }

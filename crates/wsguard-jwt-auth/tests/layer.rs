@@ -276,3 +276,30 @@ async fn site_tokens_work_only_on_their_domains() {
         Some(Failure::SiteNotAllowed)
     );
 }
+
+#[tokio::test]
+async fn a_future_polled_after_completion_panics() {
+    use std::{
+        future::Future,
+        panic::{catch_unwind, AssertUnwindSafe},
+        pin::pin,
+        task::{Context, Waker},
+    };
+    use tower::{Service, ServiceExt};
+
+    let mut svc = ServiceBuilder::new().layer(layer()).service_fn(inner);
+    let req = Request::builder().body(()).unwrap();
+    let mut future = pin!(svc.ready().await.unwrap().call(req));
+    let mut cx = Context::from_waker(Waker::noop());
+    let std::task::Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
+        panic!("a refusal is ready at once");
+    };
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let again = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+    let message = again.expect_err("a second poll panics");
+    let message = message
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| message.downcast_ref::<&str>().copied());
+    assert_eq!(message, Some("ResponseFuture polled after completion"));
+}

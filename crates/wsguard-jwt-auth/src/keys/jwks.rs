@@ -70,7 +70,12 @@ use jsonwebtoken::{
 };
 use tokio::{runtime::Handle, sync::watch};
 
-use crate::{verify::KeyWait, ConfigError, Key, KeySet};
+use super::{
+    key::{jwk_algorithm, Key},
+    set::KeySet,
+    source::{KeyProvider, KeySource, KeyWait, Loaded},
+};
+use crate::ConfigError;
 
 /// A boxed, sendable future: what a [`JwksFetcher`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -515,7 +520,7 @@ fn is_asymmetric(algorithm: Algorithm) -> bool {
 
 /// A cache of the keys of one JWK set; see the [module docs](self).
 ///
-/// Clones share the cache. Convert it into a [`KeySource`](crate::KeySource) by handing it to
+/// Clones share the cache. Convert it into a [`KeySource`] by handing it to
 /// [`JwtAuthLayer::new`](crate::JwtAuthLayer::new) or
 /// [`add_key_source`](crate::JwtAuthLayer::add_key_source). The refresh task stops when the
 /// last clone is dropped.
@@ -638,24 +643,31 @@ impl Jwks {
         self.shared.keys.load_full()
     }
 
-    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<KeySet>> {
-        self.shared.keys.load()
-    }
-
     /// Whether a fetch has succeeded: the cache holds keys. A cache keeps its keys through
     /// later failed fetches, so it stays ready once it is.
     pub fn is_ready(&self) -> bool {
         !self.shared.keys.load().is_empty()
     }
+}
+
+/// A JWKS cache: fetched keys, refreshed for an unknown `kid`.
+impl KeyProvider for Jwks {
+    fn load(&self) -> Loaded<'_> {
+        Loaded::Guard(self.shared.keys.load())
+    }
+
+    fn is_ready(&self) -> bool {
+        Jwks::is_ready(self)
+    }
 
     /// The pinned issuer, shared (no copy per token).
-    pub(crate) fn pinned_issuer(&self) -> Option<Arc<str>> {
+    fn pinned_issuer(&self) -> Option<Arc<str>> {
         self.shared.issuer.clone()
     }
 
     /// Whether a key for `algorithm` could come from this cache: an asymmetric algorithm,
     /// among the [allowed ones](JwksBuilder::allowed_algorithms) if they are restricted.
-    pub(crate) fn could_hold(&self, algorithm: Algorithm) -> bool {
+    fn fetches_keys_for(&self, algorithm: Algorithm) -> bool {
         is_asymmetric(algorithm)
             && self
                 .shared
@@ -666,22 +678,29 @@ impl Jwks {
 
     /// The `Retry-After` hint while the cache has no keys: when a request may start the next
     /// fetch, or the refresh task will (at least 1 s).
-    pub(crate) fn retry_after(&self) -> Duration {
-        self.shared
-            .cooldown
-            .min(self.shared.retry_interval)
-            .max(Duration::from_secs(1))
+    fn retry_after(&self) -> Option<Duration> {
+        if self.is_ready() {
+            return None;
+        }
+        let after = self.shared.cooldown.min(self.shared.retry_interval);
+        Some(after.max(Duration::from_secs(1)))
     }
 
     /// For a token no loaded key verifies: a wait for a fetch, if one is running or the
     /// cooldown allows starting one; `None` otherwise.
-    pub(crate) fn refresh_for_unknown_kid(&self) -> Option<KeyWait> {
+    fn refresh_for_unknown_kid(&self) -> Option<KeyWait> {
         let mut wait = Shared::start_or_join(&self.shared, true)?;
         // The fetch has its own timeout; this one only guards against a lost wake-up.
         let limit = self.shared.fetch_timeout + Duration::from_secs(1);
         Some(Box::pin(async move {
             let _ = tokio::time::timeout(limit, wait.changed()).await;
         }))
+    }
+}
+
+impl From<Jwks> for KeySource {
+    fn from(jwks: Jwks) -> Self {
+        Self::new(jwks)
     }
 }
 
@@ -768,7 +787,7 @@ impl Shared {
             _ => return None,
         };
         // A JWK that names its algorithm is bound to it, if it is of the key's family.
-        let algorithm = match crate::keys::jwk_algorithm(jwk) {
+        let algorithm = match jwk_algorithm(jwk) {
             Ok(Some(algorithm)) => algorithm,
             Ok(None) => by_type,
             Err(_) => return None,
