@@ -246,7 +246,7 @@ fn guard(
             TokenSource::bearer(),
             TokenSource::protocol("bearer")?,
         ])?
-        .reject_after_upgrade(close_mode);
+        .close_mode(close_mode);
     if let Some(issuer) = &args.jwt_issuer {
         auth = auth.with_issuers([issuer.as_str()]);
     }

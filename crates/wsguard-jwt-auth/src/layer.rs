@@ -337,7 +337,7 @@ where
     /// if its response was not an upgrade through such a hand-off, the layer answers the
     /// plain HTTP rejection instead: the mode fails closed.
     #[must_use]
-    pub fn reject_after_upgrade(self, enabled: bool) -> Self {
+    pub fn close_mode(self, enabled: bool) -> Self {
         self.map(|config| Config {
             close_mode: enabled,
             ..config

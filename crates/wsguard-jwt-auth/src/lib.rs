@@ -98,7 +98,7 @@
 //! let layer = JwtAuthLayer::<MyClaims>::new(Key::hmac(Algorithm::HS256, &[42; 32])?)
 //!     .with_token_sources([TokenSource::protocol("bearer")?, TokenSource::bearer()])?
 //!     .with_audiences(["chat"])
-//!     .reject_after_upgrade(true);
+//!     .close_mode(true);
 //! let app: Router = Router::new().route("/ws", get(ws)).layer(layer);
 //! # Ok(())
 //! # }
@@ -106,7 +106,7 @@
 //!
 //! # Refusals
 //!
-//! | cause ([`Failure`]) | answer | after an upgrade ([close mode](JwtAuthLayer::reject_after_upgrade)) |
+//! | cause ([`Failure`]) | answer | after an upgrade ([close mode](JwtAuthLayer::close_mode)) |
 //! |---|---|---|
 //! | no token | 401, `WWW-Authenticate: Bearer` | 4401 |
 //! | invalid token (signature, `alg`, `kid`, claims, issuer, audience, `nbf`, length, ...) | 401, `Bearer error="invalid_token"` | 4401 |
@@ -221,8 +221,7 @@
 //! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
 //! - **Names.** The option that accepts a refused handshake and closes the socket at once
 //!   with the close code (browsers cannot read a refused handshake's status) is called
-//!   `close_mode`, as in `wsguard-conn-limit`; here it is still named
-//!   [`reject_after_upgrade`](JwtAuthLayer::reject_after_upgrade), renamed next.
+//!   `close_mode` ([`JwtAuthLayer::close_mode`]), as in `wsguard-conn-limit`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod claims;

@@ -42,7 +42,7 @@ proptest! {
                 TokenSource::cookie("session").unwrap(),
             ])
             .unwrap()
-            .reject_after_upgrade(true);
+            .close_mode(true);
         let mut svc = ServiceBuilder::new().layer(layer).service_fn(|req: Request<()>| async move {
             if let Some(query) = req.uri().query() {
                 for pair in query.split('&') {

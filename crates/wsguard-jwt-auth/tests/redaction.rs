@@ -46,7 +46,7 @@ async fn close_mode_hands_on_a_refused_request_without_its_token() {
     // token, nor claims, nor a principal. It answers without a hand-off, so the layer
     // answers the plain rejection (fail closed).
     let mut svc = ServiceBuilder::new()
-        .layer(layer().reject_after_upgrade(true))
+        .layer(layer().close_mode(true))
         .service_fn(|req: Request<()>| async move {
             let seen = inner(req).await.unwrap().into_body();
             assert!(

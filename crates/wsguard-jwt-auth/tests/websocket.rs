@@ -38,7 +38,7 @@ async fn serve(close_mode: bool) -> SocketAddr {
         ])
         .unwrap()
         .with_predicate(|claims: &ChatClaims| claims.room != "secret")
-        .reject_after_upgrade(close_mode);
+        .close_mode(close_mode);
     let app = Router::new()
         .route(
             "/ws",
