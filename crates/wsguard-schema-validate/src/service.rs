@@ -16,7 +16,7 @@ use wsguard_core::{
 };
 
 use crate::{
-    authorize::Authorize,
+    authorize::{AllowAll, Authorize},
     config::{Check, Config, ConnState},
     future::ResponseFuture,
 };
@@ -31,7 +31,7 @@ use crate::{
 pub struct ValidateMessage<
     S,
     T = serde_json::Value,
-    A = crate::AllowAll,
+    A = AllowAll,
     F = wsguard_core::plane::JsonErrorFrame,
 > {
     inner: S,
