@@ -20,7 +20,7 @@ use tower::ServiceBuilder;
 use wsguard::{
     client_ip::ClientIpLayer,
     conn_limit::{ConnLimitLayer, Limit},
-    jwt_auth::{Algorithm, JwtAuthLayer, Key, NoClaims},
+    jwt_auth::{Algorithm, JwtAuthLayer, NoClaims, VerifyingKey},
     GrpcRejection,
 };
 
@@ -32,7 +32,7 @@ pub struct Running {
     /// A token for user `demo`, valid for an hour, to send as `authorization: Bearer <token>`.
     pub token: String,
     /// The connection limit, to look at its gauges.
-    pub limits: ConnLimitLayer<wsguard::conn_limit::InMemoryStore, GrpcRejection>,
+    pub limits: ConnLimitLayer<wsguard::conn_limit::InMemoryConnectionStore, GrpcRejection>,
 }
 
 /// Binds `listen` and serves in the background.
@@ -44,7 +44,7 @@ pub async fn start(listen: SocketAddr) -> Result<Running, Box<dyn std::error::Er
 
     // tonic hands the peer address to the client-ip layer through its connect info.
     let client_ip = ClientIpLayer::new().on_rejection(GrpcRejection);
-    let auth = JwtAuthLayer::<NoClaims>::new(Key::hmac(Algorithm::HS256, &secret)?)
+    let auth = JwtAuthLayer::<NoClaims>::new(VerifyingKey::hmac(Algorithm::HS256, &secret)?)
         .on_rejection(GrpcRejection);
     let limits = ConnLimitLayer::builder()
         .limit(Limit::global(1_000))

@@ -24,7 +24,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use tower::{limit::ConcurrencyLimitLayer, Service, ServiceBuilder, ServiceExt};
-use wsguard_conn_limit::{ConnLimitLayer, InMemoryStore, Slot};
+use wsguard_conn_limit::{ConnLimitLayer, InMemoryConnectionStore, Slot};
 use wsguard_core::{ClientIp, Key};
 
 fn request() -> Request<()> {
@@ -122,7 +122,7 @@ fn store(c: &mut Criterion) {
         b.iter(|| black_box(Arc::clone(&semaphore).try_acquire_owned().unwrap()))
     });
     // Room for the 100,000 live keys and the measured ones.
-    let store = InMemoryStore::with_max_keys(NonZeroUsize::new(200_000).unwrap());
+    let store = InMemoryConnectionStore::with_max_keys(NonZeroUsize::new(200_000).unwrap());
     let slot = [Slot::new(0, ip_key(0), max(1_000))];
     group.bench_function("one_key", |b| {
         b.iter(|| black_box(store.try_acquire(black_box(&slot)).unwrap()))
@@ -183,7 +183,7 @@ fn contention(c: &mut Criterion) {
             })
         })
     });
-    let store = InMemoryStore::new();
+    let store = InMemoryConnectionStore::new();
     let shared = Arc::new([Slot::new(0, ip_key(0), max(1_000))]);
     group.bench_function("one_key_two_threads", |b| {
         b.iter_custom(|iters| {

@@ -7,7 +7,7 @@
 //! principal, a header, the whole server) a budget of handshakes: a rate and a burst, kept
 //! by the generic cell rate algorithm (GCRA, through `governor`) in a
 //! [`KeyStore`] of `wsguard-msg-rate`, by default its bounded, self-sweeping
-//! [`InMemoryStore`] (at most 100,000 keys that no request holds, 96 bytes per IP key as
+//! [`InMemoryKeyStore`] (at most 100,000 keys that no request holds, 96 bytes per IP key as
 //! measured in `wsguard-msg-rate`; see its eviction rules).
 //! A store over a shared database gives a fleet of instances one budget per key.
 //!
@@ -71,7 +71,7 @@ use wsguard_core::{
     telemetry, HttpRejection, KeyError, KeyExtractor, OnRejection, PendingRejection, Reason,
     Rejection,
 };
-use wsguard_msg_rate::{Budget, ConfigError, Cost, Decision, InMemoryStore, KeyStore, Rate};
+use wsguard_msg_rate::{Budget, ConfigError, Cost, Decision, InMemoryKeyStore, KeyStore, Rate};
 
 const LAYER: &str = "handshake_rate";
 
@@ -79,7 +79,7 @@ const LAYER: &str = "handshake_rate";
 ///
 /// Cheap to clone: clones share the configuration and the store.
 #[must_use]
-pub struct HandshakeRateLimitLayer<K = InMemoryStore, P = HttpRejection> {
+pub struct HandshakeRateLimitLayer<K = InMemoryKeyStore, P = HttpRejection> {
     config: Arc<Config<K, P>>,
 }
 
@@ -111,7 +111,7 @@ impl<K: fmt::Debug, P: fmt::Debug> fmt::Debug for HandshakeRateLimitLayer<K, P> 
 impl HandshakeRateLimitLayer {
     /// A budget of `rate` handshakes per client IP, IPv6 clients grouped by /64 (as the
     /// connection limit's `per_ip` groups them: a subscriber can pick any address of its
-    /// /64), in an [`InMemoryStore`] with its default cap and sweeps.
+    /// /64), in an [`InMemoryKeyStore`] with its default cap and sweeps.
     ///
     /// The client IP comes from `wsguard-client-ip` (a missing one is a configuration error,
     /// answered 500).
@@ -127,19 +127,19 @@ impl HandshakeRateLimitLayer {
     }
 
     /// Gives every key of `extractor` a budget of `rate` handshakes, kept in an
-    /// [`InMemoryStore`] with its default cap and sweeps.
+    /// [`InMemoryKeyStore`] with its default cap and sweeps.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] when `rate` cannot work (a zero count, period or burst).
     pub fn new<E: KeyExtractor>(extractor: E, rate: Rate) -> Result<Self, ConfigError> {
-        let store = InMemoryStore::new(Budget::new().messages(rate))?;
+        let store = InMemoryKeyStore::new(Budget::new().messages(rate))?;
         Ok(Self::with_store(extractor, store))
     }
 }
 
 impl<K: KeyStore> HandshakeRateLimitLayer<K> {
-    /// Keeps the budgets of `extractor`'s keys in `store`: an [`InMemoryStore`] with a cap
+    /// Keeps the budgets of `extractor`'s keys in `store`: an [`InMemoryKeyStore`] with a cap
     /// of your own, or a store shared by several instances. Each handshake costs one
     /// message of the store's budget.
     pub fn with_store<E: KeyExtractor>(extractor: E, store: K) -> Self {
@@ -214,7 +214,7 @@ impl<S, K, P> Layer<S> for HandshakeRateLimitLayer<K, P> {
 }
 
 /// The service of [`HandshakeRateLimitLayer`]; see the [module docs](self).
-pub struct HandshakeRateLimit<S, K = InMemoryStore, P = HttpRejection> {
+pub struct HandshakeRateLimit<S, K = InMemoryKeyStore, P = HttpRejection> {
     inner: S,
     config: Arc<Config<K, P>>,
 }

@@ -8,13 +8,13 @@ use wsguard_core::HttpRejection;
 use crate::{
     config::{Config, ConfigError, Limit, DEFAULT_RETRY_AFTER},
     service::ConnLimit,
-    store::InMemoryStore,
+    store::InMemoryConnectionStore,
 };
 
 /// Limits concurrent connections for their whole life; see the [crate docs](crate).
 ///
 /// Built with [`ConnLimitLayer::builder`]. Cloning is cheap: the configuration is shared.
-pub struct ConnLimitLayer<St = InMemoryStore, P = HttpRejection> {
+pub struct ConnLimitLayer<St = InMemoryConnectionStore, P = HttpRejection> {
     config: Arc<Config<St, P>>,
 }
 
@@ -49,7 +49,7 @@ impl ConnLimitLayer {
     pub fn builder() -> ConnLimitBuilder {
         ConnLimitBuilder {
             limits: Vec::new(),
-            store: InMemoryStore::new(),
+            store: InMemoryConnectionStore::new(),
             policy: HttpRejection,
             close_mode: false,
             retry_after: DEFAULT_RETRY_AFTER,
@@ -80,7 +80,7 @@ impl<S, St, P> Layer<S> for ConnLimitLayer<St, P> {
 
 /// Builds a [`ConnLimitLayer`].
 #[must_use]
-pub struct ConnLimitBuilder<St = InMemoryStore, P = HttpRejection> {
+pub struct ConnLimitBuilder<St = InMemoryConnectionStore, P = HttpRejection> {
     limits: Vec<Limit>,
     store: St,
     policy: P,

@@ -20,7 +20,7 @@
 //! it is refused (500) and logged at error level with a metric.
 //!
 //! Acquisition is all-or-nothing: a connection refused by one limit holds nothing of the
-//! others. Counts live behind the [`ConnectionStore`] trait; the default [`InMemoryStore`]
+//! others. Counts live behind the [`ConnectionStore`] trait; the default [`InMemoryConnectionStore`]
 //! is sharded, removes a key when its count reaches zero, and tracks at most a configured
 //! number of keys (100,000 by default; beyond, new keys are refused with 503), about 150
 //! bytes each.
@@ -134,4 +134,4 @@ pub use future::ResponseFuture;
 pub use hygiene::{Hygiene, HygieneSocket, Shutdown};
 pub use layer::{ConnLimitBuilder, ConnLimitLayer};
 pub use service::ConnLimit;
-pub use store::{ConnectionStore, InMemoryLease, InMemoryStore, Refusal, Slot};
+pub use store::{ConnectionStore, InMemoryConnectionStore, InMemoryLease, Refusal, Slot};

@@ -13,7 +13,7 @@ use wsguard_core::{HttpRejection, OnRejection, ScopedBody};
 use crate::{
     config::Config,
     future::ResponseFuture,
-    store::{ConnectionStore, InMemoryStore},
+    store::{ConnectionStore, InMemoryConnectionStore},
 };
 
 /// Counts connections under every configured limit for their whole life; see the
@@ -21,7 +21,7 @@ use crate::{
 ///
 /// Its responses carry the body in a [`ScopedBody`], which keeps a streamed response's
 /// slots until the stream ends.
-pub struct ConnLimit<S, St = InMemoryStore, P = HttpRejection> {
+pub struct ConnLimit<S, St = InMemoryConnectionStore, P = HttpRejection> {
     inner: S,
     config: Arc<Config<St, P>>,
 }

@@ -1,5 +1,5 @@
 //! Where connection counts live: the [`ConnectionStore`] trait and its bounded in-memory
-//! implementation, [`InMemoryStore`].
+//! implementation, [`InMemoryConnectionStore`].
 //!
 //! The layer asks a store for every slot a connection needs at once ([`ConnectionStore::acquire`])
 //! and gets a lease back; the slots are given back when the lease is dropped. Acquisition is
@@ -109,7 +109,7 @@ pub trait ConnectionStore: Send + Sync + 'static {
     }
 }
 
-/// The default bound on the keys an [`InMemoryStore`] tracks at once.
+/// The default bound on the keys an [`InMemoryConnectionStore`] tracks at once.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// Connection counts in this process's memory: bounded, sharded, self-cleaning.
@@ -132,7 +132,7 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 ///
 /// Cloning is cheap and shares the counts.
 #[derive(Clone)]
-pub struct InMemoryStore {
+pub struct InMemoryConnectionStore {
     shared: Arc<Shared>,
 }
 
@@ -162,15 +162,15 @@ struct Held {
     key: Key,
 }
 
-impl Default for InMemoryStore {
+impl Default for InMemoryConnectionStore {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl fmt::Debug for InMemoryStore {
+impl fmt::Debug for InMemoryConnectionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryStore")
+        f.debug_struct("InMemoryConnectionStore")
             .field("tracked_keys", &self.tracked_keys())
             .field("max_keys", &self.shared.max_keys)
             .field("shards", &self.shared.shards.len())
@@ -178,7 +178,7 @@ impl fmt::Debug for InMemoryStore {
     }
 }
 
-impl InMemoryStore {
+impl InMemoryConnectionStore {
     /// A store tracking at most [`DEFAULT_MAX_KEYS`] keys.
     pub fn new() -> Self {
         Self::with_max_keys(NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN))
@@ -308,7 +308,7 @@ impl Shared {
     }
 }
 
-impl ConnectionStore for InMemoryStore {
+impl ConnectionStore for InMemoryConnectionStore {
     type Lease = InMemoryLease;
     type Future = Ready<Result<InMemoryLease, Refusal>>;
 
@@ -321,7 +321,7 @@ impl ConnectionStore for InMemoryStore {
     }
 }
 
-/// The slots an [`InMemoryStore`] gave a connection; dropping it gives them back.
+/// The slots an [`InMemoryConnectionStore`] gave a connection; dropping it gives them back.
 pub struct InMemoryLease {
     shared: Arc<Shared>,
     held: Vec<Held>,
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn counts_up_to_the_maximum_and_removes_keys_at_zero() {
-        let store = InMemoryStore::new();
+        let store = InMemoryConnectionStore::new();
         let leases: Vec<_> = (0..3)
             .map(|_| store.try_acquire(&[Slot::new(0, ip(1), n(3))]).unwrap())
             .collect();
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_holds_nothing() {
-        let store = InMemoryStore::new();
+        let store = InMemoryConnectionStore::new();
         let _full = store
             .try_acquire(&[Slot::new(2, Key::Global, n(1))])
             .unwrap();
@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn the_key_bound_refuses_new_keys_only() {
-        let store = InMemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
+        let store = InMemoryConnectionStore::with_max_keys(NonZeroUsize::new(2).unwrap());
         let _a = store.try_acquire(&[Slot::new(0, ip(1), n(9))]).unwrap();
         let _b = store.try_acquire(&[Slot::new(0, ip(2), n(9))]).unwrap();
         assert_eq!(
@@ -415,7 +415,7 @@ mod tests {
     fn racing_threads_never_exceed_the_maximum() {
         use std::sync::Barrier;
         const THREADS: usize = 8;
-        let store = InMemoryStore::new();
+        let store = InMemoryConnectionStore::new();
         let peak = Arc::new(AtomicUsize::new(0));
         let live = Arc::new(AtomicUsize::new(0));
         for _round in 0..50 {

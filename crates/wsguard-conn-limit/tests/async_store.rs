@@ -16,14 +16,14 @@ use std::{
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use wsguard_conn_limit::{
-    ConnLimitLayer, ConnectionStore, InMemoryLease, InMemoryStore, Refusal, Slot,
+    ConnLimitLayer, ConnectionStore, InMemoryConnectionStore, InMemoryLease, Refusal, Slot,
 };
 use wsguard_core::ClientIp;
 
 /// The in-memory store behind a delay; counts its calls.
 #[derive(Clone, Default)]
 struct SlowStore {
-    inner: InMemoryStore,
+    inner: InMemoryConnectionStore,
     calls: Arc<AtomicUsize>,
 }
 

@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
 use wsguard_core::{axum::GuardedUpgrade, key::ClientIpKey};
-use wsguard_msg_rate::{rate, Budget, InMemoryStore};
+use wsguard_msg_rate::{rate, Budget, InMemoryKeyStore};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -145,11 +145,12 @@ async fn two_addresses_in_one_ipv6_64_share_a_budget_behind_a_trusted_proxy() {
 
 #[tokio::test]
 async fn a_flood_of_distinct_addresses_keeps_the_store_under_its_cap() {
-    let store =
-        InMemoryStore::new(Budget::new().messages(rate(1).per(Duration::from_secs(60)).burst(2)))
-            .unwrap()
-            .with_max_keys(64)
-            .unwrap();
+    let store = InMemoryKeyStore::new(
+        Budget::new().messages(rate(1).per(Duration::from_secs(60)).burst(2)),
+    )
+    .unwrap()
+    .with_max_keys(64)
+    .unwrap();
     let limit = HandshakeRateLimitLayer::with_store(ClientIpKey::default(), store.clone());
     let addr = serve(limit).await;
     let proxy = ip("127.0.0.1");

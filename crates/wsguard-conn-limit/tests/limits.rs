@@ -28,7 +28,7 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 use tower::ServiceBuilder;
-use wsguard_conn_limit::{ConnLimitLayer, InMemoryStore, Limit};
+use wsguard_conn_limit::{ConnLimitLayer, InMemoryConnectionStore, Limit};
 use wsguard_core::{
     axum::GuardedUpgrade, ClientIp, PendingRejection, Principal, Reason, Rejection,
 };
@@ -486,7 +486,7 @@ async fn a_handshake_refused_earlier_in_close_mode_is_closed_with_that_code() {
 #[tokio::test]
 async fn a_key_cap_refuses_new_keys_with_503() {
     use std::num::NonZeroUsize;
-    let store = InMemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap());
+    let store = InMemoryConnectionStore::with_max_keys(NonZeroUsize::new(1).unwrap());
     let layer = ConnLimitLayer::builder()
         .per_principal(5)
         .store(store)

@@ -10,7 +10,7 @@ use std::{
 };
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use wsguard_conn_limit::{InMemoryStore, Slot};
+use wsguard_conn_limit::{InMemoryConnectionStore, Slot};
 use wsguard_core::{Key, Principal};
 
 #[global_allocator]
@@ -20,7 +20,7 @@ const KEYS: u32 = 20_000;
 
 /// Live heap bytes per key while `KEYS` keys are held, and after they are released.
 fn per_key(key: impl Fn(u32) -> Key) -> (f64, isize) {
-    let store = InMemoryStore::new();
+    let store = InMemoryConnectionStore::new();
     let max = NonZeroU32::new(3).unwrap();
     // Build the keys (the connection's own data) outside the measured region.
     let slots: Vec<_> = (0..KEYS).map(|n| [Slot::new(0, key(n), max)]).collect();

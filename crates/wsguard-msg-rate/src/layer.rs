@@ -14,7 +14,7 @@ use crate::{
     },
     rate::{rate, Budget, ConfigError},
     service::MessageRateLimit,
-    store::{InMemoryStore, KeyStore},
+    store::{InMemoryKeyStore, KeyStore},
 };
 
 /// Applies per-message budgets to the message plane: per connection, and per shared key.
@@ -23,7 +23,7 @@ use crate::{
 /// to its service), against the message budget and, by its payload, the byte budget.
 ///
 /// See the [crate docs](crate) for an example.
-pub struct MessageRateLimitLayer<K = InMemoryStore, F = JsonErrorFrame> {
+pub struct MessageRateLimitLayer<K = InMemoryKeyStore, F = JsonErrorFrame> {
     config: Arc<Config<K, F>>,
 }
 
@@ -107,7 +107,7 @@ where
 
     /// Shares `budget` between all connections with the same key (for example
     /// `wsguard_core::key::PrincipalKey`: one user, however many sockets they open), kept
-    /// in an [`InMemoryStore`] with the default cap and sweeps.
+    /// in an [`InMemoryKeyStore`] with the default cap and sweeps.
     ///
     /// # Errors
     ///
@@ -116,15 +116,15 @@ where
         self,
         extractor: E,
         budget: Budget,
-    ) -> Result<MessageRateLimitLayer<InMemoryStore, F>, ConfigError>
+    ) -> Result<MessageRateLimitLayer<InMemoryKeyStore, F>, ConfigError>
     where
         E: KeyExtractor,
     {
-        let store = InMemoryStore::new(budget)?;
+        let store = InMemoryKeyStore::new(budget)?;
         Ok(self.per_key_store(extractor, store))
     }
 
-    /// Shares per-key budgets kept in `store` (an [`InMemoryStore`] with its own cap, or
+    /// Shares per-key budgets kept in `store` (an [`InMemoryKeyStore`] with its own cap, or
     /// another [`KeyStore`]) between the connections with the same key.
     #[must_use]
     pub fn per_key_store<E, K2>(self, extractor: E, store: K2) -> MessageRateLimitLayer<K2, F>

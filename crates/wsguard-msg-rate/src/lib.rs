@@ -112,11 +112,11 @@
 //!
 //! # Shared budgets and memory
 //!
-//! Per-key budgets live in a [`KeyStore`]; the default [`InMemoryStore`] is bounded: a hard
+//! Per-key budgets live in a [`KeyStore`]; the default [`InMemoryKeyStore`] is bounded: a hard
 //! cap on tracked keys (100,000 by default; 96 bytes per IP key and 128 per 16-byte
 //! principal id, measured), a sweep of full budgets run by the store itself, and a
 //! documented eviction when clients make up more keys than the cap (see
-//! [`InMemoryStore`]); the keys of live connections are never evicted. Implement
+//! [`InMemoryKeyStore`]); the keys of live connections are never evicted. Implement
 //! [`KeyStore`] to keep the budgets in a shared database instead, so that several server
 //! instances share them.
 //!
@@ -173,7 +173,8 @@ pub use layer::MessageRateLimitLayer;
 pub use rate::{rate, Budget, ConfigError, Rate, RateBuilder};
 pub use service::MessageRateLimit;
 pub use store::{
-    Cost, Decision, InMemoryStore, KeyStore, PreparedKey, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL,
+    Cost, Decision, InMemoryKeyStore, KeyStore, PreparedKey, DEFAULT_MAX_KEYS,
+    DEFAULT_SWEEP_INTERVAL,
 };
 
 /// The GCRA implementation these limits rely on.

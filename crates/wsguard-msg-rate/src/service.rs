@@ -15,7 +15,7 @@ use wsguard_core::{
 use crate::{
     config::{Config, ConnState, Next, Progress},
     future::ResponseFuture,
-    store::{InMemoryStore, KeyStore},
+    store::{InMemoryKeyStore, KeyStore},
 };
 
 /// The message-plane service of [`MessageRateLimitLayer`](crate::MessageRateLimitLayer),
@@ -25,8 +25,11 @@ use crate::{
 /// another connection (a plane built once and shared by several sockets) is refused with
 /// 1011 and an `error` event, never charged to this one's budget (see
 /// [`ConnectionBinding`](wsguard_core::plane::ConnectionBinding)). See the [crate docs](crate) for an example.
-pub struct MessageRateLimit<S, K: KeyStore = InMemoryStore, F = wsguard_core::plane::JsonErrorFrame>
-{
+pub struct MessageRateLimit<
+    S,
+    K: KeyStore = InMemoryKeyStore,
+    F = wsguard_core::plane::JsonErrorFrame,
+> {
     inner: S,
     config: Arc<Config<K, F>>,
     conn: Arc<ConnState<K>>,

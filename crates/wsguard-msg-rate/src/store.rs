@@ -1,4 +1,4 @@
-//! Shared per-key budgets: the [`KeyStore`] trait and the bounded [`InMemoryStore`].
+//! Shared per-key budgets: the [`KeyStore`] trait and the bounded [`InMemoryKeyStore`].
 
 use std::{
     fmt,
@@ -73,7 +73,7 @@ pub enum Decision {
 /// Where the shared per-key budgets live.
 ///
 /// The layer asks the store once per message that its connection's own budget allowed.
-/// [`InMemoryStore`] keeps the budgets in this process; an implementation over a shared
+/// [`InMemoryKeyStore`] keeps the budgets in this process; an implementation over a shared
 /// database (Redis, ...) lets several server instances share them. Such a store decides
 /// itself what to answer when its backend is unreachable (fail open with
 /// [`Decision::Allow`], or closed with a [`Decision::Deny`]).
@@ -104,7 +104,7 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
     }
 }
 
-/// A key prepared by an [`InMemoryStore`]: the key, its hash, and a handle on the key's
+/// A key prepared by an [`InMemoryKeyStore`]: the key, its hash, and a handle on the key's
 /// budgets in that store, so that checks go straight to them (no lock, no lookup).
 ///
 /// While a prepared key lives, its key is never evicted from the store that prepared it.
@@ -154,10 +154,10 @@ fn hasher() -> &'static RandomState {
     HASHER.get_or_init(RandomState::new)
 }
 
-/// The default largest number of keys an [`InMemoryStore`] tracks.
+/// The default largest number of keys an [`InMemoryKeyStore`] tracks.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
-/// The default interval of an [`InMemoryStore`]'s sweeps.
+/// The default interval of an [`InMemoryKeyStore`]'s sweeps.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A shard of at most this many keys is one shard; larger stores use up to [`SHARDS`].
@@ -202,7 +202,7 @@ type KeyedLimiter = RateLimiter<PreparedKey, Slot, PlaneClock, NoOpMiddleware<Na
 ///
 /// See the [crate docs](crate) for an example.
 #[derive(Clone)]
-pub struct InMemoryStore {
+pub struct InMemoryKeyStore {
     inner: Arc<StoreInner>,
 }
 
@@ -213,9 +213,9 @@ struct StoreInner {
     budget: Budget,
 }
 
-impl fmt::Debug for InMemoryStore {
+impl fmt::Debug for InMemoryKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryStore")
+        f.debug_struct("InMemoryKeyStore")
             .field("budget", &self.inner.budget)
             .field("keys", &self.len())
             .field("max_keys", &self.max_keys())
@@ -224,7 +224,7 @@ impl fmt::Debug for InMemoryStore {
     }
 }
 
-impl InMemoryStore {
+impl InMemoryKeyStore {
     /// A store giving every key `budget`, tracking at most [`DEFAULT_MAX_KEYS`] keys and
     /// sweeping every [`DEFAULT_SWEEP_INTERVAL`].
     ///
@@ -380,12 +380,12 @@ impl InMemoryStore {
     }
 }
 
-impl KeyStore for InMemoryStore {
+impl KeyStore for InMemoryKeyStore {
     type Prepared = PreparedKey;
     type Future = Ready<Decision>;
 
     fn prepare(&self, key: Key) -> PreparedKey {
-        InMemoryStore::prepare(self, key)
+        InMemoryKeyStore::prepare(self, key)
     }
 
     fn check(&self, key: &PreparedKey, cost: Cost) -> Self::Future {
@@ -635,7 +635,7 @@ mod tests {
     }
 
     /// One message of `key`, as a connection that ends right after it.
-    fn once(store: &InMemoryStore, n: u32, cost: Cost) -> Decision {
+    fn once(store: &InMemoryKeyStore, n: u32, cost: Cost) -> Decision {
         store.decide(&store.prepare(ip(n)), cost)
     }
 
@@ -645,7 +645,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_gets_its_burst_then_its_rate() {
-        let store = InMemoryStore::new(per_second(10)).unwrap();
+        let store = InMemoryKeyStore::new(per_second(10)).unwrap();
         let cost = Cost::message(10);
         let one = store.prepare(ip(1));
         for _ in 0..10 {
@@ -668,7 +668,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn byte_budgets_count_bytes_and_refuse_what_never_fits() {
         let budget = Budget::new().bytes(rate(1000).per(Duration::from_secs(1)).burst(1500));
-        let store = InMemoryStore::new(budget).unwrap();
+        let store = InMemoryKeyStore::new(budget).unwrap();
         let one = store.prepare(ip(1));
         assert_eq!(store.decide(&one, Cost::message(1000)), Decision::Allow);
         assert_eq!(store.decide(&one, Cost::message(500)), Decision::Allow);
@@ -686,7 +686,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn full_budgets_are_swept_by_the_store_itself() {
-        let store = InMemoryStore::new(per_second(10))
+        let store = InMemoryKeyStore::new(per_second(10))
             .unwrap()
             .with_sweep_interval(Duration::from_secs(30))
             .unwrap();
@@ -707,7 +707,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_key_is_not_swept() {
-        let store = InMemoryStore::new(per_second(1))
+        let store = InMemoryKeyStore::new(per_second(1))
             .unwrap()
             .with_sweep_interval(Duration::from_secs(1))
             .unwrap();
@@ -726,7 +726,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_in_use_is_never_evicted() {
-        let store = InMemoryStore::new(per_second(1))
+        let store = InMemoryKeyStore::new(per_second(1))
             .unwrap()
             .with_max_keys(2)
             .unwrap();
@@ -760,7 +760,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_cap_holds_and_evicts_the_keys_closest_to_a_full_budget() {
-        let store = InMemoryStore::new(per_second(1))
+        let store = InMemoryKeyStore::new(per_second(1))
             .unwrap()
             .with_max_keys(8)
             .unwrap();
@@ -787,8 +787,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_prepared_by_another_store_is_looked_up() {
-        let a = InMemoryStore::new(per_second(1)).unwrap();
-        let b = InMemoryStore::new(per_second(1)).unwrap();
+        let a = InMemoryKeyStore::new(per_second(1)).unwrap();
+        let b = InMemoryKeyStore::new(per_second(1)).unwrap();
         let from_a = a.prepare(ip(1));
         assert_eq!(b.decide(&from_a, Cost::message(1)), Decision::Allow);
         assert!(
@@ -807,7 +807,7 @@ mod tests {
     fn connections_on_many_threads_never_spend_more_than_the_burst() {
         // One message an hour, a burst of 100: whatever the interleaving, 100 pass.
         let budget = Budget::new().messages(rate(1).per(Duration::from_secs(3600)).burst(100));
-        let store = InMemoryStore::new(budget).unwrap();
+        let store = InMemoryKeyStore::new(budget).unwrap();
         let allowed = AtomicU64::new(0);
         std::thread::scope(|scope| {
             for _ in 0..4 {
@@ -828,10 +828,10 @@ mod tests {
     #[test]
     fn bad_store_configurations_are_refused() {
         assert_eq!(
-            InMemoryStore::new(Budget::new()).unwrap_err(),
+            InMemoryKeyStore::new(Budget::new()).unwrap_err(),
             ConfigError::EmptyBudget
         );
-        let store = InMemoryStore::new(per_second(1)).unwrap();
+        let store = InMemoryKeyStore::new(per_second(1)).unwrap();
         assert_eq!(
             store.clone().with_max_keys(0).unwrap_err(),
             ConfigError::ZeroMaxKeys

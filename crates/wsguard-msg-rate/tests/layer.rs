@@ -13,7 +13,7 @@ use wsguard_core::{
     ClientIp, Connection, Key, Principal, Reason, Rejection,
 };
 use wsguard_msg_rate::{
-    rate, Budget, Cost, Decision, InMemoryStore, KeyStore, MessageRateLimitLayer, OnExcess,
+    rate, Budget, Cost, Decision, InMemoryKeyStore, KeyStore, MessageRateLimitLayer, OnExcess,
     PreparedKey,
 };
 
@@ -366,7 +366,7 @@ async fn a_missing_identity_is_a_configuration_error() {
 
 /// A store that answers later, as a networked one would.
 #[derive(Clone)]
-struct SlowStore(InMemoryStore);
+struct SlowStore(InMemoryKeyStore);
 
 impl KeyStore for SlowStore {
     type Prepared = PreparedKey;
@@ -387,7 +387,7 @@ impl KeyStore for SlowStore {
 
 #[tokio::test(start_paused = true)]
 async fn another_key_store_plugs_in() {
-    let store = SlowStore(InMemoryStore::new(ten_per_second()).unwrap());
+    let store = SlowStore(InMemoryKeyStore::new(ten_per_second()).unwrap());
     let layer = MessageRateLimitLayer::new().per_key_store(PrincipalKey::default(), store);
     let alice = info(Some("alice"));
     let start = Instant::now();

@@ -1,6 +1,6 @@
 //! Bytes per tracked key of the in-memory store, measured with a counting allocator.
 //!
-//! Run with `--nocapture` to see the figures (documented on `InMemoryStore`).
+//! Run with `--nocapture` to see the figures (documented on `InMemoryKeyStore`).
 
 use std::{
     alloc::System,
@@ -10,7 +10,7 @@ use std::{
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use wsguard_core::{Key, Principal};
-use wsguard_msg_rate::{rate, Budget, Cost, Decision, InMemoryStore};
+use wsguard_msg_rate::{rate, Budget, Cost, Decision, InMemoryKeyStore};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -22,7 +22,7 @@ fn bytes_per_key(make: impl Fn(u32) -> Key) -> f64 {
         .messages(rate(10).per(Duration::from_secs(1)))
         .bytes(rate(64 * 1024).per(Duration::from_secs(1)));
     // Room for every key: this measures entries, not evictions.
-    let store = InMemoryStore::new(budget)
+    let store = InMemoryKeyStore::new(budget)
         .unwrap()
         .with_max_keys(2 * KEYS as usize)
         .unwrap();
