@@ -164,3 +164,29 @@ async fn a_flood_of_distinct_addresses_keeps_the_store_under_its_cap() {
         assert!(store.len() <= 64, "{} keys after {i}", store.len());
     }
 }
+
+#[tokio::test]
+async fn tonic_stacks_get_the_grpc_form() {
+    use std::convert::Infallible;
+    use tower::{service_fn, Layer, ServiceExt};
+    use wsguard_core::{ClientIp, GrpcRejection};
+
+    let limit = HandshakeRateLimitLayer::per_ip(rate(1).per(Duration::from_secs(60)).burst(1))
+        .unwrap()
+        .on_rejection(GrpcRejection);
+    let svc = limit.layer(service_fn(|_req: http::Request<()>| async {
+        Ok::<_, Infallible>(http::Response::new(String::new()))
+    }));
+    let call = |svc: wsguard_conn_limit::handshake_rate::HandshakeRateLimit<_, _, _>| async move {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(ClientIp(ip("192.0.2.7")));
+        svc.oneshot(req).await.unwrap()
+    };
+    assert_eq!(call(svc.clone()).await.headers().get("grpc-status"), None);
+    let refused = call(svc).await;
+    // gRPC answers 200 with the status in the headers: RESOURCE_EXHAUSTED (8), and a
+    // retry hint in milliseconds instead of Retry-After.
+    assert_eq!(refused.status(), 200);
+    assert_eq!(refused.headers()["grpc-status"], "8");
+    assert!(refused.headers().contains_key("grpc-retry-pushback-ms"));
+}
