@@ -29,7 +29,7 @@ use tower::ServiceBuilder;
 use wsguard::{
     client_ip::ClientIpLayer,
     conn_limit::{ConnLimitLayer, Hygiene},
-    jwt_auth::{Algorithm, JwtAuthLayer, Key, NoClaims, TokenSource},
+    jwt_auth::{Algorithm, JwtAuthLayer, NoClaims, TokenSource, VerifyingKey},
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
     plane::GuardedSocket,
@@ -79,7 +79,7 @@ pub async fn start(listen: SocketAddr) -> Result<Server, Box<dyn std::error::Err
             .add_origin(&format!("http://127.0.0.1:{}", addr.port()))?
             .add_origin(&format!("http://localhost:{}", addr.port()))?,
     );
-    let auth = JwtAuthLayer::<NoClaims>::new(Key::hmac(Algorithm::HS256, &secret)?)
+    let auth = JwtAuthLayer::<NoClaims>::new(VerifyingKey::hmac(Algorithm::HS256, &secret)?)
         .with_token_sources([TokenSource::query("token")?, TokenSource::bearer()])?;
     let conn_limit = ConnLimitLayer::builder()
         .global(1_000)

@@ -18,7 +18,7 @@ pub use wsguard_client_ip::{ClientIpLayer, TrustedProxies};
 pub use wsguard_origin::{AllowList, OriginGuardLayer};
 
 #[cfg(feature = "jwt-auth")]
-pub use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, Key as JwtKey, TokenSource};
+pub use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, TokenSource, VerifyingKey};
 
 #[cfg(feature = "conn-limit")]
 pub use wsguard_conn_limit::{ConnLimitLayer, Limit};

@@ -26,7 +26,7 @@ use wsguard::{
     },
     jwt_auth::{
         jwks::{Jwks, JwksBuilder},
-        Algorithm, JwtAuthLayer, Key, KeySource, NoClaims, TokenSource,
+        Algorithm, JwtAuthLayer, KeySource, NoClaims, TokenSource, VerifyingKey,
     },
     key::PrincipalKey,
     msg_rate::{rate, Budget, MessageRateLimitLayer},
@@ -111,7 +111,7 @@ fn keys(args: &Args) -> Result<Keys, Fatal> {
     if !args.has_key_option() {
         let mut secret = vec![0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| Fatal(format!("no randomness: {e}")))?;
-        let key = Key::hmac(Algorithm::HS256, &secret)?;
+        let key = VerifyingKey::hmac(Algorithm::HS256, &secret)?;
         return Ok(Keys {
             sources: vec![key.into()],
             demo_secret: Some(secret),
@@ -119,7 +119,7 @@ fn keys(args: &Args) -> Result<Keys, Fatal> {
     }
     let mut sources = Vec::new();
     if let Some(secret) = &args.jwt_secret {
-        let key = Key::hmac(Algorithm::HS256, secret.as_bytes())
+        let key = VerifyingKey::hmac(Algorithm::HS256, secret.as_bytes())
             .map_err(|e| Fatal(format!("--jwt-secret: {e}")))?;
         sources.push(key.into());
     }
@@ -160,7 +160,7 @@ fn keys(args: &Args) -> Result<Keys, Fatal> {
 }
 
 /// A PEM public key; the algorithm follows from the key unless `alg` names one.
-fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
+fn public_key(pem: &[u8], alg: Option<&str>) -> Result<VerifyingKey, String> {
     let alg = alg
         .map(|a| {
             a.parse::<Algorithm>()
@@ -176,15 +176,17 @@ fn public_key(pem: &[u8], alg: Option<&str>) -> Result<Key, String> {
             | Algorithm::PS256
             | Algorithm::PS384
             | Algorithm::PS512),
-        ) => Key::rsa_pem(alg, pem),
-        Some(alg @ (Algorithm::ES256 | Algorithm::ES384)) => Key::ec_pem(alg, pem),
-        Some(Algorithm::EdDSA) => Key::ed_pem(pem),
+        ) => VerifyingKey::rsa_pem(alg, pem),
+        Some(alg @ (Algorithm::ES256 | Algorithm::ES384)) => VerifyingKey::ec_pem(alg, pem),
+        Some(Algorithm::EdDSA) => VerifyingKey::ed_pem(pem),
         Some(other) => return Err(format!("{other:?} is not a public-key algorithm")),
-        None if text.contains("BEGIN RSA PUBLIC KEY") => Key::rsa_pem(Algorithm::RS256, pem),
-        None => Key::ed_pem(pem)
-            .or_else(|_| Key::ec_pem(Algorithm::ES256, pem))
-            .or_else(|_| Key::ec_pem(Algorithm::ES384, pem))
-            .or_else(|_| Key::rsa_pem(Algorithm::RS256, pem)),
+        None if text.contains("BEGIN RSA PUBLIC KEY") => {
+            VerifyingKey::rsa_pem(Algorithm::RS256, pem)
+        }
+        None => VerifyingKey::ed_pem(pem)
+            .or_else(|_| VerifyingKey::ec_pem(Algorithm::ES256, pem))
+            .or_else(|_| VerifyingKey::ec_pem(Algorithm::ES384, pem))
+            .or_else(|_| VerifyingKey::rsa_pem(Algorithm::RS256, pem)),
     };
     result.map_err(|e| e.to_string())
 }

@@ -38,7 +38,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tower::{Layer, Service};
 use wsguard_core::Principal;
-use wsguard_jwt_auth::{Algorithm, JwtAuthLayer, Key, TokenSource, VerifiedToken};
+use wsguard_jwt_auth::{Algorithm, JwtAuthLayer, TokenSource, VerifiedToken, VerifyingKey};
 
 const SECRET: &[u8] = b"wsguard fuzzing key, 32 bytes ok";
 /// The layer's clock: 2026-01-01T00:00:00Z.
@@ -234,16 +234,17 @@ fn acceptable(header: &[u8], payload: &[u8], principal: &str) -> bool {
 
 /// Calls the layer; a layer without revocation or an async predicate never waits.
 fn call(req: Request<()>, seen: Arc<Mutex<Option<Seen>>>) -> StatusCode {
-    let layer = JwtAuthLayer::<Value>::new(Key::hmac(Algorithm::HS256, SECRET).expect("key"))
-        .with_token_sources([
-            TokenSource::bearer(),
-            TokenSource::query("token").expect("source"),
-            TokenSource::protocol("bearer").expect("source"),
-            TokenSource::cookie("token").expect("source"),
-        ])
-        .expect("sources")
-        .leeway(Duration::from_secs(LEEWAY))
-        .with_clock(|| UNIX_EPOCH + Duration::from_secs(NOW));
+    let layer =
+        JwtAuthLayer::<Value>::new(VerifyingKey::hmac(Algorithm::HS256, SECRET).expect("key"))
+            .with_token_sources([
+                TokenSource::bearer(),
+                TokenSource::query("token").expect("source"),
+                TokenSource::protocol("bearer").expect("source"),
+                TokenSource::cookie("token").expect("source"),
+            ])
+            .expect("sources")
+            .leeway(Duration::from_secs(LEEWAY))
+            .with_clock(|| UNIX_EPOCH + Duration::from_secs(NOW));
     let mut service = layer.layer(tower::service_fn(move |req: Request<()>| {
         let protocols = req
             .headers()

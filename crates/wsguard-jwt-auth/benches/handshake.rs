@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use tower::{Service, ServiceBuilder};
-use wsguard_jwt_auth::{Claims, JwtAuthLayer, Key};
+use wsguard_jwt_auth::{Claims, JwtAuthLayer, VerifyingKey};
 
 #[derive(Clone, serde::Deserialize)]
 #[allow(dead_code)]
@@ -57,7 +57,7 @@ fn bench_alg(
     alg: Algorithm,
     enc: EncodingKey,
     dec: DecodingKey,
-    key: Key,
+    key: VerifyingKey,
 ) {
     let token = token(alg, &enc);
     let validation = Validation::new(alg);
@@ -167,7 +167,7 @@ fn handshake(c: &mut Criterion) {
         Algorithm::HS256,
         EncodingKey::from_secret(&secret),
         DecodingKey::from_secret(&secret),
-        Key::hmac(Algorithm::HS256, &secret).unwrap(),
+        VerifyingKey::hmac(Algorithm::HS256, &secret).unwrap(),
     );
     let private = include_bytes!("../tests/keys/p256_private.pem");
     let public = include_bytes!("../tests/keys/p256_public.pem");
@@ -177,7 +177,7 @@ fn handshake(c: &mut Criterion) {
         Algorithm::ES256,
         EncodingKey::from_ec_pem(private).unwrap(),
         DecodingKey::from_ec_pem(public).unwrap(),
-        Key::ec_pem(Algorithm::ES256, public).unwrap(),
+        VerifyingKey::ec_pem(Algorithm::ES256, public).unwrap(),
     );
 }
 

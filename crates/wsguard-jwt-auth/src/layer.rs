@@ -10,7 +10,7 @@ use crate::{
     config::{Clock, Config, DEFAULT_MAX_TOKEN_LEN},
     keys::KeySource,
     verify::{SyncPredicate, Verifier},
-    ClaimsPredicate, ConfigError, JwtAuth, NoPredicate, NoRevocation, Revocation, TokenSource,
+    AllowAllClaims, ClaimsPredicate, ConfigError, JwtAuth, NoRevocation, Revocation, TokenSource,
 };
 
 /// Applies [`JwtAuth`], which authenticates requests with a JWT before they reach the inner
@@ -21,12 +21,12 @@ use crate::{
 /// JWKS caches are shared by every clone.
 ///
 /// See the [crate docs](crate) for an example.
-pub struct JwtAuthLayer<C, P = HttpRejection, R = NoRevocation, A = NoPredicate> {
+pub struct JwtAuthLayer<C, P = HttpRejection, R = NoRevocation, A = AllowAllClaims> {
     config: Arc<Config<C, P, R, A>>,
 }
 
 impl<C> JwtAuthLayer<C> {
-    /// A layer that verifies tokens with `keys` (a [`Key`](crate::Key),
+    /// A layer that verifies tokens with `keys` (a [`VerifyingKey`](crate::VerifyingKey),
     /// [`KeySet`](crate::KeySet), [`KeySetHandle`](crate::KeySetHandle) or, with the `jwks`
     /// feature, a [`Jwks`](crate::jwks::Jwks) cache).
     ///

@@ -9,7 +9,7 @@
 //! points at the wrong key, expired, not yet valid, for another issuer or audience,
 //! tampered, revoked, or oversized are refused before any upgrade (the attacks of RFC 8725,
 //! "JWT Best Current Practices"). [`JwtAuthLayer`] verifies with [`jsonwebtoken`]: every
-//! [`Key`] is bound to one algorithm in configuration, never to the token's `alg`; no claim
+//! [`VerifyingKey`] is bound to one algorithm in configuration, never to the token's `alg`; no claim
 //! is read before the signature verifies (only the header is, to choose the key; see
 //! [JOSE header parameters](#jose-header-parameters)). On success the request carries [`Claims<C>`], the
 //! [`Principal`](wsguard_core::Principal), a [`VerifiedToken`] and the
@@ -27,7 +27,7 @@
 //! use http::{header::AUTHORIZATION, Request, Response, StatusCode};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //! use wsguard_core::{Principal, Reason, Rejection};
-//! use wsguard_jwt_auth::{jwk::Jwk, Claims, JwtAuthLayer, Key, KeySet};
+//! use wsguard_jwt_auth::{jwk::Jwk, Claims, JwtAuthLayer, VerifyingKey, KeySet};
 //!
 //! #[derive(Clone, serde::Deserialize)]
 //! struct MyClaims {
@@ -40,7 +40,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let jwk: Jwk = serde_json::from_str(r#"{"kty":"oct","alg":"HS256",
 //!     "k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#)?;
-//! let keys = KeySet::from_keys([Key::from_jwk(&jwk)?])?;
+//! let keys = KeySet::from_keys([VerifyingKey::from_jwk(&jwk)?])?;
 //!
 //! let layer = JwtAuthLayer::<MyClaims>::new(keys)
 //!     .principal_claim("iss")?
@@ -77,7 +77,7 @@
 //! ```
 //! use axum::{routing::get, Extension, Router};
 //! use wsguard_core::axum::GuardedUpgrade;
-//! use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, Key, TokenSource};
+//! use wsguard_jwt_auth::{Algorithm, Claims, JwtAuthLayer, VerifyingKey, TokenSource};
 //!
 //! #[derive(Clone, serde::Deserialize)]
 //! struct MyClaims { sub: String, room: String }
@@ -95,7 +95,7 @@
 //! }
 //!
 //! # fn main() -> Result<(), wsguard_jwt_auth::ConfigError> {
-//! let layer = JwtAuthLayer::<MyClaims>::new(Key::hmac(Algorithm::HS256, &[42; 32])?)
+//! let layer = JwtAuthLayer::<MyClaims>::new(VerifyingKey::hmac(Algorithm::HS256, &[42; 32])?)
 //!     .with_token_sources([TokenSource::protocol("bearer")?, TokenSource::bearer()])?
 //!     .with_audiences(["chat"])
 //!     .close_mode(true);
@@ -251,9 +251,9 @@ pub use error::{ConfigError, Failure, HeaderParameter};
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::MissingClaims;
 pub use future::ResponseFuture;
-pub use keys::{Key, KeySet, KeySetHandle, KeySource};
+pub use keys::{KeySet, KeySetHandle, KeySource, VerifyingKey};
 pub use layer::JwtAuthLayer;
-pub use predicate::{ClaimsPredicate, NoPredicate};
+pub use predicate::{AllowAllClaims, ClaimsPredicate};
 pub use revocation::{
     InMemoryRevocations, NoRevocation, Revocation, RevocationError, RevocationQuery,
     RevocationStatus, StoreFull,

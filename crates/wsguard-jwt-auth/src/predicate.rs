@@ -20,7 +20,7 @@ use wsguard_core::key::RequestHead;
 ///
 /// ```
 /// use wsguard_core::key::RequestHead;
-/// use wsguard_jwt_auth::{Algorithm, JwtAuthLayer, Key, KeySet};
+/// use wsguard_jwt_auth::{Algorithm, JwtAuthLayer, VerifyingKey, KeySet};
 ///
 /// #[derive(Clone, serde::Deserialize)]
 /// struct MyClaims { sub: String }
@@ -30,7 +30,7 @@ use wsguard_core::key::RequestHead;
 ///     !user.is_empty()
 /// }
 ///
-/// let keys = KeySet::from_keys([Key::hmac(Algorithm::HS256, &[7; 32])?])?;
+/// let keys = KeySet::from_keys([VerifyingKey::hmac(Algorithm::HS256, &[7; 32])?])?;
 /// let layer = JwtAuthLayer::<MyClaims>::new(keys)
 ///     .with_async_predicate(|claims: &MyClaims, _: &RequestHead<'_>| {
 ///         account_is_active(claims.sub.clone())
@@ -58,13 +58,13 @@ where
     }
 }
 
-/// The default of [`JwtAuthLayer`](crate::JwtAuthLayer): no asynchronous predicate. Never
-/// called.
+/// The default of [`JwtAuthLayer`](crate::JwtAuthLayer): no asynchronous predicate, so every
+/// verified token's claims are allowed (its answer is `true`). Never called.
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
-pub struct NoPredicate;
+pub struct AllowAllClaims;
 
-impl<C> ClaimsPredicate<C> for NoPredicate {
+impl<C> ClaimsPredicate<C> for AllowAllClaims {
     type Future = Ready<bool>;
 
     fn check(&self, _: &C, _: &RequestHead<'_>) -> Self::Future {

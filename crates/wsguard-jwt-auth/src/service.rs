@@ -12,13 +12,14 @@ use tower_service::Service;
 use wsguard_core::{HttpRejection, OnRejection};
 
 use crate::{
-    config::Config, future::ResponseFuture, ClaimsPredicate, NoPredicate, NoRevocation, Revocation,
+    config::Config, future::ResponseFuture, AllowAllClaims, ClaimsPredicate, NoRevocation,
+    Revocation,
 };
 
 /// Authenticates requests with a JWT before they reach `S`; see the [crate docs](crate).
 ///
 /// Built by [`JwtAuthLayer`](crate::JwtAuthLayer).
-pub struct JwtAuth<S, C, P = HttpRejection, R = NoRevocation, A = NoPredicate> {
+pub struct JwtAuth<S, C, P = HttpRejection, R = NoRevocation, A = AllowAllClaims> {
     inner: S,
     config: Arc<Config<C, P, R, A>>,
 }

@@ -18,7 +18,7 @@ use crate::{
     claims::{to_secs, to_system_time, ClaimRules, Registered},
     header::{decode_header, JoseHeader, STACK_HEADER},
     keys::{KeySource, KeyWait},
-    Failure, Key, VerifiedToken,
+    Failure, VerifiedToken, VerifyingKey,
 };
 
 /// The synchronous claims predicate.
@@ -220,7 +220,7 @@ where
         message: &[u8],
         signature: &[u8],
         may_refresh: bool,
-    ) -> Result<(Arc<Key>, Option<Arc<str>>), Step> {
+    ) -> Result<(Arc<VerifyingKey>, Option<Arc<str>>), Step> {
         let mut any_key = false;
         let mut any_of_alg = false;
         let mut kid_known = false;

@@ -9,7 +9,9 @@ use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use tower::ServiceBuilder;
-use wsguard_jwt_auth::{jwk::Jwk, ConfigError, Failure, JwtAuthLayer, Key, KeySet, TokenSource};
+use wsguard_jwt_auth::{
+    jwk::Jwk, ConfigError, Failure, JwtAuthLayer, KeySet, TokenSource, VerifyingKey,
+};
 
 type Layer = JwtAuthLayer<serde_json::Value>;
 
@@ -43,14 +45,14 @@ const RFC_PAYLOAD: &str = "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0d
 
 /// A layer for the RFC examples: their clock is fixed before their `exp` (1300819380,
 /// March 2011), and their only identity claim is `iss`.
-fn rfc_layer(key: Key) -> Layer {
+fn rfc_layer(key: VerifyingKey) -> Layer {
     JwtAuthLayer::new(key)
         .principal_claim("iss")
         .unwrap()
         .with_clock(|| UNIX_EPOCH + Duration::from_secs(1_300_819_000))
 }
 
-async fn assert_rfc_accepts(key: Key, token: &str) {
+async fn assert_rfc_accepts(key: VerifyingKey, token: &str) {
     let res = run(rfc_layer(key), bearer(token)).await;
     assert_eq!(res.status(), StatusCode::OK, "{:?}", failure(&res));
     assert!(
@@ -68,7 +70,7 @@ async fn rfc7515_a1_hs256() {
         r#"{"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#,
     )
     .unwrap();
-    let key = Key::from_jwk_with_algorithm(&jwk, Algorithm::HS256).unwrap();
+    let key = VerifyingKey::from_jwk_with_algorithm(&jwk, Algorithm::HS256).unwrap();
     let token = format!(
         "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.{RFC_PAYLOAD}.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
     );
@@ -86,7 +88,7 @@ async fn rfc7515_a1_hs256() {
 async fn rfc7515_a2_rs256() {
     // RFC 7515 appendix A.2: the public part (`n`, `e`) of the A.2.1 key, and the token.
     let n = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
-    let key = Key::rsa_components(Algorithm::RS256, n, "AQAB").unwrap();
+    let key = VerifyingKey::rsa_components(Algorithm::RS256, n, "AQAB").unwrap();
     let signature = "cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw";
     let token = format!("eyJhbGciOiJSUzI1NiJ9.{RFC_PAYLOAD}.{signature}");
     assert_rfc_accepts(key, &token).await;
@@ -95,7 +97,7 @@ async fn rfc7515_a2_rs256() {
 #[tokio::test]
 async fn rfc7515_a3_es256() {
     // RFC 7515 appendix A.3: the public part (`x`, `y`) of the A.3.1 key, and the token.
-    let key = Key::ec_components(
+    let key = VerifyingKey::ec_components(
         Algorithm::ES256,
         "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
         "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
@@ -133,7 +135,7 @@ async fn alg_none_is_refused() {
     .unwrap();
     let token = format!("eyJhbGciOiJub25lIn0.{RFC_PAYLOAD}.");
     assert_refused(
-        rfc_layer(Key::from_jwk(&jwk).unwrap()),
+        rfc_layer(VerifyingKey::from_jwk(&jwk).unwrap()),
         &token,
         Failure::BadHeader,
     )
@@ -153,7 +155,7 @@ async fn alg_none_is_refused() {
 async fn algorithm_confusion_hs256_with_the_rsa_public_key_as_secret() {
     // RFC 8725 section 2.1: an HS256 token whose HMAC secret is the RS256 key's public PEM
     // must not verify against that RSA key.
-    let rsa = Key::rsa_pem(Algorithm::RS256, RSA_PUBLIC).unwrap();
+    let rsa = VerifyingKey::rsa_pem(Algorithm::RS256, RSA_PUBLIC).unwrap();
     let forged = sign(
         r#"{"alg":"HS256"}"#,
         &claims(""),
@@ -177,7 +179,7 @@ async fn algorithm_confusion_hs256_with_the_rsa_public_key_as_secret() {
     assert_refused(JwtAuthLayer::new(keys), &forged, Failure::AlgorithmMismatch).await;
     // And the key cannot be made an HMAC key in configuration either.
     assert!(matches!(
-        Key::rsa_pem(Algorithm::HS256, RSA_PUBLIC),
+        VerifyingKey::rsa_pem(Algorithm::HS256, RSA_PUBLIC),
         Err(ConfigError::AlgorithmMismatch { .. })
     ));
 }
@@ -207,7 +209,7 @@ async fn kid_pointing_at_a_key_of_another_family_is_refused() {
     // is signed with the key's public PEM as secret; and the reverse, an ES256 token naming
     // the HMAC key.
     let keys = KeySet::from_keys([
-        Key::ec_pem(Algorithm::ES256, P256_PUBLIC)
+        VerifyingKey::ec_pem(Algorithm::ES256, P256_PUBLIC)
             .unwrap()
             .with_kid("ec"),
         hs256_key().with_kid("hmac"),
@@ -413,19 +415,19 @@ async fn claims_that_parse_two_ways_are_refused() {
 #[test]
 fn weak_keys_are_configuration_errors() {
     assert!(matches!(
-        Key::hmac(Algorithm::HS256, b"short secret"),
+        VerifyingKey::hmac(Algorithm::HS256, b"short secret"),
         Err(ConfigError::HmacSecretTooShort { min_len: 32, .. })
     ));
     assert!(matches!(
-        Key::rsa_pem(Algorithm::RS256, RSA_1024_PUBLIC),
+        VerifyingKey::rsa_pem(Algorithm::RS256, RSA_1024_PUBLIC),
         Err(ConfigError::RsaKeyTooSmall { bits: 1024 })
     ));
     assert!(matches!(
-        Key::ec_pem(Algorithm::ES384, P256_PUBLIC),
+        VerifyingKey::ec_pem(Algorithm::ES384, P256_PUBLIC),
         Err(ConfigError::AlgorithmMismatch { .. })
     ));
     assert!(matches!(
-        Key::ec_pem(Algorithm::ES256, RSA_PUBLIC),
+        VerifyingKey::ec_pem(Algorithm::ES256, RSA_PUBLIC),
         Err(ConfigError::InvalidKey { .. })
     ));
     let jwk: Jwk = serde_json::from_str(
@@ -433,7 +435,7 @@ fn weak_keys_are_configuration_errors() {
     )
     .unwrap();
     assert!(matches!(
-        Key::from_jwk_with_algorithm(&jwk, Algorithm::ES256),
+        VerifyingKey::from_jwk_with_algorithm(&jwk, Algorithm::ES256),
         Err(ConfigError::UnsupportedJwk { .. })
     ));
 }

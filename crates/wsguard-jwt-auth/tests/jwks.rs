@@ -294,7 +294,7 @@ async fn a_static_key_without_kid_and_a_jwks_are_combined() {
         .await
         .unwrap();
     let layer = JwtAuthLayer::<NoClaims>::new(
-        wsguard_jwt_auth::Key::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
+        wsguard_jwt_auth::VerifyingKey::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
     )
     .add_key_source(jwks);
     assert!(layer.keys_ready());
@@ -329,7 +329,7 @@ async fn until_the_first_fetch_succeeds_tokens_get_503_then_pass() {
         .build()
         .unwrap();
     let layer = JwtAuthLayer::<NoClaims>::new(
-        wsguard_jwt_auth::Key::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
+        wsguard_jwt_auth::VerifyingKey::hmac(Algorithm::HS256, &[0x03; 64]).unwrap(),
     )
     .add_key_source(jwks.clone());
     let mut svc = ServiceBuilder::new().layer(layer.clone()).service_fn(inner);

@@ -18,8 +18,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use tower::ServiceBuilder;
 use wsguard_core::{key::RequestHead, GrpcRejection, Principal, TokenExpiry};
 use wsguard_jwt_auth::{
-    Failure, InMemoryRevocations, JwtAuthLayer, Key, KeySet, KeySetHandle, NoClaims, Revocation,
-    RevocationError, RevocationQuery, RevocationStatus, VerifiedToken,
+    Failure, InMemoryRevocations, JwtAuthLayer, KeySet, KeySetHandle, NoClaims, Revocation,
+    RevocationError, RevocationQuery, RevocationStatus, VerifiedToken, VerifyingKey,
 };
 
 type Layer = JwtAuthLayer<serde_json::Value>;
@@ -181,7 +181,9 @@ async fn principal_expiry_and_token_are_handed_on() {
 
 #[tokio::test]
 async fn keys_rotate_through_the_handle_without_a_restart() {
-    let old = Key::hmac(Algorithm::HS256, SECRET).unwrap().with_kid("old");
+    let old = VerifyingKey::hmac(Algorithm::HS256, SECRET)
+        .unwrap()
+        .with_kid("old");
     let handle = KeySetHandle::new(KeySet::from_keys([old.clone()]).unwrap());
     let mut svc = ServiceBuilder::new()
         .layer(Layer::new(handle.clone()))
@@ -205,7 +207,7 @@ async fn keys_rotate_through_the_handle_without_a_restart() {
         failure(&call(&mut svc, bearer(&signed("new", &new_secret))).await),
         Some(Failure::UnknownKey)
     );
-    let new = Key::hmac(Algorithm::HS256, &new_secret)
+    let new = VerifyingKey::hmac(Algorithm::HS256, &new_secret)
         .unwrap()
         .with_kid("new");
     handle.replace(KeySet::from_keys([new]).unwrap());

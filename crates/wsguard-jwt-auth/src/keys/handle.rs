@@ -13,13 +13,13 @@ use super::set::KeySet;
 /// verified finish with the set they loaded.
 ///
 /// ```
-/// use wsguard_jwt_auth::{Algorithm, Key, KeySet, KeySetHandle};
+/// use wsguard_jwt_auth::{Algorithm, VerifyingKey, KeySet, KeySetHandle};
 ///
-/// let old = Key::hmac(Algorithm::HS256, &[1; 32])?.with_kid("old");
+/// let old = VerifyingKey::hmac(Algorithm::HS256, &[1; 32])?.with_kid("old");
 /// let handle = KeySetHandle::new(KeySet::from_keys([old.clone()])?);
 /// // let layer = JwtAuthLayer::<Claims>::new(handle.clone());
 ///
-/// let new = Key::hmac(Algorithm::HS256, &[2; 32])?.with_kid("new");
+/// let new = VerifyingKey::hmac(Algorithm::HS256, &[2; 32])?.with_kid("new");
 /// handle.replace(KeySet::from_keys([old, new])?);
 /// assert_eq!(handle.current().len(), 2);
 /// # Ok::<(), wsguard_jwt_auth::ConfigError>(())

@@ -71,7 +71,7 @@ use jsonwebtoken::{
 use tokio::{runtime::Handle, sync::watch};
 
 use super::{
-    key::{jwk_algorithm, Key},
+    key::{jwk_algorithm, VerifyingKey},
     set::KeySet,
     source::{KeyProvider, KeySource, KeyWait, Loaded},
 };
@@ -759,8 +759,8 @@ impl Shared {
                 tracing::debug!(target: "wsguard_jwt_auth", kid, "JWKS key skipped: unsupported or not allowed");
                 continue;
             };
-            let added =
-                Key::from_jwk_with_algorithm(jwk, algorithm).and_then(|key| keys.insert(key));
+            let added = VerifyingKey::from_jwk_with_algorithm(jwk, algorithm)
+                .and_then(|key| keys.insert(key));
             if let Err(error) = added {
                 tracing::warn!(target: "wsguard_jwt_auth", kid, %error, "JWKS key skipped");
             }

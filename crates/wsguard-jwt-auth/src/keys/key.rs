@@ -32,34 +32,34 @@ pub(crate) static PROVIDER: &CryptoProvider = &jsonwebtoken::crypto::rust_crypto
 /// secret (the "algorithm confusion" of RFC 8725 section 2.1), and `none` does not exist.
 ///
 /// ```
-/// use wsguard_jwt_auth::{Algorithm, Key};
+/// use wsguard_jwt_auth::{Algorithm, VerifyingKey};
 ///
-/// let key = Key::hmac(Algorithm::HS256, b"an HS256 secret of at least 32 bytes!")?.with_kid("2024-05");
+/// let key = VerifyingKey::hmac(Algorithm::HS256, b"an HS256 secret of at least 32 bytes!")?.with_kid("2024-05");
 /// assert_eq!(key.algorithm(), Algorithm::HS256);
 /// assert_eq!(key.kid(), Some("2024-05"));
 ///
 /// // Too short for HS256 (RFC 7518 section 3.2), and the wrong family for RS256:
-/// assert!(Key::hmac(Algorithm::HS256, b"short").is_err());
-/// assert!(Key::hmac(Algorithm::RS256, &[7; 64]).is_err());
+/// assert!(VerifyingKey::hmac(Algorithm::HS256, b"short").is_err());
+/// assert!(VerifyingKey::hmac(Algorithm::RS256, &[7; 64]).is_err());
 /// # Ok::<(), wsguard_jwt_auth::ConfigError>(())
 /// ```
 #[derive(Clone)]
-pub struct Key {
+pub struct VerifyingKey {
     algorithm: Algorithm,
     kid: Option<Arc<str>>,
     decoding: DecodingKey,
 }
 
-impl fmt::Debug for Key {
+impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Key")
+        f.debug_struct("VerifyingKey")
             .field("algorithm", &self.algorithm)
             .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
 }
 
-impl Key {
+impl VerifyingKey {
     /// An HMAC secret for `HS256`, `HS384` or `HS512`.
     ///
     /// # Errors
@@ -106,7 +106,7 @@ impl Key {
     ///
     /// # Errors
     ///
-    /// As [`Key::rsa_pem`].
+    /// As [`VerifyingKey::rsa_pem`].
     pub fn rsa_components(algorithm: Algorithm, n: &str, e: &str) -> Result<Self, ConfigError> {
         require_family(algorithm, AlgorithmFamily::Rsa)?;
         let key = DecodingKey::from_rsa_components(n, e).map_err(|e| invalid(algorithm, &e))?;
@@ -129,7 +129,7 @@ impl Key {
     ///
     /// # Errors
     ///
-    /// As [`Key::ec_pem`].
+    /// As [`VerifyingKey::ec_pem`].
     pub fn ec_components(algorithm: Algorithm, x: &str, y: &str) -> Result<Self, ConfigError> {
         require_family(algorithm, AlgorithmFamily::Ec)?;
         let key = DecodingKey::from_ec_components(x, y).map_err(|e| invalid(algorithm, &e))?;
@@ -150,7 +150,7 @@ impl Key {
     ///
     /// # Errors
     ///
-    /// As [`Key::ed_pem`].
+    /// As [`VerifyingKey::ed_pem`].
     pub fn ed_components(x: &str) -> Result<Self, ConfigError> {
         let key = DecodingKey::from_ed_components(x).map_err(|e| invalid(Algorithm::EdDSA, &e))?;
         Self::checked(Algorithm::EdDSA, key)
@@ -161,12 +161,12 @@ impl Key {
     /// # Errors
     ///
     /// [`ConfigError::UnsupportedJwk`] for a JWK without `alg` (use
-    /// [`Key::from_jwk_with_algorithm`]), with an encryption algorithm, or whose `use` or
+    /// [`VerifyingKey::from_jwk_with_algorithm`]), with an encryption algorithm, or whose `use` or
     /// `key_ops` exclude verifying; otherwise as the constructor of its key type.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, ConfigError> {
         let algorithm = jwk_algorithm(jwk)?.ok_or_else(|| ConfigError::UnsupportedJwk {
             kid: jwk.common.key_id.clone(),
-            reason: "the JWK has no `alg`: give one with `Key::from_jwk_with_algorithm`",
+            reason: "the JWK has no `alg`: give one with `VerifyingKey::from_jwk_with_algorithm`",
         })?;
         Self::from_jwk_checked(jwk, algorithm)
     }
@@ -176,7 +176,7 @@ impl Key {
     ///
     /// # Errors
     ///
-    /// As [`Key::from_jwk`], and [`ConfigError::AlgorithmMismatch`] when `algorithm`
+    /// As [`VerifyingKey::from_jwk`], and [`ConfigError::AlgorithmMismatch`] when `algorithm`
     /// differs from the JWK's `alg` or does not fit its key type.
     pub fn from_jwk_with_algorithm(jwk: &Jwk, algorithm: Algorithm) -> Result<Self, ConfigError> {
         if let Some(own) = jwk_algorithm(jwk)? {
@@ -416,14 +416,14 @@ mod tests {
             (Algorithm::HS512, 64),
         ] {
             assert_eq!(
-                Key::hmac(alg, &vec![1; min - 1]).unwrap_err(),
+                VerifyingKey::hmac(alg, &vec![1; min - 1]).unwrap_err(),
                 ConfigError::HmacSecretTooShort {
                     algorithm: alg,
                     min_len: min,
                     len: min - 1
                 }
             );
-            assert!(Key::hmac(alg, &vec![1; min]).is_ok());
+            assert!(VerifyingKey::hmac(alg, &vec![1; min]).is_ok());
         }
     }
 

@@ -1,4 +1,4 @@
-//! Verification keys, by concept: a [`Key`] bound to one algorithm (`key.rs`), a
+//! Verification keys, by concept: a [`VerifyingKey`] bound to one algorithm (`key.rs`), a
 //! [`KeySet`] chosen by `kid` (`set.rs`), a [`KeySetHandle`] swapped at run time
 //! (`handle.rs`), a JWKS cache (`jwks.rs`, feature `jwks`), and the one trait they all
 //! implement as a source of keys, with the public [`KeySource`] a layer is given
@@ -16,7 +16,7 @@ mod source;
 pub mod jwks;
 
 pub use handle::KeySetHandle;
-pub use key::Key;
+pub use key::VerifyingKey;
 pub use set::KeySet;
 pub use source::KeySource;
 pub(crate) use source::KeyWait;

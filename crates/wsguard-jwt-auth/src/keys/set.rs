@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::key::Key;
+use super::key::VerifyingKey;
 use crate::ConfigError;
 
 /// Keys selected by `kid`.
@@ -19,8 +19,8 @@ use crate::ConfigError;
 /// See the [crate docs](crate) for an example.
 #[derive(Debug, Clone)]
 pub struct KeySet {
-    by_kid: HashMap<Arc<str>, Arc<Key>>,
-    without_kid: Vec<Arc<Key>>,
+    by_kid: HashMap<Arc<str>, Arc<VerifyingKey>>,
+    without_kid: Vec<Arc<VerifyingKey>>,
 }
 
 impl KeySet {
@@ -38,7 +38,7 @@ impl KeySet {
     ///
     /// [`ConfigError::NoKeys`] when `keys` is empty, [`ConfigError::DuplicateKid`] when two
     /// keys have the same `kid`.
-    pub fn from_keys(keys: impl IntoIterator<Item = Key>) -> Result<Self, ConfigError> {
+    pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> Result<Self, ConfigError> {
         let set = keys.into_iter().try_fold(Self::new(), Self::add_key)?;
         if set.is_empty() {
             return Err(ConfigError::NoKeys);
@@ -51,12 +51,12 @@ impl KeySet {
     /// # Errors
     ///
     /// [`ConfigError::DuplicateKid`] when a key with the same `kid` is in the set already.
-    pub fn add_key(mut self, key: Key) -> Result<Self, ConfigError> {
+    pub fn add_key(mut self, key: VerifyingKey) -> Result<Self, ConfigError> {
         self.insert(key)?;
         Ok(self)
     }
 
-    pub(crate) fn insert(&mut self, key: Key) -> Result<(), ConfigError> {
+    pub(crate) fn insert(&mut self, key: VerifyingKey) -> Result<(), ConfigError> {
         match key.shared_kid().cloned() {
             Some(kid) => {
                 if self.by_kid.contains_key(&kid) {
@@ -82,12 +82,12 @@ impl KeySet {
     }
 
     /// The key with `kid`, if any.
-    pub fn get(&self, kid: &str) -> Option<&Key> {
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.by_kid.get(kid).map(|key| &**key)
     }
 
     /// The keys to try for a token with `kid`.
-    pub(crate) fn candidates(&self, kid: Option<&str>) -> &[Arc<Key>] {
+    pub(crate) fn candidates(&self, kid: Option<&str>) -> &[Arc<VerifyingKey>] {
         if let Some(key) = kid.and_then(|kid| self.by_kid.get(kid)) {
             return std::slice::from_ref(key);
         }
@@ -107,14 +107,16 @@ mod tests {
             KeySet::from_keys(Vec::new()).unwrap_err(),
             ConfigError::NoKeys
         );
-        let one = Key::hmac(Algorithm::HS256, &[1; 32]).unwrap();
+        let one = VerifyingKey::hmac(Algorithm::HS256, &[1; 32]).unwrap();
         assert_eq!(KeySet::from_keys([one]).unwrap().len(), 1);
     }
 
     #[test]
     fn candidates_fall_back_to_keys_without_kid() {
-        let a = Key::hmac(Algorithm::HS256, &[1; 32]).unwrap().with_kid("a");
-        let plain = Key::hmac(Algorithm::HS384, &[2; 48]).unwrap();
+        let a = VerifyingKey::hmac(Algorithm::HS256, &[1; 32])
+            .unwrap()
+            .with_kid("a");
+        let plain = VerifyingKey::hmac(Algorithm::HS384, &[2; 48]).unwrap();
         let set = KeySet::from_keys([a.clone(), plain]).unwrap();
         assert_eq!(set.candidates(Some("a")).len(), 1);
         assert_eq!(set.candidates(Some("a"))[0].algorithm(), Algorithm::HS256);

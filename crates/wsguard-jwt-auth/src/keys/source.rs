@@ -7,7 +7,7 @@ use std::{fmt, future::Future, ops::Deref, pin::Pin, sync::Arc, time::Duration};
 use arc_swap::Guard;
 use jsonwebtoken::Algorithm;
 
-use super::{handle::KeySetHandle, key::Key, set::KeySet};
+use super::{handle::KeySetHandle, key::VerifyingKey, set::KeySet};
 
 /// A wait for a key source to fetch fresh keys.
 pub(crate) type KeyWait = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -93,7 +93,7 @@ impl KeyProvider for KeySetHandle {
     }
 }
 
-/// Where a layer gets its keys: a [`Key`], a [`KeySet`], a [`KeySetHandle`] for rotation, or
+/// Where a layer gets its keys: a [`VerifyingKey`], a [`KeySet`], a [`KeySetHandle`] for rotation, or
 /// (with the `jwks` feature) a [`Jwks`](crate::jwks::Jwks) cache. A layer can have several
 /// sources; each keeps its own keys, so a `kid` of one never shadows the key of another: a
 /// token is tried against the matching keys of every source.
@@ -129,8 +129,8 @@ impl From<KeySet> for KeySource {
     }
 }
 
-impl From<Key> for KeySource {
-    fn from(key: Key) -> Self {
+impl From<VerifyingKey> for KeySource {
+    fn from(key: VerifyingKey) -> Self {
         let mut set = KeySet::new();
         // A single key cannot collide with another.
         let _ = set.insert(key);

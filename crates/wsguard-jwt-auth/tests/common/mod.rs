@@ -11,7 +11,7 @@ use http::{Request, Response};
 use jsonwebtoken::{crypto::CryptoProvider, Algorithm, EncodingKey};
 use tower::{Service, ServiceExt};
 use wsguard_core::{Principal, TokenExpiry};
-use wsguard_jwt_auth::{Claims, Failure, Key, VerifiedToken};
+use wsguard_jwt_auth::{Claims, Failure, VerifiedToken, VerifyingKey};
 
 pub const RSA_PRIVATE: &[u8] = include_bytes!("../keys/rsa_private.pem");
 pub const RSA_PUBLIC: &[u8] = include_bytes!("../keys/rsa_public.pem");
@@ -66,8 +66,8 @@ pub fn forged(claims: &str) -> String {
     )
 }
 
-pub fn hs256_key() -> Key {
-    Key::hmac(Algorithm::HS256, SECRET).unwrap()
+pub fn hs256_key() -> VerifyingKey {
+    VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap()
 }
 
 pub fn unix_now() -> u64 {
@@ -106,13 +106,13 @@ pub fn encoding(alg: Algorithm) -> EncodingKey {
     }
 }
 
-pub fn decoding(alg: Algorithm) -> Key {
+pub fn decoding(alg: Algorithm) -> VerifyingKey {
     match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Key::hmac(alg, &[9; 64]),
-        Algorithm::ES256 => Key::ec_pem(alg, P256_PUBLIC),
-        Algorithm::ES384 => Key::ec_pem(alg, P384_PUBLIC),
-        Algorithm::EdDSA => Key::ed_pem(ED25519_PUBLIC),
-        _ => Key::rsa_pem(alg, RSA_PUBLIC),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => VerifyingKey::hmac(alg, &[9; 64]),
+        Algorithm::ES256 => VerifyingKey::ec_pem(alg, P256_PUBLIC),
+        Algorithm::ES384 => VerifyingKey::ec_pem(alg, P384_PUBLIC),
+        Algorithm::EdDSA => VerifyingKey::ed_pem(ED25519_PUBLIC),
+        _ => VerifyingKey::rsa_pem(alg, RSA_PUBLIC),
     }
     .unwrap()
 }
