@@ -28,7 +28,8 @@
 //! counting allocator over 20,000 keys (`tests/penalty_memory.rs`, the map's spare capacity
 //! included), so the default cap bounds the records near 16 MB. Records whose
 //! window and penalty are over are removed by a sweep that runs at most once a second,
-//! when a failure is recorded. When a new key arrives at a full map, the map is swept; if
+//! when a request arrives; the same sweep ends the penalties that are over (their event and
+//! the gauge follow within a second while requests arrive). When a new key arrives at a full map, the map is swept; if
 //! it is still full, the eighth of the records that are not penalised with the fewest
 //! failures are dropped. Penalised keys are never dropped (at most `max_keys` of them), so
 //! a flood of addresses cannot wash a penalised address out.
@@ -308,8 +309,8 @@ impl<P: Clone> FailurePenaltyLayer<P> {
 }
 
 impl<P> FailurePenaltyLayer<P> {
-    /// How many keys are under a penalty now (penalties that ended are counted until the
-    /// key's next request or the next sweep notices).
+    /// How many keys are under a penalty now (a penalty that ended is counted until the
+    /// next request, at most a second later while requests arrive).
     pub fn penalized(&self) -> usize {
         self.config.records.penalized()
     }
@@ -383,9 +384,12 @@ impl Records {
         self.lock().penalized
     }
 
-    /// How long `key` is still penalised, ending a penalty that is over.
-    fn penalty_left(&self, key: &Key, now: Instant) -> Option<Duration> {
+    /// How long `key` is still penalised, ending a penalty that is over (and, at most once a
+    /// second, every penalty that is over, so that the gauge and the end events follow the
+    /// clock while requests arrive).
+    fn penalty_left<P>(&self, key: &Key, now: Instant, config: &Config<P>) -> Option<Duration> {
         let mut map = self.lock();
+        sweep_if_due(&mut map, now, config.window);
         let record = map.map.get_mut(key)?;
         let until = record.penalized_until?;
         if now < until {
@@ -401,13 +405,7 @@ impl Records {
     fn failure<P>(&self, key: &Key, now: Instant, config: &Config<P>) {
         let mut guard = self.lock();
         let map = &mut *guard;
-        if map
-            .last_sweep
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            map.last_sweep = Some(now);
-            sweep(map, now, config.window);
-        }
+        sweep_if_due(map, now, config.window);
         if !map.map.contains_key(key) && map.map.len() >= self.max_keys {
             sweep(map, now, config.window);
             if map.map.len() >= self.max_keys {
@@ -447,6 +445,17 @@ impl Records {
             "penalty started: too many failed handshakes"
         );
         gauge(1.0);
+    }
+}
+
+/// Sweeps at most once a second.
+fn sweep_if_due(map: &mut RecordMap, now: Instant, window: Duration) {
+    if map
+        .last_sweep
+        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+    {
+        map.last_sweep = Some(now);
+        sweep(map, now, window);
     }
 }
 
@@ -578,7 +587,7 @@ where
                 return ResponseFuture::rejected(Rejection::new(reason), config);
             }
         };
-        if let Some(left) = config.records.penalty_left(&key, Instant::now()) {
+        if let Some(left) = config.records.penalty_left(&key, Instant::now(), config) {
             tracing::debug!(
                 reason = Reason::RateExceeded.as_str(),
                 key = key.class(),
