@@ -2,92 +2,31 @@
 //! layer, tokio-tungstenite clients bound to distinct loopback addresses (127.0.0.2, .3, ...
 //! are all loopback on Linux), and a trusted proxy's `X-Forwarded-For` for IPv6 clients.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+mod common;
 
-use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
-use tokio::{
-    net::{TcpListener, TcpSocket},
-    time::timeout,
-};
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use std::{net::SocketAddr, time::Duration};
+
+use common::{client_ip, ip, spawn, ws_route};
 use tower::ServiceBuilder;
-use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
-use wsguard_core::{axum::GuardedUpgrade, key::ClientIpKey};
+use wsguard_core::key::ClientIpKey;
 use wsguard_msg_rate::{rate, Budget, InMemoryKeyStore};
 
-const WAIT: Duration = Duration::from_secs(10);
-
 async fn serve(limit: HandshakeRateLimitLayer) -> SocketAddr {
-    let client_ip = ClientIpLayer::new()
-        .trusted_proxies(TrustedProxies::new().add_cidr("127.0.0.1/32").unwrap())
-        .source(Source::XForwardedFor)
-        .unwrap();
-    let app = Router::new()
-        .route(
-            "/ws",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|mut socket, _conn| async move {
-                    while let Some(Ok(msg)) = socket.recv().await {
-                        if matches!(msg, AxumMessage::Close(_)) {
-                            break;
-                        }
-                    }
-                })
-            }),
-        )
-        .layer(ServiceBuilder::new().layer(client_ip).layer(limit));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    spawn(ws_route().layer(ServiceBuilder::new().layer(client_ip()).layer(limit))).await
 }
 
-/// One WebSocket handshake from `from` (with `forwarded` as `X-Forwarded-For`, if any),
-/// closed at once: the status, and the `Retry-After` of a refusal.
+/// A handshake from `from`, with `forwarded` as `X-Forwarded-For` if any.
 async fn handshake(
     addr: SocketAddr,
-    from: IpAddr,
+    from: std::net::IpAddr,
     forwarded: Option<&str>,
 ) -> (u16, Option<String>) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    if let Some(value) = forwarded {
-        req.headers_mut()
-            .insert("x-forwarded-for", value.parse().unwrap());
-    }
-    match timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("an answer in time")
-    {
-        Ok((mut ws, res)) => {
-            ws.close(None).await.ok();
-            (res.status().as_u16(), None)
-        }
-        Err(tungstenite::Error::Http(res)) => (
-            res.status().as_u16(),
-            res.headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned()),
-        ),
-        Err(other) => panic!("handshake failed: {other}"),
-    }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    let headers: Vec<_> = forwarded
+        .map(|v| ("x-forwarded-for", v))
+        .into_iter()
+        .collect();
+    common::handshake(addr, from, &headers).await
 }
 
 #[tokio::test]

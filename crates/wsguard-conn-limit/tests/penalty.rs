@@ -3,31 +3,20 @@
 //! `Authorization: Bearer valid` gets 401, as jwt-auth answers a forged token), and
 //! tokio-tungstenite clients bound to distinct loopback addresses.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
-    extract::ws::Message as AxumMessage,
     http::{Request, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
-    Router,
 };
-use tokio::{
-    net::{TcpListener, TcpSocket},
-    time::{sleep, timeout},
-};
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use common::{client_ip, ip, spawn, ws_route};
+use tokio::time::sleep;
 use tower::ServiceBuilder;
-use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_conn_limit::penalty::FailurePenaltyLayer;
-use wsguard_core::axum::GuardedUpgrade;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Stands in for jwt-auth: only `Bearer valid` passes.
 async fn stand_in_auth(req: Request<Body>, next: Next) -> Response {
@@ -43,81 +32,29 @@ async fn stand_in_auth(req: Request<Body>, next: Next) -> Response {
 }
 
 async fn serve(penalty: FailurePenaltyLayer) -> SocketAddr {
-    let client_ip = ClientIpLayer::new()
-        .trusted_proxies(TrustedProxies::new().add_cidr("127.0.0.1/32").unwrap())
-        .source(Source::XForwardedFor)
-        .unwrap();
-    let app = Router::new()
-        .route(
-            "/ws",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|mut socket, _conn| async move {
-                    while let Some(Ok(msg)) = socket.recv().await {
-                        if matches!(msg, AxumMessage::Close(_)) {
-                            break;
-                        }
-                    }
-                })
-            }),
-        )
+    let app = ws_route()
         .layer(middleware::from_fn(stand_in_auth))
-        .layer(ServiceBuilder::new().layer(client_ip).layer(penalty));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+        .layer(ServiceBuilder::new().layer(client_ip()).layer(penalty));
+    spawn(app).await
 }
 
-/// One handshake from `from`, with a valid token or a forged one: its status and the
-/// `Retry-After` of a refusal.
+/// A handshake from `from` with a valid or a forged token (and `forwarded` as
+/// `X-Forwarded-For`, if any): its status and the `Retry-After` of a refusal, in seconds.
 async fn handshake(
     addr: SocketAddr,
-    from: IpAddr,
+    from: std::net::IpAddr,
     valid: bool,
     forwarded: Option<&str>,
 ) -> (u16, Option<u64>) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     let token = if valid {
         "Bearer valid"
     } else {
         "Bearer forged"
     };
-    req.headers_mut()
-        .insert("authorization", token.parse().unwrap());
-    if let Some(value) = forwarded {
-        req.headers_mut()
-            .insert("x-forwarded-for", value.parse().unwrap());
-    }
-    match timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("an answer in time")
-    {
-        Ok((mut ws, res)) => {
-            ws.close(None).await.ok();
-            (res.status().as_u16(), None)
-        }
-        Err(tungstenite::Error::Http(res)) => (
-            res.status().as_u16(),
-            res.headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().parse().unwrap()),
-        ),
-        Err(other) => panic!("handshake failed: {other}"),
-    }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    let mut headers = vec![("authorization", token)];
+    headers.extend(forwarded.map(|v| ("x-forwarded-for", v)));
+    let (status, retry_after) = common::handshake(addr, from, &headers).await;
+    (status, retry_after.map(|s| s.parse().unwrap()))
 }
 
 fn layer(backoff: Duration) -> FailurePenaltyLayer {
