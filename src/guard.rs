@@ -32,7 +32,7 @@
 //!     axum::GuardedUpgrade,
 //!     client_ip::ClientIpLayer,
 //!     conn_limit::{ConnLimitLayer, Hygiene},
-//!     jwt_auth::{Algorithm, JwtAuthLayer, Key},
+//!     jwt_auth::{Algorithm, JwtAuthLayer, VerifyingKey},
 //!     msg_rate::{rate, Budget, MessageRateLimitLayer},
 //!     origin::{AllowList, OriginGuardLayer},
 //!     Guard,
@@ -41,7 +41,7 @@
 //! let guard = Guard::new()
 //!     .client_ip(ClientIpLayer::new())
 //!     .origin(OriginGuardLayer::new(AllowList::new().add_origin("https://chat.example.com")?))
-//!     .auth(JwtAuthLayer::<serde_json::Value>::new(Key::hmac(Algorithm::HS256, &[7; 32])?))
+//!     .auth(JwtAuthLayer::<serde_json::Value>::new(VerifyingKey::hmac(Algorithm::HS256, &[7; 32])?))
 //!     .conn_limit(ConnLimitLayer::builder().per_principal(3).per_ip(20).build()?)
 //!     .rate_limit(MessageRateLimitLayer::new().per_key(
 //!         wsguard::key::PrincipalKey::default(),

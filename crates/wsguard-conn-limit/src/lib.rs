@@ -115,8 +115,8 @@
 //! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
 //! - **Names.** The option that accepts a refused handshake and closes the socket at once
 //!   with the close code (browsers cannot read a refused handshake's status) is called
-//!   `close_mode` ([`ConnLimitBuilder::close_mode`]; `wsguard-jwt-auth` still names it
-//!   `reject_after_upgrade`).
+//!   `close_mode` in every crate that has it ([`ConnLimitBuilder::close_mode`],
+//!   `JwtAuthLayer::close_mode`, the handshake rate's and the penalty's `close_mode`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;

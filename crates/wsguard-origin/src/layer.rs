@@ -5,13 +5,13 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 use wsguard_core::HttpRejection;
 
-use crate::{config::Config, service::OriginGuard, AllowList, NoPredicate, OriginPredicate};
+use crate::{config::Config, service::OriginGuard, AllowList, AllowListOnly, OriginPredicate};
 
 /// Applies [`OriginGuard`], which rejects requests whose `Origin` is not allowed with 403.
 ///
 /// Cheap to clone: the configuration lives behind one `Arc`.
 /// See the [crate docs](crate) for an example.
-pub struct OriginGuardLayer<P = HttpRejection, C = NoPredicate> {
+pub struct OriginGuardLayer<P = HttpRejection, C = AllowListOnly> {
     config: Arc<Config<P, C>>,
 }
 

@@ -123,7 +123,7 @@
 //! that is consulted for well-formed origins the allow-list refused. [`DomainSet`] holds such
 //! a list of domains, each matching itself and its subdomains. Nothing is boxed: the
 //! predicate's future is a variant of the layer's [`ResponseFuture`], and the default
-//! [`NoPredicate`] is never called.
+//! [`AllowListOnly`] is never called.
 //!
 //! # Rejections and logs
 //!
@@ -211,8 +211,8 @@
 //! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
 //! - **Names.** The option that accepts a refused handshake and closes the socket at once
 //!   with the close code (browsers cannot read a refused handshake's status) is called
-//!   `close_mode`, as in `wsguard-conn-limit` (`wsguard-jwt-auth` still names it
-//!   `reject_after_upgrade`); this crate has no such option.
+//!   `close_mode` in every crate that has it (`wsguard-conn-limit`, `wsguard-jwt-auth`); this
+//!   crate has no such option.
 //!
 //! [`is_websocket_upgrade`]: wsguard_core::is_websocket_upgrade
 //! [`Reason::OriginNotAllowed`]: wsguard_core::Reason::OriginNotAllowed
@@ -239,7 +239,7 @@ pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::OriginGuardLayer;
 pub use origin::{Origin, ParseOriginError, MAX_ORIGIN_LEN};
-pub use predicate::{NoPredicate, OriginPredicate};
+pub use predicate::{AllowListOnly, OriginPredicate};
 pub use service::OriginGuard;
 
 /// Re-exported for writing [`OriginPredicate`]s: the view of a request head they receive.

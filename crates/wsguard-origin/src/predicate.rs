@@ -60,9 +60,9 @@ where
 /// allow-list alone decides. Never called; it costs nothing.
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
-pub struct NoPredicate;
+pub struct AllowListOnly;
 
-impl OriginPredicate for NoPredicate {
+impl OriginPredicate for AllowListOnly {
     type Future = Ready<bool>;
 
     fn check(&self, _: &Origin, _: &RequestHead<'_>) -> Self::Future {

@@ -13,14 +13,14 @@ use wsguard_core::{HttpRejection, OnRejection};
 use crate::{
     config::{Config, Decision},
     future::ResponseFuture,
-    NoPredicate, OriginPredicate,
+    AllowListOnly, OriginPredicate,
 };
 
 /// Rejects requests whose `Origin` is not allowed with 403, before they reach `S`.
 ///
 /// Built by [`OriginGuardLayer`](crate::OriginGuardLayer).
 /// See the [crate docs](crate) for an example.
-pub struct OriginGuard<S, P = HttpRejection, C = NoPredicate> {
+pub struct OriginGuard<S, P = HttpRejection, C = AllowListOnly> {
     inner: S,
     config: Arc<Config<P, C>>,
 }

@@ -149,8 +149,8 @@
 //! - **The inner service.** Every service has `get_ref`, `get_mut` and `into_inner`.
 //! - **Names.** The option that accepts a refused handshake and closes the socket at once
 //!   with the close code (browsers cannot read a refused handshake's status) is called
-//!   `close_mode`, as in `wsguard-conn-limit` (`wsguard-jwt-auth` still names it
-//!   `reject_after_upgrade`); this crate has no such option.
+//!   `close_mode` in every crate that has it (`wsguard-conn-limit`, `wsguard-jwt-auth`); this
+//!   crate has no such option.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorize;
