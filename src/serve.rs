@@ -74,7 +74,8 @@
 //! first-byte deadline is this module's own and makes that case independent of the hyper
 //! version; it can also be shorter, to drop silent connections sooner than slow ones.
 //! Neither deadline applies to request bodies or to an upgraded socket: use
-//! [`conn_limit`](crate::conn_limit)'s hygiene (idle timeout, lifetime) after the upgrade.
+//! connection hygiene (`wsguard_core::plane::hygiene`: idle timeout, lifetime) after the
+//! upgrade.
 //!
 //! # Lingering close
 //!
@@ -226,7 +227,7 @@ impl<S, F> Serve<S, F> {
     ///
     /// Upgraded connections (WebSockets) are no longer HTTP connections: they run in their own
     /// tasks and are not waited for. Close them with your own signal, for example
-    /// [`conn_limit`](crate::conn_limit)'s `Shutdown`, which sends close code 1001.
+    /// the hygiene's `Shutdown` (`wsguard_core::plane::Shutdown`), which sends close code 1001.
     pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<S, G>
     where
         G: Future<Output = ()> + Send + 'static,

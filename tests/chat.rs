@@ -530,6 +530,23 @@ async fn close_mode_tells_browsers_why_with_a_close_code() {
 }
 
 #[tokio::test]
+async fn in_close_mode_forged_tokens_still_earn_a_penalty() {
+    let running = start(&["--reject-mode", "close", "--auth-failure-limit", "3"]).await;
+    for i in 0..3 {
+        let mut forged = connect_as_browser(&running, "not.a.token").await;
+        assert_eq!(
+            close_code(&mut forged).await,
+            Some(CloseCode::from(4401)),
+            "attempt {i}"
+        );
+    }
+    // The address is penalised: even a valid token is closed with 4429, unchecked.
+    let mut valid = connect_as_browser(&running, &token("alice", 3600)).await;
+    assert_eq!(close_code(&mut valid).await, Some(CloseCode::from(4429)));
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
     let running = start(&[]).await;
     let mut alice = user(&running, "alice").await;

@@ -113,9 +113,10 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_HANDSHAKE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub handshake_burst: u32,
 
-    /// Failed handshakes (401, 403, 400) per client IP within --auth-failure-window that
-    /// start a penalty: the address is refused with 429 before any token is checked, for
-    /// 30 s, doubling while failures go on (at most 15 minutes).
+    /// Failed handshakes (401, 403, 400; in close mode the 4401/4403 closes) per client IP
+    /// within --auth-failure-window that start a penalty: the address is refused with 429
+    /// (4429 in close mode) before any token is checked, for 30 s, doubling while failures
+    /// go on (at most 15 minutes).
     #[arg(long, env = "WSGUARD_AUTH_FAILURE_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_failure_limit: u32,
 

@@ -383,7 +383,7 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
         .max_pending_heads(args.max_pending_heads)
         .max_pending_heads_per_ip(args.max_pending_heads_per_ip)
         .build()
-        .map_err(|e| Fatal(format!("--max-pending-heads-per-ip: {e}")))?;
+        .map_err(|e| Fatal(format!("serving options (--header-read-timeout, --first-byte-timeout, --max-pending-heads, --max-pending-heads-per-ip): {e}")))?;
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -14,8 +14,10 @@
 //! Over budget, a request is refused with [`Reason::RateExceeded`]: `429 Too Many Requests`
 //! with a `Retry-After` (whole seconds, rounded up, never the limit itself), the gRPC form
 //! through [`GrpcRejection`](wsguard_core::GrpcRejection), or, in close mode, an upgrade
-//! closed at once with 4429. Every request that reaches the layer counts, refused or not:
-//! put the layer on the WebSocket route.
+//! closed at once with 4429. Every handshake that this layer lets through spends from its
+//! key's budget, whatever the layers inside it answer (a refused attempt costs the server a
+//! handshake too); one this layer refuses spends nothing. Put the layer on the WebSocket
+//! route.
 //!
 //! Place a client-IP budget before authentication, so that a flooding address is refused
 //! before any signature is checked, and a per-principal budget after it (the principal is

@@ -6,11 +6,13 @@
 //! (authentication, Origin, the handshake checks) and watches their answers: a refusal with
 //! a counted status (by default 400, 401 and 403) is one failure for the request's key (the
 //! client IP, IPv6 grouped by /64, unless configured). After [`max_failures`] failures within
-//! [`window`], the key is *penalised*: its requests are refused at once with
+//! [`window`] (a fixed window, starting at the first failure after the last one ended), the
+//! key is *penalised*: its requests are refused at once with
 //! [`Reason::RateExceeded`] (`429` with `Retry-After`, 4429 in close mode, never reaching
 //! the layers inside) for a back-off that starts at [`backoff`] and doubles each time the key
 //! is penalised again while its failures continue (at most [`max_backoff`]). The penalty
-//! ends by itself; a key that stays quiet for a window after it is forgotten.
+//! ends by itself; a key with no failure and no penalty for a whole window is forgotten
+//! (its next penalty starts from the first back-off again).
 //!
 //! A success does not reset a record: an attacker who also holds a valid token cannot wipe
 //! the count of its failures by using it now and then.
@@ -44,10 +46,10 @@
 //!
 //! # Close mode
 //!
-//! An inner layer in close mode answers a refused browser handshake with `101` and a close
-//! code, which this layer cannot tell from a success: such refusals are not counted. Keep
-//! close mode for browsers' sake only where the penalty is not needed, or count on the
-//! handshake rate limit ([`handshake_rate`](crate::handshake_rate)) there.
+//! An inner layer in close mode answers a refused browser handshake with `101` and closes
+//! the socket with the code; that `101` carries the [`Rejection`] in its extensions, and it
+//! counts by the rejection's HTTP status (401 for a forged token), like a refusal answered
+//! over HTTP.
 //!
 //! # Example
 //!
@@ -340,7 +342,11 @@ impl<P: Clone> Clone for Config<P> {
 /// One key's failures and penalty.
 #[derive(Debug, Clone, Copy)]
 struct Record {
+    /// The start of the current counting window (fixed, from its first failure).
     window_start: Instant,
+    /// The last failure, or the end of the last penalty: the record is forgotten a window
+    /// after it.
+    active_until: Instant,
     failures: u32,
     /// The end of the current penalty, if one runs (or ran and was not noticed yet).
     penalized_until: Option<Instant>,
@@ -419,6 +425,7 @@ impl Records {
         }
         let record = map.map.entry(key.clone()).or_insert(Record {
             window_start: now,
+            active_until: now,
             failures: 0,
             penalized_until: None,
             next_backoff: config.backoff,
@@ -428,11 +435,13 @@ impl Records {
             record.failures = 0;
         }
         record.failures = record.failures.saturating_add(1);
+        record.active_until = record.active_until.max(now);
         if record.failures < config.max_failures || record.penalized_until.is_some() {
             return;
         }
         let backoff = record.next_backoff;
         record.penalized_until = Some(now + backoff);
+        record.active_until = now + backoff;
         record.next_backoff = (backoff * 2).min(config.max_backoff);
         // The failures that caused it are spent; new ones within the penalty's window
         // count towards the next, longer one.
@@ -459,8 +468,8 @@ fn sweep_if_due(map: &mut RecordMap, now: Instant, window: Duration) {
     }
 }
 
-/// Removes records whose window and penalty are over, and whose back-off would start from
-/// the first again (quiet for a window after the penalty); ends penalties that are over.
+/// Ends penalties that are over, and removes the records quiet for a window (no failure and
+/// no penalty for a window: the next penalty of that key starts from the first back-off).
 fn sweep(map: &mut RecordMap, now: Instant, window: Duration) {
     let mut ended = 0;
     map.map.retain(|key, record| {
@@ -472,7 +481,7 @@ fn sweep(map: &mut RecordMap, now: Instant, window: Duration) {
             ended += 1;
             penalty_ended(key);
         }
-        now.duration_since(record.window_start) < window * 2
+        now.saturating_duration_since(record.active_until) < window
     });
     map.penalized -= ended;
 }
@@ -684,7 +693,13 @@ where
                     return Poll::Ready(Ok(finish_deferred(res, pending, &this.config.policy)));
                 }
                 if let Some(key) = key.take() {
-                    if this.config.counted.contains(&res.status()) {
+                    // A refusal answered over HTTP has its status; one answered in close mode
+                    // is a `101` that carries the rejection (and its HTTP status).
+                    let status = res
+                        .extensions()
+                        .get::<Rejection>()
+                        .map_or(res.status(), |rejection| rejection.reason().status());
+                    if this.config.counted.contains(&status) {
                         this.config
                             .records
                             .failure(&key, Instant::now(), this.config);

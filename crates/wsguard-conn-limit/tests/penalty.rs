@@ -165,3 +165,27 @@ fn configurations_that_cannot_work_fail_at_build_time() {
         assert_eq!(got, Some(expected.clone()), "{expected}");
     }
 }
+
+#[tokio::test]
+async fn the_back_off_keeps_growing_when_a_penalty_outlasts_the_window() {
+    // A penalty longer than two windows must not make the address forget its record: the
+    // next penalty doubles again.
+    let penalty = FailurePenaltyLayer::per_ip()
+        .max_failures(5, Duration::from_millis(400))
+        .unwrap()
+        .backoff(Duration::from_secs(1), Duration::from_secs(60))
+        .unwrap();
+    let addr = serve(penalty.clone()).await;
+    let attacker = ip("127.0.0.5");
+    for _ in 0..5 {
+        assert_eq!(handshake(addr, attacker, false, None).await.0, 401);
+    }
+    assert_eq!(handshake(addr, attacker, true, None).await, (429, Some(1)));
+    sleep(Duration::from_millis(1100)).await;
+    // Another address's request lets the layer sweep after the penalty ended.
+    assert_eq!(handshake(addr, ip("127.0.0.6"), true, None).await.0, 101);
+    for _ in 0..5 {
+        assert_eq!(handshake(addr, attacker, false, None).await.0, 401);
+    }
+    assert_eq!(handshake(addr, attacker, true, None).await, (429, Some(2)));
+}

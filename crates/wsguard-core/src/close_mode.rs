@@ -67,7 +67,8 @@ impl PendingRejection {
     }
 }
 
-/// Completes a deferred rejection: keeps `res` if a hand-off took `pending` over, otherwise
+/// Completes a deferred rejection: keeps `res` if a hand-off took `pending` over (with the
+/// [`Rejection`] in its extensions, as every refusal's response has it), otherwise
 /// logs the misconfiguration and answers the HTTP (or gRPC) form through `policy`.
 ///
 /// This is what makes the close mode fail closed: an application that does not use a
@@ -81,6 +82,11 @@ where
     P: OnRejection<B>,
 {
     if pending.is_delivered() {
+        // The upgrade goes out (to be closed with the code), marked with the rejection it
+        // carries, as a refusal's response is: outer layers (a failure penalty, logs) see
+        // why.
+        let mut res = res;
+        res.extensions_mut().insert(*pending.rejection());
         return res;
     }
     if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {

@@ -13,7 +13,8 @@
 //! [`GuardedSocket`] runs a socket through such a service. It wraps any
 //! `Stream<Item = Result<M, E>> + Sink<M, Error = E>` of [`WsMessage`](crate::WsMessage)s (axum's `WebSocket`,
 //! tokio-tungstenite's `WebSocketStream`, or another adapter of the same shape, such as the
-//! connection hygiene of `wsguard-conn-limit`, inside or outside it) and is itself one:
+//! connection [`hygiene`] beside it (also re-exported by `wsguard-conn-limit`), inside or
+//! outside it) and is itself one:
 //!
 //! - every message but the peer's close frame is passed to the service: text, binary, and
 //!   the ping and pong control frames too (they cost the server as much as a small message,
