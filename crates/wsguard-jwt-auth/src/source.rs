@@ -237,15 +237,20 @@ pub(crate) fn extract<B>(
             }
             SourceKind::Protocol(marker) => {
                 rewrite_protocols(req, |offered, kept| {
+                    let mut taken = Vec::new();
                     let mut entries = offered.iter();
                     while let Some(&entry) = entries.next() {
                         kept.push(entry);
                         if entry == marker.as_bytes() {
-                            if let Some(token) = entries.next() {
+                            if let Some(&token) = entries.next() {
                                 found.add(token, kind);
+                                taken.push(token);
                             }
                         }
                     }
+                    // A copy of a token elsewhere in the list is no protocol either: it never
+                    // reaches the application.
+                    kept.retain(|entry| !taken.contains(entry));
                 });
             }
             SourceKind::ProtocolPrefix(prefix) => {
@@ -620,6 +625,20 @@ mod tests {
             let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL);
             assert!(protocols.is_none_or(|p| !p.to_str().unwrap().contains("a.b.c")));
         }
+    }
+
+    #[test]
+    fn a_token_offered_twice_as_a_protocol_never_reaches_the_application() {
+        // `bearer, T, T`: the marker's token is taken; a copy elsewhere in the list is no
+        // protocol either, and must not stay in the header the application (and its logs)
+        // see.
+        let mut req = request(
+            "/ws",
+            &[("sec-websocket-protocol", "bearer, a.b.c, chat, a.b.c")],
+        );
+        let found = extract(&mut req, &all(), 16).unwrap();
+        assert_eq!(found.token, "a.b.c");
+        assert_eq!(req.headers()[SEC_WEBSOCKET_PROTOCOL], "bearer, chat");
     }
 
     #[test]
