@@ -38,6 +38,17 @@ const RSA_PUBLIC: &[u8] = include_bytes!("../crates/wsguard-jwt-auth/tests/keys/
 /// Starts the chat with exactly `argv` (after `chat --listen 127.0.0.1:0`).
 async fn try_start(argv: &[&str]) -> Result<server::Running, String> {
     let mut full = vec!["chat", "--listen", "127.0.0.1:0"];
+    // These tests poll handshakes from one address while keys load or rotate (refused ones
+    // among them): the handshake rate and the failure penalty, tested on their own, would
+    // cut the polling short.
+    for (flag, value) in [
+        ("--handshake-burst", "100000"),
+        ("--auth-failure-limit", "100000"),
+    ] {
+        if !argv.contains(&flag) {
+            full.extend([flag, value]);
+        }
+    }
     full.extend_from_slice(argv);
     let args = cli::Args::try_parse_from(full).map_err(|e| e.to_string())?;
     server::start(&args)
@@ -944,8 +955,8 @@ async fn a_jwks_rotation_is_picked_up_and_an_unknown_kid_flood_is_bounded() {
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     keys.serve(listener);
     // With a static secret too: both kinds of token are accepted.
-    // One address sends every token here, 50 of them forged on purpose: the handshake rate
-    // and the failure penalty (tested on their own) would cut it before the JWKS is tested.
+    // One address sends every token here, 50 of them forged on purpose (try_start raises the
+    // handshake rate and the failure penalty, which would cut it first).
     let running = try_start(&[
         "--jwks-url",
         &url,
@@ -953,10 +964,6 @@ async fn a_jwks_rotation_is_picked_up_and_an_unknown_kid_flood_is_bounded() {
         "1",
         "--jwt-secret",
         SECRET,
-        "--handshake-burst",
-        "1000",
-        "--auth-failure-limit",
-        "1000",
     ])
     .await
     .unwrap();
