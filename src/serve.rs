@@ -351,8 +351,8 @@ impl ServeConfigBuilder {
     /// browsers that pre-open connections reconnect when one is closed.
     pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
     /// 512: half the common soft limit of 1024 file descriptors, so stalled connections alone
-    /// cannot exhaust it; at 100 ms per head it still admits about 5,000 new connections a
-    /// second.
+    /// cannot exhaust it; if each head took 100 ms to arrive, 512 places would still let
+    /// through 5,120 new connections a second (arithmetic, not a measurement).
     pub const DEFAULT_MAX_PENDING_HEADS: u32 = 512;
     /// 16: a browser opens at most 6 HTTP/1.1 connections per host, so 16 at the same instant
     /// leaves room for a few users behind one NAT.
