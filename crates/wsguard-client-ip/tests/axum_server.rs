@@ -3,75 +3,32 @@
 //! server without connect info answers 500.
 #![cfg(feature = "axum")]
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-    time::timeout,
-};
 use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_core::{ClientIp, Reason};
+use wsguard_test_kit::{client, server};
 
-const LIMIT: Duration = Duration::from_secs(10);
-
-struct Server {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(layer: ClientIpLayer, connect_info: bool) -> Server {
+/// Serves a route answering the `ClientIp` extractor behind `layer`, with or without
+/// connect info: the server's address.
+async fn serve(layer: ClientIpLayer, connect_info: bool) -> SocketAddr {
     let app = Router::new()
         .route(
             "/",
             get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
         )
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let served = if connect_info {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        } else {
-            axum::serve(listener, app).await
-        };
-        served.unwrap();
-    });
-    Server { addr, task }
+    if connect_info {
+        server::axum(app).await
+    } else {
+        server::axum_without_connect_info(app).await
+    }
 }
 
 /// Sends one raw HTTP/1.1 request with `headers` and returns (status, body).
-async fn fetch(server: &Server, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = timeout(LIMIT, TcpStream::connect(server.addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let headers: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let req = format!("GET / HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    timeout(LIMIT, stream.read_to_string(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap();
-    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+async fn fetch(server: &SocketAddr, headers: &[(&str, &str)]) -> (u16, String) {
+    client::fetch(*server, "/", headers).await
 }
 
 #[tokio::test]

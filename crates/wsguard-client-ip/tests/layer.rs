@@ -6,11 +6,12 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::{echo, loopback, request};
+use common::{echo, loopback};
 use http::{Extensions, Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_core::{GrpcRejection, PeerAddr, Reason, Rejection};
+use wsguard_test_kit::service::request;
 
 #[tokio::test]
 async fn missing_peer_is_rejected_through_the_policy() {

@@ -5,48 +5,23 @@
 
 mod common;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
-
-use common::{echo, loopback, request};
+use common::{echo, loopback};
 use http::Request;
 use tower::{service_fn, Layer, ServiceExt};
 use wsguard_client_ip::{ClientIpLayer, Source};
-
-/// Collects formatted events.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use wsguard_test_kit::{logs::Logs, service::request};
 
 /// Runs one request through `layer` and returns what was logged, at every level.
 fn logged(layer: ClientIpLayer, req: Request<String>) -> String {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let logs = Logs::new();
+    tracing::subscriber::with_default(logs.subscriber(tracing::Level::TRACE), || {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(layer.layer(service_fn(echo)).oneshot(req))
             .unwrap();
     });
-    let bytes = logs.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    logs.text()
 }
 
 fn levels(logs: &str) -> Vec<&str> {
