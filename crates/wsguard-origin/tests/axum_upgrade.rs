@@ -7,31 +7,20 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
-use axum::{
-    extract::ws::{Message as AxumMessage, WebSocket},
-    routing::get,
-    Router,
-};
+use axum::{routing::get, Router};
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, StatusCode};
-use tokio::{net::TcpListener, time::timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
-use wsguard_core::{axum::GuardedUpgrade, Connection};
+use wsguard_core::axum::GuardedUpgrade;
 use wsguard_origin::{AllowList, OriginGuardLayer};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn echo(mut socket: WebSocket, _conn: Connection) {
-    while let Some(Ok(msg)) = socket.recv().await {
-        let data = matches!(msg, AxumMessage::Text(_) | AxumMessage::Binary(_));
-        if data && socket.send(msg).await.is_err() {
-            break;
-        }
-    }
-}
+use wsguard_test_kit::{
+    client,
+    handoff::{Echo, SocketHandler},
+    server, WAIT,
+};
 
 /// Starts the server; returns its address and a counter of upgrades that reached the
 /// handler.
@@ -43,23 +32,17 @@ async fn serve(allow: AllowList) -> (SocketAddr, Arc<AtomicUsize>) {
             "/ws",
             get(move |upgrade: GuardedUpgrade| {
                 counter.fetch_add(1, Ordering::SeqCst);
-                async move { upgrade.on_upgrade(echo) }
+                async move { upgrade.on_upgrade(|socket, conn| Echo.handle(socket, conn)) }
             }),
         )
         .layer(OriginGuardLayer::new(allow).allow_missing_origin(false));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, upgrades)
+    (server::axum(app).await, upgrades)
 }
 
 async fn connect(
     addr: SocketAddr,
     origin: Option<&str>,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    tungstenite::Error,
-> {
+) -> Result<client::Client, tungstenite::Error> {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     if let Some(origin) = origin {
         req.headers_mut()
@@ -111,15 +94,8 @@ async fn foreign_origins_get_403_and_allowed_ones_upgrade() {
 
     for allowed in ["https://chat.example.com", "HTTPS://Shop.Example.com:443"] {
         let mut ws = connect(addr, Some(allowed)).await.unwrap();
-        ws.send(Message::text("hello")).await.unwrap();
-        let echo = timeout(WAIT, ws.next())
-            .await
-            .expect("echo timed out")
-            .expect("stream ended")
-            .unwrap();
-        assert_eq!(echo, Message::text("hello"));
-        ws.close(None).await.unwrap();
-        while let Some(Ok(_)) = timeout(WAIT, ws.next()).await.expect("close timed out") {}
+        client::round_trip(&mut ws, "hello").await;
+        client::close(ws).await;
     }
     assert_eq!(upgrades.load(Ordering::SeqCst), 2);
 }

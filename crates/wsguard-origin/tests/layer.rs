@@ -2,7 +2,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -11,39 +10,15 @@ use std::{
 };
 
 use http::{header, Method, Request, Response, StatusCode};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use wsguard_core::{GrpcRejection, Reason, Rejection};
 use wsguard_origin::{AllowList, DomainSet, Origin, OriginGuardLayer, RequestHead};
+use wsguard_test_kit::service::{counting, handshake};
 
 fn allow() -> AllowList {
     AllowList::new()
         .add_origin("https://app.example.com")
         .unwrap()
-}
-
-fn handshake(origin: &str) -> Request<()> {
-    Request::builder()
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::ORIGIN, origin)
-        .body(())
-        .unwrap()
-}
-
-/// An inner service that counts how often it is called.
-fn counting(
-    calls: &Arc<AtomicUsize>,
-) -> impl Service<
-    Request<()>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
-> + Clone {
-    let calls = Arc::clone(calls);
-    service_fn(move |_: Request<()>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, Infallible>(Response::new("passed".to_owned())) }
-    })
 }
 
 #[tokio::test]

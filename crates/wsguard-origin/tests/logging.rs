@@ -5,20 +5,20 @@
 //! them. Alone in its binary, the capture is deterministic.
 
 use std::{
-    convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::AtomicUsize, Arc},
     task::{Context, Poll},
 };
 
-use http::{header, Request, Response, StatusCode};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use http::{header, Request, StatusCode};
+use tower::{Layer, ServiceExt};
 use wsguard_core::ClientIp;
 use wsguard_origin::{AllowList, OriginGuardLayer};
+use wsguard_test_kit::{
+    logs::Logs,
+    service::{counting, handshake},
+};
 
 fn allow() -> AllowList {
     AllowList::new()
@@ -26,55 +26,10 @@ fn allow() -> AllowList {
         .unwrap()
 }
 
-fn handshake(origin: &str) -> Request<()> {
-    Request::builder()
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::ORIGIN, origin)
-        .body(())
-        .unwrap()
-}
-
-fn counting(
-    calls: &Arc<AtomicUsize>,
-) -> impl Service<
-    Request<()>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
-> + Clone {
-    let calls = Arc::clone(calls);
-    service_fn(move |_: Request<()>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, Infallible>(Response::new("passed".to_owned())) }
-    })
-}
-
-/// Captures formatted log lines.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn rejections_are_logged_without_raw_values() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let logs = Logs::new();
+    tracing::subscriber::with_default(logs.subscriber(tracing::Level::INFO), || {
         let svc = OriginGuardLayer::new(allow())
             .allow_missing_origin(false)
             .layer(counting(&Arc::new(AtomicUsize::new(0))));
@@ -99,7 +54,7 @@ fn rejections_are_logged_without_raw_values() {
         missing.headers_mut().remove(header::ORIGIN);
         assert_eq!(poll(missing), StatusCode::FORBIDDEN);
     });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let lines: Vec<&str> = logs.lines().collect();
     assert_eq!(lines.len(), 3, "{logs}");
     assert!(
