@@ -6,41 +6,17 @@
 
 mod common;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
-
 use common::*;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use tower::ServiceBuilder;
 use wsguard_jwt_auth::JwtAuthLayer;
-
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use wsguard_test_kit::logs::Logs;
 
 #[tokio::test]
 async fn refusals_log_the_cause_and_a_known_parameter_name_only() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = Logs::new();
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::TRACE));
 
     let layer: JwtAuthLayer<serde_json::Value> = JwtAuthLayer::new(hs256_key());
     let mut svc = ServiceBuilder::new().layer(layer).service_fn(inner);
@@ -65,7 +41,7 @@ async fn refusals_log_the_cause_and_a_known_parameter_name_only() {
         tokens.push(token);
     }
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     for expected in [
         r#"cause="unsupported_header" header_parameter="b64""#,
         r#"cause="unsupported_header" header_parameter="jku""#,

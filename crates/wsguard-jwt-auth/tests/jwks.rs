@@ -53,10 +53,7 @@ async fn start(server: Server) -> SocketAddr {
             }),
         )
         .with_state(server);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    wsguard_test_kit::server::axum(app).await
 }
 
 /// A JWK set with the test P-256 key under each of `kids` (no `alg`: bound to ES256 by its

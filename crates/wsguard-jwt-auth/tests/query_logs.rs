@@ -5,35 +5,11 @@
 
 mod common;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
-
 use common::*;
 use http::{Request, StatusCode};
 use tower::ServiceBuilder;
 use wsguard_jwt_auth::{Failure, JwtAuthLayer, TokenSource};
-
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
+use wsguard_test_kit::logs::Logs;
 
 fn layer() -> JwtAuthLayer<serde_json::Value> {
     JwtAuthLayer::new(hs256_key())
@@ -47,14 +23,8 @@ fn layer() -> JwtAuthLayer<serde_json::Value> {
 
 #[tokio::test]
 async fn the_inner_service_and_the_logs_never_see_a_query_token() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = Logs::new();
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::TRACE));
 
     // An application that logs every URI it sees, as access logs do.
     let mut svc = ServiceBuilder::new()

@@ -5,28 +5,24 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
 use common::*;
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
-use tokio::{net::TcpListener, time::timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest, protocol::frame::coding::CloseCode, Message,
 };
 use wsguard_core::axum::GuardedUpgrade;
 use wsguard_jwt_auth::{Claims, JwtAuthLayer, TokenSource};
-
-const WAIT: Duration = Duration::from_secs(10);
+use wsguard_test_kit::{client::Client, server, WAIT};
 
 #[derive(Clone, serde::Deserialize)]
 struct ChatClaims {
     room: String,
 }
-
-type Client =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Serves `/ws` behind the layer; the socket greets with what the connection knows.
 async fn serve(close_mode: bool) -> SocketAddr {
@@ -66,10 +62,7 @@ async fn serve(close_mode: bool) -> SocketAddr {
             }),
         )
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    server::axum(app).await
 }
 
 async fn connect(
