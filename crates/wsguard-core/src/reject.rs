@@ -83,6 +83,29 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of the documented table of answers (and of declaration):
+    /// for tests and documentation that must cover each answer.
+    pub const ALL: &'static [Self] = &[
+        Self::OriginNotAllowed,
+        Self::CredentialsMissing,
+        Self::TokenInvalid,
+        Self::TokenExpired,
+        Self::Forbidden,
+        Self::TooManyConnections,
+        Self::AtCapacity,
+        Self::RateExceeded,
+        Self::MessageTooLarge,
+        Self::InvalidMessage,
+        Self::UnsupportedData,
+        Self::IdleTimeout,
+        Self::LifetimeExceeded,
+        Self::HeartbeatTimeout,
+        Self::ShuttingDown,
+        Self::ProtocolError,
+        Self::BadRequest,
+        Self::Internal,
+    ];
+
     /// A stable `snake_case` name, for logs and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -452,26 +475,14 @@ where
 mod tests {
     use super::*;
 
-    const ALL: [Reason; 18] = [
-        Reason::OriginNotAllowed,
-        Reason::CredentialsMissing,
-        Reason::TokenInvalid,
-        Reason::TokenExpired,
-        Reason::Forbidden,
-        Reason::TooManyConnections,
-        Reason::AtCapacity,
-        Reason::RateExceeded,
-        Reason::MessageTooLarge,
-        Reason::InvalidMessage,
-        Reason::UnsupportedData,
-        Reason::IdleTimeout,
-        Reason::LifetimeExceeded,
-        Reason::HeartbeatTimeout,
-        Reason::ShuttingDown,
-        Reason::ProtocolError,
-        Reason::BadRequest,
-        Reason::Internal,
-    ];
+    #[test]
+    fn all_lists_every_reason_once_in_declaration_order() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason}");
+        }
+        // The last variant: a reason declared after it must be added to `ALL` and here.
+        assert_eq!(Reason::ALL.last(), Some(&Reason::Internal));
+    }
 
     #[test]
     fn the_documented_table() {
@@ -496,7 +507,11 @@ mod tests {
             (Reason::BadRequest, 400, Some(1008)),
             (Reason::Internal, 500, Some(1011)),
         ];
-        assert_eq!(table.len(), ALL.len(), "every reason is in the table");
+        assert_eq!(
+            table.map(|(reason, ..)| reason),
+            Reason::ALL,
+            "every reason is in the table"
+        );
         for (reason, status, code) in table {
             assert_eq!(reason.status().as_u16(), status, "{reason}");
             assert_eq!(reason.close_code(), code, "{reason}");
@@ -505,7 +520,7 @@ mod tests {
 
     #[test]
     fn close_reasons_fit_a_close_frame_and_codes_are_sendable() {
-        for reason in ALL {
+        for &reason in Reason::ALL {
             let msg = reason.message();
             assert!(
                 msg.len() <= 123 && msg.is_ascii() && !msg.contains('%'),
@@ -583,7 +598,7 @@ mod tests {
             .to_grpc_response();
         assert_eq!(res.headers()["grpc-status"], "14");
         assert_eq!(res.headers()["grpc-retry-pushback-ms"], "3000");
-        for reason in ALL {
+        for &reason in Reason::ALL {
             let res: Response<String> = Rejection::new(reason).to_grpc_response();
             assert_eq!(
                 res.headers()["grpc-status"],
