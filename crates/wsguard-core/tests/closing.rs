@@ -8,10 +8,7 @@
 //! on loopback they are well under 100 ms.
 #![cfg(all(feature = "plane", feature = "axum", feature = "tokio-tungstenite"))]
 
-mod common;
-
 use std::{
-    convert::Infallible,
     fmt,
     future::{ready, Ready},
     net::SocketAddr,
@@ -22,15 +19,18 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::mpsc,
     time::{timeout, Instant},
 };
 use tokio_tungstenite::{client_async, tungstenite::Message, WebSocketStream};
 use tower_service::Service;
 use wsguard_core::{
-    plane::{GuardedSocket, Inbound, Verdict, WsSocket},
-    Connection, Reason, Rejection, WsMessage,
+    Connection, GuardedSocket, Inbound, Reason, Rejection, Verdict, WsMessage, WsSocket,
+};
+use wsguard_test_kit::{
+    client,
+    handoff::{self, HandOff, SocketHandler, Upgrade},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,26 +40,14 @@ const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 const PROMPTLY: Duration = Duration::from_secs(3);
 const LIMIT: usize = 4096;
 
-/// Every reason a close can carry.
-const REASONS: [Reason; 17] = [
-    Reason::CredentialsMissing,
-    Reason::TokenInvalid,
-    Reason::TokenExpired,
-    Reason::Forbidden,
-    Reason::TooManyConnections,
-    Reason::AtCapacity,
-    Reason::RateExceeded,
-    Reason::MessageTooLarge,
-    Reason::InvalidMessage,
-    Reason::UnsupportedData,
-    Reason::IdleTimeout,
-    Reason::LifetimeExceeded,
-    Reason::HeartbeatTimeout,
-    Reason::ShuttingDown,
-    Reason::ProtocolError,
-    Reason::BadRequest,
-    Reason::Internal,
-];
+/// Every reason a close can carry: all but `OriginNotAllowed`, which is never answered
+/// after an upgrade.
+fn reasons() -> impl Iterator<Item = Reason> {
+    Reason::ALL
+        .iter()
+        .copied()
+        .filter(|reason| reason.close_code().is_some())
+}
 
 #[derive(Debug)]
 struct Failed;
@@ -90,8 +78,8 @@ impl<M: WsMessage> Service<Inbound<M>> for Decide {
             return ready(Err(Failed));
         }
         if let Some(name) = text.strip_prefix("close:") {
-            if let Some(reason) = REASONS.iter().find(|r| r.as_str() == name) {
-                return ready(Ok(Verdict::Close(Rejection::new(*reason))));
+            if let Some(reason) = reasons().find(|r| r.as_str() == name) {
+                return ready(Ok(Verdict::Close(Rejection::new(reason))));
             }
         }
         ready(Ok(Verdict::Admit(req)))
@@ -100,65 +88,36 @@ impl<M: WsMessage> Service<Inbound<M>> for Decide {
 
 /// Echoes what the plane admits; says on `ended` when the socket task is over (and with it
 /// the connection and its guards).
-async fn echo<S: WsSocket>(socket: S, conn: Connection, ended: mpsc::UnboundedSender<()>)
-where
-    S::SocketError: fmt::Debug,
-{
-    let mut socket = GuardedSocket::new(socket, conn, Decide).close_timeout(SERVER_CLOSE_TIMEOUT);
-    while let Some(Ok(msg)) = socket.next().await {
-        if msg.kind().is_data() && socket.send(msg).await.is_err() {
-            break;
+#[derive(Clone)]
+struct Echo {
+    ended: mpsc::UnboundedSender<()>,
+}
+
+impl SocketHandler for Echo {
+    async fn handle<S>(self, socket: S, conn: Connection)
+    where
+        S: WsSocket + Send + 'static,
+        S::SocketError: Send + fmt::Debug,
+    {
+        let mut socket =
+            GuardedSocket::new(socket, conn, Decide).close_timeout(SERVER_CLOSE_TIMEOUT);
+        while let Some(Ok(msg)) = socket.next().await {
+            if msg.kind().is_data() && socket.send(msg).await.is_err() {
+                break;
+            }
         }
+        drop(socket);
+        let _ = self.ended.send(());
     }
-    drop(socket);
-    let _ = ended.send(());
 }
 
-async fn axum_server(ended: mpsc::UnboundedSender<()>) -> SocketAddr {
-    use axum::{routing::get, Router};
-    use wsguard_core::axum::GuardedUpgrade;
-
-    let app = Router::new().route(
-        "/ws",
-        get(move |up: GuardedUpgrade| {
-            let ended = ended.clone();
-            async move {
-                up.max_message_size(LIMIT)
-                    .max_frame_size(LIMIT)
-                    .on_upgrade(move |socket, conn| echo(socket, conn, ended))
-            }
-        }),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-async fn hyper_server(ended: mpsc::UnboundedSender<()>) -> SocketAddr {
-    use http::Request;
-    use http_body_util::Full;
-    use hyper::{body::Incoming, service::service_fn, Response};
-    use wsguard_core::tungstenite::GuardedUpgrade;
-
-    common::serve_http1(move || {
-        let ended = ended.clone();
-        service_fn(move |mut req: Request<Incoming>| {
-            let ended = ended.clone();
-            async move {
-                let res: Response<Full<bytes::Bytes>> = match GuardedUpgrade::from_request(&mut req)
-                {
-                    Ok(up) => up
-                        .max_message_size(LIMIT)
-                        .max_frame_size(LIMIT)
-                        .on_upgrade(move |socket, conn| echo(socket, conn, ended)),
-                    Err(err) => err.to_response(),
-                };
-                Ok::<_, Infallible>(res)
-            }
-        })
-    })
-    .await
+/// The echo behind `hand_off`, with the socket's size limits at [`LIMIT`].
+async fn server(hand_off: HandOff, ended: mpsc::UnboundedSender<()>) -> SocketAddr {
+    let limits = Upgrade {
+        max_message_size: Some(LIMIT),
+        max_frame_size: Some(LIMIT),
+    };
+    handoff::serve(hand_off, limits, |_| {}, Echo { ended }).await
 }
 
 /// A masked client frame: `first` is the FIN/RSV/opcode byte.
@@ -250,8 +209,7 @@ fn peer_faults() -> Vec<(&'static str, Input, u16)> {
 /// Closes decided by the plane's service: every reason with a close code, and a failing
 /// service (1011).
 fn service_closes() -> Vec<(String, Input, u16)> {
-    let mut cases: Vec<_> = REASONS
-        .iter()
+    let mut cases: Vec<_> = reasons()
         .map(|reason| {
             (
                 format!("service closes for {reason}"),
@@ -299,23 +257,10 @@ async fn run_case(
         Input::Raw(bytes) => ws.get_mut().write_all(&bytes).await.unwrap(),
         Input::Message(msg) => ws.send(msg).await.unwrap(),
     }
-    let (code, at_code) = loop {
-        match timeout(WAIT, ws.next()).await.expect("an answer in time") {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                break (u16::from(frame.code), start.elapsed())
-            }
-            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
+    let code = u16::from(client::close_frame(&mut ws).await.code);
+    let at_code = start.elapsed();
     // The client answered the close; the connection ends without waiting.
-    loop {
-        match timeout(WAIT, ws.next()).await.expect("the end in time") {
-            None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        }
-    }
+    client::until_end(&mut ws).await;
     let at_end = start.elapsed();
     timeout(WAIT, ended.recv())
         .await
@@ -330,12 +275,9 @@ async fn run_case(
     )
 }
 
-async fn every_close_completes_at_once(
-    server: impl std::future::Future<Output = SocketAddr>,
-    mut ended: mpsc::UnboundedReceiver<()>,
-    hand_off: &str,
-) {
-    let addr = server.await;
+async fn every_close_completes_at_once(hand_off: HandOff) {
+    let (tx, mut ended) = mpsc::unbounded_channel();
+    let addr = server(hand_off, tx).await;
     let cases = peer_faults()
         .into_iter()
         .map(|(name, input, code)| (name.to_owned(), input, code))
@@ -360,12 +302,10 @@ async fn every_close_completes_at_once(
 
 #[tokio::test]
 async fn axum_every_close_completes_at_once() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    every_close_completes_at_once(axum_server(tx), rx, "axum").await;
+    every_close_completes_at_once(HandOff::Axum).await;
 }
 
 #[tokio::test]
 async fn hyper_every_close_completes_at_once() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    every_close_completes_at_once(hyper_server(tx), rx, "hyper").await;
+    every_close_completes_at_once(HandOff::Hyper).await;
 }

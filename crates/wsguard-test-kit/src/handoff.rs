@@ -334,22 +334,28 @@ pub mod contract {
     }
 
     /// A rejection a handshake layer deferred (close mode) is answered after the upgrade
-    /// with its close code and reason; the handler is never called, and the scope's guards
-    /// go when the socket does.
+    /// with a close frame as the first message, carrying `code` and `reason`; the handler is
+    /// never called, and the scope's guards go when the socket does.
     pub async fn deferred_rejection_closes_without_calling_the_handler(
         hand_off: HandOff,
         rejection: Rejection,
+        code: u16,
+        reason: &str,
     ) {
         let alive = Alive::new();
         let called = Arc::new(AtomicBool::new(false));
         let addr = serve_guarded(hand_off, &alive, Some(rejection), &called).await;
         let mut ws = client::connect(addr, "/ws").await;
-        let (code, reason) = client::close_code(&mut ws).await;
-        assert_eq!(
-            (Some(code), reason.as_str()),
-            (rejection.close_code(), rejection.close_reason()),
-            "{hand_off}"
-        );
+        match timeout(WAIT, ws.next())
+            .await
+            .expect("a close frame in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), code, "{hand_off}");
+                assert_eq!(frame.reason.as_str(), reason, "{hand_off}");
+            }
+            other => panic!("{hand_off}: expected a close frame, got {other:?}"),
+        }
         // Complete the closing handshake.
         client::until_end(&mut ws).await;
         alive.until(0).await;
