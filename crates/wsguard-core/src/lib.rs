@@ -11,6 +11,8 @@
 //! - Identity: [`ClientIp`], [`Principal`], [`TokenExpiry`] as request extensions, and
 //!   [`KeyExtractor`]s that name the bucket a request is counted in (global, client IP or
 //!   IPv6 /64, principal, header, or a closure).
+//! - [`Access`]: the one answer of every authorization hook (an origin predicate, a claims
+//!   predicate, a per-message authorization), allow or deny.
 //! - The connection scope: [`ConnectionScope`] holds guards (such as connection permits) for
 //!   exactly as long as the connection lives. The hand-offs, [`axum::GuardedUpgrade`] and
 //!   [`tungstenite::GuardedUpgrade`] (behind the `axum` and `tokio-tungstenite` features),
@@ -68,6 +70,7 @@
 //! | `close` | `close::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod access;
 pub mod close_mode;
 pub mod connection;
 pub mod handshake;
@@ -95,6 +98,7 @@ pub mod tungstenite;
 pub mod plane;
 
 pub use close_mode::PendingRejection;
+pub use access::Access;
 pub use connection::{Connection, ConnectionInfo};
 pub use handshake::is_websocket_upgrade;
 

@@ -2,28 +2,13 @@
 
 use std::future::{ready, Future, Ready};
 
-use wsguard_core::plane::ConnectionInfo;
+use wsguard_core::ConnectionInfo;
 
-/// The answer of an [`Authorize`] hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// The connection may send this message.
-    Allow,
-    /// It may not: the message is refused with a `forbidden` error frame, or the socket is
-    /// closed with 4403 (see [`OnDeny`](crate::OnDeny)).
-    Deny,
-}
-
-impl From<bool> for Access {
-    /// `true` allows.
-    fn from(allowed: bool) -> Self {
-        if allowed {
-            Self::Allow
-        } else {
-            Self::Deny
-        }
-    }
-}
+/// The answer of an [`Authorize`] hook, the one answer of every authorization hook in
+/// wsguard; re-exported from [`wsguard_core::Access`]. [`Access::Deny`] refuses the message
+/// with a `forbidden` error frame, or closes the socket with 4403 (see
+/// [`OnDeny`](crate::OnDeny)).
+pub use wsguard_core::Access;
 
 /// Decides whether a connection may send a parsed message: "the user may only subscribe to
 /// sessions they own".
