@@ -7,26 +7,27 @@ use std::{fmt, net::IpAddr};
 
 use http::{header, Request, Response};
 use wsguard_core::{
-    is_websocket_upgrade, key::RequestHead, telemetry, ClientIp, OnRejection, PeerAddr, Reason,
-    Rejection,
+    guard::record_rejection, is_websocket_upgrade, ClientIp, OnRejection, PeerAddr, Reason,
+    Rejection, RequestHead,
 };
 
 use crate::{
     origin::{header_origin, parse_origin, HeaderOrigin},
-    AllowList, Origin, OriginPredicate, ParseOriginError,
+    predicate::{CheckFuture, SharedPredicate},
+    AllowList, Origin, ParseOriginError,
 };
 
 /// Everything a layer and its services share.
 #[derive(Clone)]
-pub(crate) struct Config<P, C> {
+pub(crate) struct Config<P> {
     pub(crate) allow: AllowList,
     pub(crate) allow_missing: bool,
     pub(crate) every_request: bool,
     pub(crate) policy: P,
-    pub(crate) predicate: Option<C>,
+    pub(crate) predicate: Option<SharedPredicate>,
 }
 
-impl<P, C> fmt::Debug for Config<P, C> {
+impl<P> fmt::Debug for Config<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("allow", &self.allow)
@@ -39,21 +40,18 @@ impl<P, C> fmt::Debug for Config<P, C> {
 }
 
 /// What [`Config::decide`] concluded.
-pub(crate) enum Decision<F> {
+pub(crate) enum Decision {
     Pass,
     Reject,
     Check {
-        check: F,
+        check: CheckFuture,
         origin: Origin,
         peer: Option<IpAddr>,
     },
 }
 
-impl<P, C> Config<P, C>
-where
-    C: OriginPredicate,
-{
-    pub(crate) fn decide<B>(&self, req: &Request<B>) -> Decision<C::Future> {
+impl<P> Config<P> {
+    pub(crate) fn decide<B>(&self, req: &Request<B>) -> Decision {
         if !self.every_request && !is_websocket_upgrade(req) {
             return Decision::Pass;
         }
@@ -107,12 +105,12 @@ where
     }
 }
 
-impl<P, C> Config<P, C> {
+impl<P> Config<P> {
     pub(crate) fn reject<B>(&self) -> Response<B>
     where
         P: OnRejection<B>,
     {
-        wsguard_core::reject::respond(&self.policy, Rejection::new(Reason::OriginNotAllowed))
+        wsguard_core::guard::respond(&self.policy, Rejection::new(Reason::OriginNotAllowed))
     }
 }
 
@@ -159,7 +157,7 @@ pub(crate) fn log_rejection(
         error = error.map(ParseOriginError::as_str),
         "request rejected: origin not allowed"
     );
-    telemetry::record_rejection("origin", Reason::OriginNotAllowed);
+    record_rejection("origin", Reason::OriginNotAllowed);
 }
 
 /// The client address for the log: the resolved [`ClientIp`], else the direct peer.

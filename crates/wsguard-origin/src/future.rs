@@ -16,36 +16,34 @@ use wsguard_core::OnRejection;
 
 use crate::{
     config::{log_rejection, Cause, Config},
-    Origin, OriginPredicate,
+    predicate::CheckFuture,
+    Origin,
 };
 
 pin_project! {
     /// Response future of [`OriginGuard`](crate::OriginGuard).
-    pub struct ResponseFuture<S, ReqBody, P, C>
+    pub struct ResponseFuture<S, ReqBody, P>
     where
         S: Service<Request<ReqBody>>,
-        C: OriginPredicate,
     {
         #[pin]
-        kind: Kind<S, ReqBody, P, C>,
+        kind: Kind<S, ReqBody, P>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, ReqBody, P, C>
+    enum Kind<S, ReqBody, P>
     where
         S: Service<Request<ReqBody>>,
-        C: OriginPredicate,
     {
         Inner {
             #[pin]
             future: S::Future,
         },
         Check {
-            #[pin]
-            check: C::Future,
-            pending: Option<Pending<S, ReqBody, P, C>>,
+            check: CheckFuture,
+            pending: Option<Pending<S, ReqBody, P>>,
         },
         Rejected {
             response: Option<S::Response>,
@@ -54,18 +52,17 @@ pin_project! {
 }
 
 /// What an asynchronous check needs once it has answered.
-struct Pending<S, ReqBody, P, C> {
+struct Pending<S, ReqBody, P> {
     inner: S,
     req: Request<ReqBody>,
-    config: Arc<Config<P, C>>,
+    config: Arc<Config<P>>,
     origin: Origin,
     peer: Option<IpAddr>,
 }
 
-impl<S, ReqBody, P, C> ResponseFuture<S, ReqBody, P, C>
+impl<S, ReqBody, P> ResponseFuture<S, ReqBody, P>
 where
     S: Service<Request<ReqBody>>,
-    C: OriginPredicate,
 {
     pub(crate) fn inner(future: S::Future) -> Self {
         Self {
@@ -82,10 +79,10 @@ where
     }
 
     pub(crate) fn check(
-        check: C::Future,
+        check: CheckFuture,
         inner: S,
         req: Request<ReqBody>,
-        config: Arc<Config<P, C>>,
+        config: Arc<Config<P>>,
         origin: Origin,
         peer: Option<IpAddr>,
     ) -> Self {
@@ -104,11 +101,10 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody, P, C> Future for ResponseFuture<S, ReqBody, P, C>
+impl<S, ReqBody, ResBody, P> Future for ResponseFuture<S, ReqBody, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     P: OnRejection<ResBody>,
-    C: OriginPredicate,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -124,7 +120,7 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 KindProj::Check { check, pending } => {
-                    let allowed = ready!(check.poll(cx));
+                    let access = ready!(check.as_mut().poll(cx));
                     let Pending {
                         mut inner,
                         req,
@@ -134,7 +130,7 @@ where
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    if allowed {
+                    if access.is_allowed() {
                         Kind::Inner {
                             future: inner.call(req),
                         }
@@ -151,10 +147,9 @@ where
     }
 }
 
-impl<S, ReqBody, P, C> fmt::Debug for ResponseFuture<S, ReqBody, P, C>
+impl<S, ReqBody, P> fmt::Debug for ResponseFuture<S, ReqBody, P>
 where
     S: Service<Request<ReqBody>>,
-    C: OriginPredicate,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {

@@ -5,14 +5,16 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 use wsguard_core::HttpRejection;
 
-use crate::{config::Config, service::OriginGuard, AllowList, AllowListOnly, OriginPredicate};
+use crate::{
+    config::Config, predicate::SharedPredicate, service::OriginGuard, AllowList, OriginPredicate,
+};
 
 /// Applies [`OriginGuard`], which rejects requests whose `Origin` is not allowed with 403.
 ///
 /// Cheap to clone: the configuration lives behind one `Arc`.
 /// See the [crate docs](crate) for an example.
-pub struct OriginGuardLayer<P = HttpRejection, C = AllowListOnly> {
-    config: Arc<Config<P, C>>,
+pub struct OriginGuardLayer<P = HttpRejection> {
+    config: Arc<Config<P>>,
 }
 
 impl OriginGuardLayer {
@@ -33,10 +35,9 @@ impl OriginGuardLayer {
     }
 }
 
-impl<P, C> OriginGuardLayer<P, C>
+impl<P> OriginGuardLayer<P>
 where
     P: Clone,
-    C: Clone,
 {
     /// Whether a request without an `Origin` header passes (default `true`).
     ///
@@ -81,7 +82,7 @@ where
     /// Response<B>`). The [`Rejection`](wsguard_core::Rejection) is put into the response's
     /// extensions whatever the policy returns.
     #[must_use]
-    pub fn on_rejection<Q>(self, policy: Q) -> OriginGuardLayer<Q, C> {
+    pub fn on_rejection<Q>(self, policy: Q) -> OriginGuardLayer<Q> {
         self.map(|config| Config {
             allow: config.allow,
             allow_missing: config.allow_missing,
@@ -92,35 +93,31 @@ where
     }
 
     /// Consults `predicate` for origins the allow-list refuses (see [`OriginPredicate`]).
+    /// Replaces an earlier one. Its future is boxed: it runs at most once per handshake.
     #[must_use]
-    pub fn with_predicate<D>(self, predicate: D) -> OriginGuardLayer<P, D>
-    where
-        D: OriginPredicate,
-    {
+    pub fn with_predicate(self, predicate: impl OriginPredicate) -> Self {
+        let predicate: SharedPredicate = Arc::new(predicate);
         self.map(|config| Config {
-            allow: config.allow,
-            allow_missing: config.allow_missing,
-            every_request: config.every_request,
-            policy: config.policy,
             predicate: Some(predicate),
+            ..config
         })
     }
 
-    fn map<Q, D>(self, f: impl FnOnce(Config<P, C>) -> Config<Q, D>) -> OriginGuardLayer<Q, D> {
+    fn map<Q>(self, f: impl FnOnce(Config<P>) -> Config<Q>) -> OriginGuardLayer<Q> {
         OriginGuardLayer {
             config: Arc::new(f(Arc::unwrap_or_clone(self.config))),
         }
     }
 }
 
-impl<P, C> OriginGuardLayer<P, C> {
+impl<P> OriginGuardLayer<P> {
     /// The allow-list.
     pub fn allow_list(&self) -> &AllowList {
         &self.config.allow
     }
 }
 
-impl<P, C> Clone for OriginGuardLayer<P, C> {
+impl<P> Clone for OriginGuardLayer<P> {
     fn clone(&self) -> Self {
         Self {
             config: Arc::clone(&self.config),
@@ -128,7 +125,7 @@ impl<P, C> Clone for OriginGuardLayer<P, C> {
     }
 }
 
-impl<P, C> fmt::Debug for OriginGuardLayer<P, C> {
+impl<P> fmt::Debug for OriginGuardLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginGuardLayer")
             .field("config", &self.config)
@@ -136,8 +133,8 @@ impl<P, C> fmt::Debug for OriginGuardLayer<P, C> {
     }
 }
 
-impl<S, P, C> Layer<S> for OriginGuardLayer<P, C> {
-    type Service = OriginGuard<S, P, C>;
+impl<S, P> Layer<S> for OriginGuardLayer<P> {
+    type Service = OriginGuard<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         OriginGuard::from_config(inner, Arc::clone(&self.config))

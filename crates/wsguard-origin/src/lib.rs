@@ -119,11 +119,12 @@
 //! Some allowed origins are only known per request: the domains a widget may be embedded on,
 //! carried in a claim of a "site token" that an authentication layer verified and put into
 //! the request's extensions. [`OriginGuardLayer::with_predicate`] takes an asynchronous
-//! [`OriginPredicate`] (any `Fn(&Origin, &RequestHead<'_>) -> impl Future<Output = bool>`)
-//! that is consulted for well-formed origins the allow-list refused. [`DomainSet`] holds such
-//! a list of domains, each matching itself and its subdomains. Nothing is boxed: the
-//! predicate's future is a variant of the layer's [`ResponseFuture`], and the default
-//! [`AllowListOnly`] is never called.
+//! [`OriginPredicate`] (any `Fn(&Origin, &RequestHead<'_>) -> impl Future<Output = Access>`,
+//! answering [`wsguard_core::Access`] like every authorization hook in wsguard) that is
+//! consulted for well-formed origins the allow-list refused. [`DomainSet`] holds such a list
+//! of domains, each matching itself and its subdomains. The predicate's future is boxed (one
+//! allocation, only for a handshake whose origin the allow-list refused), so the layer's type
+//! does not name it; without a predicate the allow-list alone decides and nothing is boxed.
 //!
 //! # Rejections and logs
 //!
@@ -141,7 +142,7 @@
 //! forge a log line. A malformed value is never logged, only the kind of error (`error =
 //! "non_ascii"`, ...). Anyone can make a browser send a foreign `Origin`, so the rate of these
 //! events is attacker-driven: filter by target if they are too many. Each rejection is also
-//! counted with [`wsguard_core::telemetry::record_rejection`]`("origin", ..)`, a `metrics`
+//! counted with [`wsguard_core::guard::record_rejection`]`("origin", ..)`, a `metrics`
 //! counter behind the `metrics` feature.
 //!
 //! # Compared with tower-http's `CsrfLayer`
@@ -198,10 +199,12 @@
 //!   the layer and its services share, the decision on each request, and the log and count
 //!   of each refusal). No module imports one above it. `call` asks `config.rs` for the
 //!   decision and builds the future; every state after that lives in `future.rs`.
-//! - **Type parameters.** The service is `OriginGuard<S, P, C>`: the inner service first,
-//!   then the layer's parameters in the layer's order. Its future is `ResponseFuture<S,
-//!   ReqBody, P, C>`: the inner service, the request body, then the same parameters in the
-//!   same order.
+//! - **Type parameters.** The layer is `OriginGuardLayer<P>` (the rejection policy, which
+//!   shapes the response); the service is `OriginGuard<S, P>`: the inner service first, then
+//!   the layer's parameter. Its future is `ResponseFuture<S, ReqBody, P>`: the inner service,
+//!   the request body, then the same parameter. A hook that runs at most once per handshake
+//!   (the [`OriginPredicate`]) is boxed rather than a type parameter: one allocation next to
+//!   a handshake costs nothing measurable, and every user-facing type stays short.
 //! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
 //!   "ResponseFuture polled after completion" when polled again (once it has handed over to
 //!   the inner service's future, it does what that future does). This is what tower-http's
@@ -239,8 +242,11 @@ pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::OriginGuardLayer;
 pub use origin::{Origin, ParseOriginError, MAX_ORIGIN_LEN};
-pub use predicate::{AllowListOnly, OriginPredicate};
+pub use predicate::OriginPredicate;
 pub use service::OriginGuard;
 
 /// Re-exported for writing [`OriginPredicate`]s: the view of a request head they receive.
-pub use wsguard_core::key::RequestHead;
+pub use wsguard_core::RequestHead;
+
+/// Re-exported for writing [`OriginPredicate`]s: their answer.
+pub use wsguard_core::Access;

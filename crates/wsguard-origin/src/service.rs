@@ -13,20 +13,19 @@ use wsguard_core::{HttpRejection, OnRejection};
 use crate::{
     config::{Config, Decision},
     future::ResponseFuture,
-    AllowListOnly, OriginPredicate,
 };
 
 /// Rejects requests whose `Origin` is not allowed with 403, before they reach `S`.
 ///
 /// Built by [`OriginGuardLayer`](crate::OriginGuardLayer).
 /// See the [crate docs](crate) for an example.
-pub struct OriginGuard<S, P = HttpRejection, C = AllowListOnly> {
+pub struct OriginGuard<S, P = HttpRejection> {
     inner: S,
-    config: Arc<Config<P, C>>,
+    config: Arc<Config<P>>,
 }
 
-impl<S, P, C> OriginGuard<S, P, C> {
-    pub(crate) fn from_config(inner: S, config: Arc<Config<P, C>>) -> Self {
+impl<S, P> OriginGuard<S, P> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<P>>) -> Self {
         Self { inner, config }
     }
 
@@ -46,7 +45,7 @@ impl<S, P, C> OriginGuard<S, P, C> {
     }
 }
 
-impl<S: Clone, P, C> Clone for OriginGuard<S, P, C> {
+impl<S: Clone, P> Clone for OriginGuard<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -55,7 +54,7 @@ impl<S: Clone, P, C> Clone for OriginGuard<S, P, C> {
     }
 }
 
-impl<S: fmt::Debug, P, C> fmt::Debug for OriginGuard<S, P, C> {
+impl<S: fmt::Debug, P> fmt::Debug for OriginGuard<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginGuard")
             .field("inner", &self.inner)
@@ -64,15 +63,14 @@ impl<S: fmt::Debug, P, C> fmt::Debug for OriginGuard<S, P, C> {
     }
 }
 
-impl<S, P, C, ReqBody, ResBody> Service<Request<ReqBody>> for OriginGuard<S, P, C>
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for OriginGuard<S, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     P: OnRejection<ResBody>,
-    C: OriginPredicate,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, P, C>;
+    type Future = ResponseFuture<S, ReqBody, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -11,7 +11,7 @@ use std::{
 
 use http::{header, Method, Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
-use wsguard_core::{GrpcRejection, Reason, Rejection};
+use wsguard_core::{Access, GrpcRejection, Reason, Rejection};
 use wsguard_origin::{AllowList, DomainSet, Origin, OriginGuardLayer, RequestHead};
 use wsguard_test_kit::service::{counting, handshake};
 
@@ -119,7 +119,7 @@ async fn the_predicate_reads_extensions_and_may_wait() {
             async move {
                 // A real hook would query something here; make the future pending once.
                 tokio::task::yield_now().await;
-                sites.is_some_and(|sites| sites.0.contains_origin(&origin))
+                Access::from(sites.is_some_and(|sites| sites.0.contains_origin(&origin)))
             }
         }
     });
@@ -243,7 +243,7 @@ async fn the_ready_service_is_the_one_called_after_a_check() {
     let layer =
         OriginGuardLayer::new(allow()).with_predicate(|_: &Origin, _: &RequestHead<'_>| async {
             tokio::task::yield_now().await;
-            true
+            Access::Allow
         });
     let mut svc = layer.layer(MustBeReady::default());
     for origin in ["https://app.example.com", "https://other.example"] {
@@ -262,7 +262,7 @@ async fn the_ready_service_is_the_one_called_after_a_check() {
 fn futures_are_send_and_services_are_clone() {
     fn assert_send<T: Send>(_: &T) {}
     let layer = OriginGuardLayer::new(allow())
-        .with_predicate(|_: &Origin, _: &RequestHead<'_>| async { true });
+        .with_predicate(|_: &Origin, _: &RequestHead<'_>| async { Access::Allow });
     let mut svc = layer.layer(counting(&Arc::new(AtomicUsize::new(0))));
     let future = svc.call(handshake("https://app.example.com"));
     assert_send(&future);
