@@ -13,8 +13,9 @@ use governor::{
     Quota, RateLimiter,
 };
 use wsguard_core::{
-    plane::{foreign_connection, ConnectionBinding, ConnectionInfo, ErrorFrame, Inbound, Verdict},
-    telemetry, KeyError, KeyExtractor, Reason, Rejection, WsMessage,
+    guard::{foreign_connection, record_rejection, ConnectionBinding},
+    ConnectionInfo, ErrorFrame, Inbound, KeyError, KeyExtractor, Reason, Rejection, Verdict,
+    WsMessage,
 };
 
 use crate::{
@@ -283,6 +284,7 @@ impl Progress {
             }
             Decision::Deny { retry_after } => self.excess(config, conn, info, class, retry_after),
             Decision::TooLarge => too_large(info, class),
+            Decision::Unavailable => unavailable(info, class),
         }
     }
 
@@ -302,7 +304,7 @@ impl Progress {
     {
         if !self.counted {
             self.counted = true;
-            telemetry::record_rejection(LAYER, Reason::RateExceeded);
+            record_rejection(LAYER, Reason::RateExceeded);
             let abusive = match (&config.abuse, &conn.refusals) {
                 (Abuse::Immediately, _) => true,
                 (Abuse::After(_), Some(refusals)) => refusals.check().is_err(),
@@ -348,8 +350,20 @@ fn too_large<SF, M>(info: &ConnectionInfo, scope: &'static str) -> Next<SF, M> {
         peer = info.client_ip().map(tracing::field::display),
         "message larger than the byte burst, closing the socket"
     );
-    telemetry::record_rejection(LAYER, Reason::MessageTooLarge);
+    record_rejection(LAYER, Reason::MessageTooLarge);
     Next::Verdict(Verdict::Close(Rejection::new(Reason::MessageTooLarge)))
+}
+
+fn unavailable<SF, M>(info: &ConnectionInfo, scope: &'static str) -> Next<SF, M> {
+    // Logged once per transition by the store itself; here at debug level only.
+    tracing::debug!(
+        reason = Reason::AtCapacity.as_str(),
+        scope,
+        peer = info.client_ip().map(tracing::field::display),
+        "the key store is unavailable and fails closed, closing the socket (1013)"
+    );
+    record_rejection(LAYER, Reason::AtCapacity);
+    Next::Verdict(Verdict::Close(Rejection::new(Reason::AtCapacity)))
 }
 
 fn key_error<SF, M>(err: KeyError) -> Next<SF, M> {
@@ -363,6 +377,6 @@ fn key_error<SF, M>(err: KeyError) -> Next<SF, M> {
             Reason::BadRequest
         }
     };
-    telemetry::record_rejection(LAYER, reason);
+    record_rejection(LAYER, reason);
     Next::Verdict(Verdict::Close(Rejection::new(reason)))
 }

@@ -68,6 +68,9 @@ pub enum Decision {
     },
     /// The message is larger than the key's byte burst: it can never fit.
     TooLarge,
+    /// The store could not answer (a shared store's backend is unreachable) and fails
+    /// closed: the socket is closed with 1013 ("try again later", [`Reason::AtCapacity`](wsguard_core::Reason::AtCapacity)).
+    Unavailable,
 }
 
 /// Where the shared per-key budgets live.
@@ -75,8 +78,9 @@ pub enum Decision {
 /// The layer asks the store once per message that its connection's own budget allowed.
 /// [`InMemoryKeyStore`] keeps the budgets in this process; an implementation over a shared
 /// database (Redis, ...) lets several server instances share them. Such a store decides
-/// itself what to answer when its backend is unreachable (fail open with
-/// [`Decision::Allow`], or closed with a [`Decision::Deny`]).
+/// itself what to answer when its backend is unreachable: fail open (answer from an
+/// in-memory store), or closed with [`Decision::Unavailable`], which closes the socket with
+/// 1013.
 ///
 /// A connection's key is [prepared](Self::prepare) once, at its first message, and every
 /// message of the connection is checked with the prepared key: whatever the key alone
