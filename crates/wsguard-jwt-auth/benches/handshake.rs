@@ -15,7 +15,8 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use tower::{Service, ServiceBuilder};
-use wsguard_jwt_auth::{Claims, JwtAuthLayer, VerifyingKey};
+use wsguard_core::{Access, RequestHead};
+use wsguard_jwt_auth::{Claims, InMemoryRevocations, JwtAuthLayer, VerifyingKey};
 
 #[derive(Clone, serde::Deserialize)]
 #[allow(dead_code)]
@@ -87,7 +88,7 @@ fn bench_alg(
     });
 
     let mut svc = ServiceBuilder::new()
-        .layer(JwtAuthLayer::<ChatClaims>::new(key))
+        .layer(JwtAuthLayer::<ChatClaims>::new(key.clone()))
         .service_fn(|req: Request<()>| async move {
             let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
             assert!(ok);
@@ -101,6 +102,34 @@ fn bench_alg(
                 .body(())
                 .unwrap();
             let res = svc.call(req).now_or_never().unwrap().unwrap();
+            assert_eq!(res.status(), 200);
+            black_box(res);
+        })
+    });
+
+    // The same layer with the two per-handshake hooks configured: an in-memory revocation
+    // store and an asynchronous claims predicate that allows (both answer at once).
+    let mut hooked = ServiceBuilder::new()
+        .layer(
+            JwtAuthLayer::<ChatClaims>::new(key)
+                .with_revocation(InMemoryRevocations::new(1_000))
+                .with_async_predicate(|_: &ChatClaims, _: &RequestHead<'_>| {
+                    std::future::ready(Access::Allow)
+                }),
+        )
+        .service_fn(|req: Request<()>| async move {
+            let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
+            assert!(ok);
+            Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
+        });
+    group.bench_function("request_through_layer_with_hooks", |b| {
+        b.iter(|| {
+            let req = Request::builder()
+                .uri("/ws")
+                .header("authorization", black_box(authorization.as_str()))
+                .body(())
+                .unwrap();
+            let res = hooked.call(req).now_or_never().unwrap().unwrap();
             assert_eq!(res.status(), 200);
             black_box(res);
         })
@@ -129,6 +158,7 @@ fn bench_alg(
             .body(())
             .unwrap()
     };
+    let mut hooked_ratios = Vec::with_capacity(41);
     let mut ratios: Vec<f64> = (0..41)
         .map(|_| {
             let decode = time(&mut || {
@@ -143,10 +173,15 @@ fn bench_alg(
             let layered = time(&mut || {
                 black_box(svc.call(request()).now_or_never().unwrap().unwrap());
             });
+            let with_hooks = time(&mut || {
+                black_box(hooked.call(request()).now_or_never().unwrap().unwrap());
+            });
+            hooked_ratios.push((with_hooks - plain) / decode);
             (layered - plain) / decode
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
+    hooked_ratios.sort_by(f64::total_cmp);
     println!(
         "{name}: layer (net of the bare request) / bare decode, median of {} paired rounds: \
          {:.2}x (quartiles {:.2}x-{:.2}x)",
@@ -154,6 +189,14 @@ fn bench_alg(
         ratios[20],
         ratios[10],
         ratios[30]
+    );
+    println!(
+        "{name}: layer with revocation store and async predicate (net of the bare request) / \
+         bare decode, median of {} paired rounds: {:.2}x (quartiles {:.2}x-{:.2}x)",
+        hooked_ratios.len(),
+        hooked_ratios[20],
+        hooked_ratios[10],
+        hooked_ratios[30]
     );
 }
 

@@ -9,11 +9,14 @@ use std::{fmt, net::IpAddr, sync::Arc, time::SystemTime};
 use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use wsguard_core::{
-    reject::respond, telemetry, ClientIp, OnRejection, PeerAddr, Principal, Rejection, TokenExpiry,
+    guard::{record_rejection, respond},
+    ClientIp, OnRejection, PeerAddr, Principal, Rejection, TokenExpiry,
 };
 
 use crate::{
     keys::KeyWait,
+    predicate::SharedPredicate,
+    revocation::SharedRevocation,
     source::{self, Extracted},
     verify::{Outcome, Verified, Verifier},
     Claims, Failure, HeaderParameter, TokenSource, VerifiedToken,
@@ -26,19 +29,19 @@ pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Everything a layer and its services share.
-pub(crate) struct Config<C, P, R, A> {
+pub(crate) struct Config<C, P> {
     pub(crate) verifier: Verifier<C>,
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) max_len: usize,
-    pub(crate) revocation: Option<R>,
+    pub(crate) revocation: Option<SharedRevocation>,
     pub(crate) fail_open: bool,
-    pub(crate) async_predicate: Option<A>,
+    pub(crate) async_predicate: Option<SharedPredicate<C>>,
     pub(crate) close_mode: bool,
     pub(crate) policy: P,
     pub(crate) clock: Option<Clock>,
 }
 
-impl<C, P: Clone, R: Clone, A: Clone> Clone for Config<C, P, R, A> {
+impl<C, P: Clone> Clone for Config<C, P> {
     fn clone(&self) -> Self {
         Self {
             verifier: self.verifier.clone(),
@@ -54,7 +57,7 @@ impl<C, P: Clone, R: Clone, A: Clone> Clone for Config<C, P, R, A> {
     }
 }
 
-impl<C, P, R, A> Config<C, P, R, A> {
+impl<C, P> Config<C, P> {
     pub(crate) fn now(&self) -> SystemTime {
         self.clock
             .as_ref()
@@ -62,7 +65,7 @@ impl<C, P, R, A> Config<C, P, R, A> {
     }
 }
 
-impl<C, P, R, A> fmt::Debug for Config<C, P, R, A> {
+impl<C, P> fmt::Debug for Config<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("keys", &self.verifier.keys)
@@ -88,7 +91,7 @@ pub(crate) enum Decision<C> {
     Wait(KeyWait, Extracted),
 }
 
-impl<C, P, R, A> Config<C, P, R, A>
+impl<C, P> Config<C, P>
 where
     C: DeserializeOwned,
 {
@@ -121,7 +124,7 @@ where
     }
 }
 
-impl<C, P, R, A> Config<C, P, R, A> {
+impl<C, P> Config<C, P> {
     /// The response of a refusal: the policy's answer with the `Rejection` and the `Failure`
     /// in its extensions.
     pub(crate) fn reject<B>(&self, failure: Failure) -> Response<B>
@@ -189,7 +192,7 @@ pub(crate) fn log_rejection(failure: Failure, source: Option<&'static str>, peer
         peer = peer.map(tracing::field::display),
         "request rejected: authentication failed"
     );
-    telemetry::record_rejection("jwt_auth", failure.reason());
+    record_rejection("jwt_auth", failure.reason());
 }
 
 /// The client address for the log: the resolved [`ClientIp`], else the direct peer.

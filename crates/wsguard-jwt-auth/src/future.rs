@@ -13,36 +13,35 @@ use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 use wsguard_core::{
-    is_websocket_upgrade, key::RequestHead, scope::finish_deferred, OnRejection, PendingRejection,
+    guard::{finish_deferred, PendingRejection},
+    is_websocket_upgrade, OnRejection, RequestHead,
 };
 
 use crate::{
     config::{admit, log_rejection, peer, unadmit, Config, Decision},
     keys::KeyWait,
+    predicate::PredicateFuture,
+    revocation::RevocationFuture,
     source::Extracted,
-    Claims, ClaimsPredicate, Failure, Revocation, RevocationQuery, RevocationStatus, VerifiedToken,
+    Claims, Failure, RevocationQuery, RevocationStatus, VerifiedToken,
 };
 
 pin_project! {
     /// Response future of [`JwtAuth`](crate::JwtAuth).
-    pub struct ResponseFuture<S, ReqBody, C, P, R, A>
+    pub struct ResponseFuture<S, ReqBody, C, P>
     where
         S: Service<Request<ReqBody>>,
-        R: Revocation,
-        A: ClaimsPredicate<C>,
     {
         #[pin]
-        kind: Kind<S, ReqBody, C, P, R, A>,
+        kind: Kind<S, ReqBody, C, P>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, ReqBody, C, P, R, A>
+    enum Kind<S, ReqBody, C, P>
     where
         S: Service<Request<ReqBody>>,
-        R: Revocation,
-        A: ClaimsPredicate<C>,
     {
         // Authenticated: the inner service's response.
         Inner {
@@ -55,7 +54,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             pending: PendingRejection,
-            config: Arc<Config<C, P, R, A>>,
+            config: Arc<Config<C, P>>,
             failure: Failure,
         },
         // Refused.
@@ -65,19 +64,17 @@ pin_project! {
         // Unknown `kid`: waiting for a key source to fetch keys.
         Keys {
             wait: KeyWait,
-            state: Option<(Pending<S, ReqBody, C, P, R, A>, Extracted)>,
+            state: Option<(Pending<S, ReqBody, C, P>, Extracted)>,
         },
         // Verified: asking the revocation store.
         Revocation {
-            #[pin]
-            check: R::Future,
-            state: Option<Pending<S, ReqBody, C, P, R, A>>,
+            check: RevocationFuture,
+            state: Option<Pending<S, ReqBody, C, P>>,
         },
         // Verified and not revoked: asking the asynchronous predicate.
         Predicate {
-            #[pin]
-            check: A::Future,
-            state: Option<Pending<S, ReqBody, C, P, R, A>>,
+            check: PredicateFuture,
+            state: Option<Pending<S, ReqBody, C, P>>,
         },
     }
 }
@@ -91,14 +88,14 @@ enum Stage {
 }
 
 /// What an asynchronous step needs to go on.
-struct Pending<S, ReqBody, C, P, R, A> {
+struct Pending<S, ReqBody, C, P> {
     inner: S,
     req: Request<ReqBody>,
-    config: Arc<Config<C, P, R, A>>,
+    config: Arc<Config<C, P>>,
 }
 
-impl<S, ReqBody, C, P, R, A> Pending<S, ReqBody, C, P, R, A> {
-    fn new(inner: S, req: Request<ReqBody>, config: &Arc<Config<C, P, R, A>>) -> Self {
+impl<S, ReqBody, C, P> Pending<S, ReqBody, C, P> {
+    fn new(inner: S, req: Request<ReqBody>, config: &Arc<Config<C, P>>) -> Self {
         Self {
             inner,
             req,
@@ -107,20 +104,18 @@ impl<S, ReqBody, C, P, R, A> Pending<S, ReqBody, C, P, R, A> {
     }
 }
 
-impl<S, ReqBody, ResBody, C, P, R, A> ResponseFuture<S, ReqBody, C, P, R, A>
+impl<S, ReqBody, ResBody, C, P> ResponseFuture<S, ReqBody, C, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
     P: OnRejection<ResBody>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     /// The future of a request the configuration decided on: the inner service's future
     /// for an admitted request without asynchronous steps, else the first step.
     pub(crate) fn new(
         inner: &mut S,
         mut req: Request<ReqBody>,
-        config: &Arc<Config<C, P, R, A>>,
+        config: &Arc<Config<C, P>>,
         decision: Decision<C>,
     ) -> Self {
         let kind = match decision {
@@ -154,18 +149,16 @@ fn take_ready<S: Clone>(slot: &mut S) -> S {
 
 /// Refuses `req`: the HTTP (or gRPC) answer, or in close mode for a WebSocket handshake,
 /// the request goes on to `inner` with a deferred rejection for the hand-off.
-fn refuse<S, ReqBody, ResBody, C, P, R, A>(
+fn refuse<S, ReqBody, ResBody, C, P>(
     inner: &mut S,
     mut req: Request<ReqBody>,
-    config: &Arc<Config<C, P, R, A>>,
+    config: &Arc<Config<C, P>>,
     failure: Failure,
     source: Option<&'static str>,
-) -> Kind<S, ReqBody, C, P, R, A>
+) -> Kind<S, ReqBody, C, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     P: OnRejection<ResBody>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     log_rejection(failure, source, peer(&req));
     if config.close_mode && is_websocket_upgrade(&req) {
@@ -185,16 +178,14 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody, C, P, R, A> Kind<S, ReqBody, C, P, R, A>
+impl<S, ReqBody, ResBody, C, P> Kind<S, ReqBody, C, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
     P: OnRejection<ResBody>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     /// The next step after `done` for an admitted request.
-    fn advance(pending: Pending<S, ReqBody, C, P, R, A>, done: Stage) -> Self {
+    fn advance(pending: Pending<S, ReqBody, C, P>, done: Stage) -> Self {
         let config = &pending.config;
         if done < Stage::Revocation {
             if let Some(store) = &config.revocation {
@@ -234,7 +225,7 @@ where
     }
 
     /// Refuses an admitted request after an asynchronous step.
-    fn fail(pending: Pending<S, ReqBody, C, P, R, A>, failure: Failure) -> Self {
+    fn fail(pending: Pending<S, ReqBody, C, P>, failure: Failure) -> Self {
         let Pending {
             mut inner,
             mut req,
@@ -245,13 +236,11 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody, C, P, R, A> Future for ResponseFuture<S, ReqBody, C, P, R, A>
+impl<S, ReqBody, ResBody, C, P> Future for ResponseFuture<S, ReqBody, C, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
     P: OnRejection<ResBody>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -301,7 +290,7 @@ where
                     }
                 }
                 KindProj::Revocation { check, state } => {
-                    let answer = ready!(check.poll(cx));
+                    let answer = ready!(check.as_mut().poll(cx));
                     let pending = state
                         .take()
                         .expect("ResponseFuture polled after completion");
@@ -328,11 +317,11 @@ where
                     }
                 }
                 KindProj::Predicate { check, state } => {
-                    let allowed = ready!(check.poll(cx));
+                    let access = ready!(check.as_mut().poll(cx));
                     let pending = state
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    if allowed {
+                    if access.is_allowed() {
                         Kind::advance(pending, Stage::Predicate)
                     } else {
                         Kind::fail(pending, Failure::Denied)
@@ -344,11 +333,9 @@ where
     }
 }
 
-impl<S, ReqBody, C, P, R, A> fmt::Debug for ResponseFuture<S, ReqBody, C, P, R, A>
+impl<S, ReqBody, C, P> fmt::Debug for ResponseFuture<S, ReqBody, C, P>
 where
     S: Service<Request<ReqBody>>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {

@@ -9,20 +9,23 @@ use crate::{
     claims::ClaimRules,
     config::{Clock, Config, DEFAULT_MAX_TOKEN_LEN},
     keys::KeySource,
+    predicate::SharedPredicate,
+    revocation::SharedRevocation,
     verify::{SyncPredicate, Verifier},
-    AllowAllClaims, ClaimsPredicate, ConfigError, JwtAuth, NoRevocation, Revocation, TokenSource,
+    ClaimsPredicate, ConfigError, JwtAuth, Revocation, TokenSource,
 };
 
 /// Applies [`JwtAuth`], which authenticates requests with a JWT before they reach the inner
 /// service.
 ///
-/// `C` is the type of the claims handed on in [`Claims<C>`](crate::Claims). Cheap to
-/// clone: the configuration lives behind one `Arc`, and key sources, revocation stores and
-/// JWKS caches are shared by every clone.
+/// `C` is the type of the claims handed on in [`Claims<C>`](crate::Claims); `P` is the
+/// rejection policy ([`on_rejection`](Self::on_rejection)). Cheap to clone: the
+/// configuration lives behind one `Arc`, and key sources, revocation stores and JWKS caches
+/// are shared by every clone.
 ///
 /// See the [crate docs](crate) for an example.
-pub struct JwtAuthLayer<C, P = HttpRejection, R = NoRevocation, A = AllowAllClaims> {
-    config: Arc<Config<C, P, R, A>>,
+pub struct JwtAuthLayer<C, P = HttpRejection> {
+    config: Arc<Config<C, P>>,
 }
 
 impl<C> JwtAuthLayer<C> {
@@ -58,11 +61,9 @@ impl<C> JwtAuthLayer<C> {
     }
 }
 
-impl<C, P, R, A> JwtAuthLayer<C, P, R, A>
+impl<C, P> JwtAuthLayer<C, P>
 where
     P: Clone,
-    R: Clone,
-    A: Clone,
 {
     /// Whether every key source has its keys (see [`KeySource::is_ready`]): `false` while a
     /// JWKS or OpenID Connect source has not completed its first fetch, when tokens whose key
@@ -267,41 +268,25 @@ where
     }
 
     /// An asynchronous check of the typed claims (see [`ClaimsPredicate`]), run after the
-    /// revocation store.
+    /// revocation store. Replaces an earlier one. Its future is boxed: it runs at most once
+    /// per handshake.
     #[must_use]
-    pub fn with_async_predicate<B>(self, predicate: B) -> JwtAuthLayer<C, P, R, B>
-    where
-        B: ClaimsPredicate<C>,
-    {
+    pub fn with_async_predicate(self, predicate: impl ClaimsPredicate<C>) -> Self {
+        let predicate: SharedPredicate<C> = Arc::new(predicate);
         self.map(|config| Config {
-            verifier: config.verifier,
-            sources: config.sources,
-            max_len: config.max_len,
-            revocation: config.revocation,
-            fail_open: config.fail_open,
             async_predicate: Some(predicate),
-            close_mode: config.close_mode,
-            policy: config.policy,
-            clock: config.clock,
+            ..config
         })
     }
 
-    /// Consults `store` for every verified token (see [`Revocation`]).
+    /// Consults `store` for every verified token (see [`Revocation`]). Replaces an earlier
+    /// store. Its future is boxed: it is asked at most once per handshake.
     #[must_use]
-    pub fn with_revocation<Q>(self, store: Q) -> JwtAuthLayer<C, P, Q, A>
-    where
-        Q: Revocation + Clone,
-    {
+    pub fn with_revocation(self, store: impl Revocation) -> Self {
+        let store: SharedRevocation = Arc::new(store);
         self.map(|config| Config {
-            verifier: config.verifier,
-            sources: config.sources,
-            max_len: config.max_len,
             revocation: Some(store),
-            fail_open: config.fail_open,
-            async_predicate: config.async_predicate,
-            close_mode: config.close_mode,
-            policy: config.policy,
-            clock: config.clock,
+            ..config
         })
     }
 
@@ -327,7 +312,7 @@ where
     ///
     /// The cost: a refused client gets a real upgrade, so it costs the server a socket, a
     /// task and a closing handshake (at most
-    /// `wsguard_core::handshake::CLOSE_TIMEOUT` (5 s) of waiting) instead of one
+    /// `wsguard_core::CLOSE_TIMEOUT` (5 s) of waiting) instead of one
     /// small response; and the refusal no longer shows up as a 401 in access logs (it is a
     /// 101). Requests that are not WebSocket handshakes still get the HTTP answer.
     ///
@@ -350,7 +335,7 @@ where
     /// [`Failure`](crate::Failure) are put into the response's extensions whatever the policy
     /// returns.
     #[must_use]
-    pub fn on_rejection<Q>(self, policy: Q) -> JwtAuthLayer<C, Q, R, A>
+    pub fn on_rejection<Q>(self, policy: Q) -> JwtAuthLayer<C, Q>
     where
         Q: Clone,
     {
@@ -381,17 +366,14 @@ where
         })
     }
 
-    fn map<Q, S, B>(
-        self,
-        f: impl FnOnce(Config<C, P, R, A>) -> Config<C, Q, S, B>,
-    ) -> JwtAuthLayer<C, Q, S, B> {
+    fn map<Q>(self, f: impl FnOnce(Config<C, P>) -> Config<C, Q>) -> JwtAuthLayer<C, Q> {
         JwtAuthLayer {
             config: Arc::new(f(Arc::unwrap_or_clone(self.config))),
         }
     }
 }
 
-impl<C, P, R, A> Clone for JwtAuthLayer<C, P, R, A> {
+impl<C, P> Clone for JwtAuthLayer<C, P> {
     fn clone(&self) -> Self {
         Self {
             config: Arc::clone(&self.config),
@@ -399,7 +381,7 @@ impl<C, P, R, A> Clone for JwtAuthLayer<C, P, R, A> {
     }
 }
 
-impl<C, P, R, A> fmt::Debug for JwtAuthLayer<C, P, R, A> {
+impl<C, P> fmt::Debug for JwtAuthLayer<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAuthLayer")
             .field("config", &self.config)
@@ -407,8 +389,8 @@ impl<C, P, R, A> fmt::Debug for JwtAuthLayer<C, P, R, A> {
     }
 }
 
-impl<S, C, P, R, A> Layer<S> for JwtAuthLayer<C, P, R, A> {
-    type Service = JwtAuth<S, C, P, R, A>;
+impl<S, C, P> Layer<S> for JwtAuthLayer<C, P> {
+    type Service = JwtAuth<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         JwtAuth::from_config(inner, Arc::clone(&self.config))

@@ -119,7 +119,7 @@
 //! Bodies are short and generic; the precise [`Failure`] goes to a `tracing` event (target
 //! `wsguard_jwt_auth`, with the reason, the cause, the token's source and the client
 //! address, never the token, a claim or a key) and into the response's extensions. Each
-//! refusal is counted by `wsguard_core::telemetry::record_rejection` (layer `jwt_auth`). For
+//! refusal is counted by `wsguard_core::guard::record_rejection` (layer `jwt_auth`). For
 //! tonic, answer in the gRPC form with
 //! [`on_rejection(GrpcRejection)`](JwtAuthLayer::on_rejection).
 //!
@@ -208,10 +208,15 @@
 //!   `verify.rs` verifies one token, and `keys/` holds the keys by concept (`key.rs`,
 //!   `set.rs`, `handle.rs`, `jwks.rs`, and `source.rs`, the one crate-private trait every
 //!   kind of key source implements).
-//! - **Type parameters.** The service is `JwtAuth<S, C, P, R, A>`: the inner service
-//!   first, then the layer's parameters in the layer's order (`JwtAuthLayer<C, P, R, A>`).
-//!   Its future is `ResponseFuture<S, ReqBody, C, P, R, A>`: the inner service, the request
-//!   body, then the same parameters in the same order.
+//! - **Type parameters.** The layer is `JwtAuthLayer<C, P>`: the claims type and the
+//!   rejection policy (which shapes the response). The service is `JwtAuth<S, C, P>`: the
+//!   inner service first, then the layer's parameters in the layer's order. Its future is
+//!   `ResponseFuture<S, ReqBody, C, P>`: the inner service, the request body, then the same
+//!   parameters in the same order. Hooks that run at most once per handshake (the
+//!   [`Revocation`] store, the [`ClaimsPredicate`]) are boxed, not type parameters: one
+//!   allocation next to a signature check costs nothing measurable, and every user-facing
+//!   type stays short. The builder methods take `impl Revocation` / `impl ClaimsPredicate<C>`
+//!   and box them; the traits keep their associated futures.
 //! - **Polled after completion.** A `ResponseFuture` that has returned `Ready` panics with
 //!   "ResponseFuture polled after completion" when polled again (once it has handed over to
 //!   the inner service's future, it does what that future does). This is what tower-http's
@@ -253,13 +258,15 @@ pub use extract::MissingClaims;
 pub use future::ResponseFuture;
 pub use keys::{KeySet, KeySetHandle, KeySource, VerifyingKey};
 pub use layer::JwtAuthLayer;
-pub use predicate::{AllowAllClaims, ClaimsPredicate};
+pub use predicate::ClaimsPredicate;
 pub use revocation::{
-    InMemoryRevocations, NoRevocation, Revocation, RevocationError, RevocationQuery,
-    RevocationStatus, StoreFull,
+    InMemoryRevocations, Revocation, RevocationError, RevocationQuery, RevocationStatus, StoreFull,
 };
 pub use service::JwtAuth;
 pub use source::TokenSource;
 
 #[doc(no_inline)]
 pub use jsonwebtoken::{jwk, Algorithm};
+
+/// Re-exported for writing [`ClaimsPredicate`]s: their answer.
+pub use wsguard_core::Access;

@@ -1,33 +1,33 @@
 //! The asynchronous claims predicate.
 
-use std::future::{ready, Future, Ready};
+use std::{future::Future, pin::Pin, sync::Arc};
 
-use wsguard_core::key::RequestHead;
+use wsguard_core::{Access, RequestHead};
 
 /// An asynchronous check of a verified token's claims, for decisions that need I/O: "the
-/// account is still active", "the user may open this room". Returning `false` refuses the
-/// request with 403 ([`Failure::Denied`](crate::Failure::Denied)).
+/// account is still active", "the user may open this room". Answering [`Access::Deny`]
+/// refuses the request with 403 ([`Failure::Denied`](crate::Failure::Denied)).
 ///
 /// It runs after the signature, the claims and the revocation store, so only holders of a
 /// valid token can make it run. The request head it gets already carries the
 /// [`Principal`](wsguard_core::Principal), the [`VerifiedToken`](crate::VerifiedToken) and
-/// the [`Claims`](crate::Claims) in its extensions. A check whose I/O fails should answer
-/// `false` (fail closed).
+/// the [`Claims`](crate::Claims) in its extensions. A check whose I/O fails should deny
+/// (fail closed).
 ///
-/// Implemented for every `Fn(&C, &RequestHead<'_>) -> impl Future<Output = bool>` that is
+/// Implemented for every `Fn(&C, &RequestHead<'_>) -> impl Future<Output = Access>` that is
 /// `Clone + Send + Sync + 'static`; the future must own what it needs (clone it out of the
 /// arguments before the `async move` block).
 ///
 /// ```
-/// use wsguard_core::key::RequestHead;
+/// use wsguard_core::{Access, RequestHead};
 /// use wsguard_jwt_auth::{Algorithm, JwtAuthLayer, VerifyingKey, KeySet};
 ///
 /// #[derive(Clone, serde::Deserialize)]
 /// struct MyClaims { sub: String }
 ///
-/// async fn account_is_active(user: String) -> bool {
+/// async fn account_is_active(user: String) -> Access {
 ///     // a database lookup
-///     !user.is_empty()
+///     Access::from(!user.is_empty())
 /// }
 ///
 /// let keys = KeySet::from_keys([VerifyingKey::hmac(Algorithm::HS256, &[7; 32])?])?;
@@ -40,7 +40,7 @@ use wsguard_core::key::RequestHead;
 /// ```
 pub trait ClaimsPredicate<C>: Clone + Send + Sync + 'static {
     /// The future of the answer.
-    type Future: Future<Output = bool> + Send + 'static;
+    type Future: Future<Output = Access> + Send + 'static;
 
     /// Starts checking whether `claims` may pass, for the request described by `head`.
     fn check(&self, claims: &C, head: &RequestHead<'_>) -> Self::Future;
@@ -49,7 +49,7 @@ pub trait ClaimsPredicate<C>: Clone + Send + Sync + 'static {
 impl<C, F, Fut> ClaimsPredicate<C> for F
 where
     F: Fn(&C, &RequestHead<'_>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send + 'static,
+    Fut: Future<Output = Access> + Send + 'static,
 {
     type Future = Fut;
 
@@ -58,16 +58,20 @@ where
     }
 }
 
-/// The default of [`JwtAuthLayer`](crate::JwtAuthLayer): no asynchronous predicate, so every
-/// verified token's claims are allowed (its answer is `true`). Never called.
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct AllowAllClaims;
+/// The future of a configured predicate's answer, boxed: it runs at most once per
+/// handshake, after a signature check.
+pub(crate) type PredicateFuture = Pin<Box<dyn Future<Output = Access> + Send>>;
 
-impl<C> ClaimsPredicate<C> for AllowAllClaims {
-    type Future = Ready<bool>;
+/// A configured predicate, its future boxed, so that the layer's type does not name it.
+pub(crate) type SharedPredicate<C> = Arc<dyn ErasedPredicate<C>>;
 
-    fn check(&self, _: &C, _: &RequestHead<'_>) -> Self::Future {
-        ready(true)
+/// [`ClaimsPredicate`] with its future boxed.
+pub(crate) trait ErasedPredicate<C>: Send + Sync + 'static {
+    fn check(&self, claims: &C, head: &RequestHead<'_>) -> PredicateFuture;
+}
+
+impl<C, A: ClaimsPredicate<C>> ErasedPredicate<C> for A {
+    fn check(&self, claims: &C, head: &RequestHead<'_>) -> PredicateFuture {
+        Box::pin(ClaimsPredicate::check(self, claims, head))
     }
 }

@@ -5,6 +5,7 @@ use std::{
     error::Error as StdError,
     fmt,
     future::{ready, Future, Ready},
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
@@ -146,16 +147,22 @@ impl<R: Revocation> Revocation for Arc<R> {
     }
 }
 
-/// The default of [`JwtAuthLayer`](crate::JwtAuthLayer): no revocation store. Never asked.
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct NoRevocation;
+/// The future of a configured store's answer, boxed: it is asked at most once per
+/// handshake, next to a signature check.
+pub(crate) type RevocationFuture =
+    Pin<Box<dyn Future<Output = Result<RevocationStatus, RevocationError>> + Send>>;
 
-impl Revocation for NoRevocation {
-    type Future = Ready<Result<RevocationStatus, RevocationError>>;
+/// A configured store, its future boxed, so that the layer's type does not name it.
+pub(crate) type SharedRevocation = Arc<dyn ErasedRevocation>;
 
-    fn check(&self, _: &RevocationQuery) -> Self::Future {
-        ready(Ok(RevocationStatus::Active))
+/// [`Revocation`] with its future boxed.
+pub(crate) trait ErasedRevocation: Send + Sync + 'static {
+    fn check(&self, query: &RevocationQuery) -> RevocationFuture;
+}
+
+impl<R: Revocation> ErasedRevocation for R {
+    fn check(&self, query: &RevocationQuery) -> RevocationFuture {
+        Box::pin(Revocation::check(self, query))
     }
 }
 

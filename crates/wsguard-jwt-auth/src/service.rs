@@ -11,21 +11,18 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 use wsguard_core::{HttpRejection, OnRejection};
 
-use crate::{
-    config::Config, future::ResponseFuture, AllowAllClaims, ClaimsPredicate, NoRevocation,
-    Revocation,
-};
+use crate::{config::Config, future::ResponseFuture};
 
 /// Authenticates requests with a JWT before they reach `S`; see the [crate docs](crate).
 ///
 /// Built by [`JwtAuthLayer`](crate::JwtAuthLayer).
-pub struct JwtAuth<S, C, P = HttpRejection, R = NoRevocation, A = AllowAllClaims> {
+pub struct JwtAuth<S, C, P = HttpRejection> {
     inner: S,
-    config: Arc<Config<C, P, R, A>>,
+    config: Arc<Config<C, P>>,
 }
 
-impl<S, C, P, R, A> JwtAuth<S, C, P, R, A> {
-    pub(crate) fn from_config(inner: S, config: Arc<Config<C, P, R, A>>) -> Self {
+impl<S, C, P> JwtAuth<S, C, P> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<C, P>>) -> Self {
         Self { inner, config }
     }
 
@@ -45,7 +42,7 @@ impl<S, C, P, R, A> JwtAuth<S, C, P, R, A> {
     }
 }
 
-impl<S: Clone, C, P, R, A> Clone for JwtAuth<S, C, P, R, A> {
+impl<S: Clone, C, P> Clone for JwtAuth<S, C, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -54,7 +51,7 @@ impl<S: Clone, C, P, R, A> Clone for JwtAuth<S, C, P, R, A> {
     }
 }
 
-impl<S: fmt::Debug, C, P, R, A> fmt::Debug for JwtAuth<S, C, P, R, A> {
+impl<S: fmt::Debug, C, P> fmt::Debug for JwtAuth<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAuth")
             .field("inner", &self.inner)
@@ -63,17 +60,15 @@ impl<S: fmt::Debug, C, P, R, A> fmt::Debug for JwtAuth<S, C, P, R, A> {
     }
 }
 
-impl<S, C, P, R, A, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C, P, R, A>
+impl<S, C, P, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
     P: OnRejection<ResBody>,
-    R: Revocation,
-    A: ClaimsPredicate<C>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, C, P, R, A>;
+    type Future = ResponseFuture<S, ReqBody, C, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

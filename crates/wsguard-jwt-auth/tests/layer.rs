@@ -16,7 +16,7 @@ use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use tower::ServiceBuilder;
-use wsguard_core::{key::RequestHead, GrpcRejection, Principal, TokenExpiry};
+use wsguard_core::{Access, GrpcRejection, Principal, RequestHead, TokenExpiry};
 use wsguard_jwt_auth::{
     Failure, InMemoryRevocations, JwtAuthLayer, KeySet, KeySetHandle, NoClaims, Revocation,
     RevocationError, RevocationQuery, RevocationStatus, VerifiedToken, VerifyingKey,
@@ -125,7 +125,7 @@ async fn predicates_answer_403() {
             // The head already carries what the token proved.
             let principal = head.extensions().get::<Principal>().cloned();
             let active = claims["active"] == true;
-            async move { active && principal.is_some_and(|p| p.as_str() == "alice") }
+            async move { Access::from(active && principal.is_some_and(|p| p.as_str() == "alice")) }
         });
     let mut svc = ServiceBuilder::new().layer(layer).service_fn(inner);
     let ok = hs256(&claims(r#""active":true"#));
