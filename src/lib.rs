@@ -69,8 +69,8 @@ pub mod prelude;
 
 #[doc(inline)]
 pub use wsguard_core::{
-    handshake, identity, is_websocket_upgrade, key, message, reject, scope, telemetry, ClientIp,
-    Connection, ConnectionScope, GrpcRejection, HttpRejection, Key, KeyError, KeyExtractor,
+    handshake, identity, is_websocket_upgrade, key, message, reject, scope, telemetry, Access,
+    ClientIp, Connection, ConnectionScope, GrpcRejection, HttpRejection, Key, KeyError, KeyExtractor,
     MessageKind, OnRejection, PeerAddr, PendingRejection, Principal, Reason, Rejection, ScopedBody,
     TokenExpiry, WsMessage,
 };

@@ -2,7 +2,7 @@
 
 pub use wsguard_core::{
     key::{ClientIpKey, GlobalKey, PrincipalKey},
-    ClientIp, Connection, Principal, Reason, Rejection,
+    Access, ClientIp, Connection, Principal, Reason, Rejection,
 };
 
 #[cfg(feature = "axum")]
@@ -27,7 +27,7 @@ pub use wsguard_conn_limit::{ConnLimitLayer, Limit};
 pub use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 
 #[cfg(feature = "schema-validate")]
-pub use wsguard_schema_validate::{Access, ValidateMessageLayer};
+pub use wsguard_schema_validate::ValidateMessageLayer;
 
 #[cfg(feature = "plane")]
 pub use crate::{Guard, SocketGuard};

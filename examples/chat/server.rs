@@ -32,9 +32,9 @@ use wsguard::{
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
     plane::ConnectionInfo,
-    schema_validate::{Access, ValidateMessageLayer},
+    schema_validate::ValidateMessageLayer,
     serve::{serve, ServeConfig},
-    SocketGuard,
+    Access, SocketGuard,
 };
 
 use crate::{
