@@ -15,6 +15,7 @@
 //! | `schema-validate` | [`schema_validate`] | hostile messages: size limits, typed or JSON Schema validation, per-message authorization |
 //! | `serve` | [`serve`] | stalled handshakes (slowloris): an HTTP/1.1 server with header-read and first-byte timeouts and a cap on request heads still arriving |
 //! | `full` (default) | all of the above, with `axum` and `tokio-tungstenite` | |
+//! | `redis` (not in `full`) | `redis` (`wsguard-redis`) | limits that multiply by the number of instances: connection leases, message budgets and revocation shared by a fleet through Redis |
 //!
 //! [`Guard`] assembles the recommended stack in the right order (feature `full`); every
 //! piece also works alone. [`prelude`] imports the usual names.
@@ -104,6 +105,11 @@ pub use wsguard_msg_rate as msg_rate;
 #[cfg_attr(docsrs, doc(cfg(feature = "schema-validate")))]
 #[doc(inline)]
 pub use wsguard_schema_validate as schema_validate;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use wsguard_redis as redis;
 
 #[cfg(feature = "client-ip")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client-ip")))]
