@@ -32,9 +32,9 @@ use wsguard::{
     jwt_auth::{Algorithm, JwtAuthLayer, NoClaims, TokenSource, VerifyingKey},
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
-    plane::GuardedSocket,
     serve::serve,
     tungstenite::GuardedUpgrade,
+    GuardedSocket,
 };
 
 /// The echo behind the guards: completes the upgrade with the wsguard hand-off.

@@ -21,7 +21,7 @@
 //! piece also works alone. [`prelude`] imports the usual names.
 //!
 //! The message plane (feature `plane`, on with `msg-rate` and `schema-validate`) runs every
-//! inbound frame of an upgraded socket through a tower service: [`plane::GuardedSocket`].
+//! inbound frame of an upgraded socket through a tower service: [`GuardedSocket`].
 //!
 //! Integrations: `axum` (the [`axum::GuardedUpgrade`] hand-off and extractors),
 //! `tokio-tungstenite` (the [`tungstenite::GuardedUpgrade`] hand-off for raw hyper 1),
@@ -60,21 +60,30 @@
 
 #[cfg(feature = "plane")]
 #[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
-pub mod guard;
+pub mod stack;
 
 #[cfg(feature = "plane")]
 #[doc(inline)]
-pub use guard::{Guard, SocketGuard};
+pub use stack::{Guard, SocketGuard};
 
 pub mod prelude;
 
 #[doc(inline)]
 pub use wsguard_core::{
-    handshake, identity, is_websocket_upgrade, key, message, reject, scope, telemetry, Access,
-    ClientIp, Connection, ConnectionScope, GrpcRejection, HttpRejection, Key, KeyError, KeyExtractor,
-    MessageKind, OnRejection, PeerAddr, PendingRejection, Principal, Reason, Rejection, ScopedBody,
-    TokenExpiry, WsMessage,
+    guard, is_websocket_upgrade, Access, ClientIp, ClientIpKey, Connection, ConnectionInfo,
+    ConnectionScope, GlobalKey, GrpcCode, GrpcRejection, HeaderKey, HttpRejection, InvalidPrefix,
+    Key, KeyError, KeyExtractor, MessageKind, OnRejection, PeerAddr, Principal, PrincipalKey,
+    Reason, Rejection, RequestHead, ScopedBody, TokenExpiry, WsError, WsMessage,
+    DEFAULT_MAX_MESSAGE_SIZE,
 };
+
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite", feature = "plane"))]
+#[doc(inline)]
+pub use wsguard_core::{WsSocket, CLOSE_TIMEOUT};
+
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+#[doc(inline)]
+pub use wsguard_core::DEFAULT_READ_BUFFER_SIZE;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -94,7 +103,10 @@ pub use wsguard_origin as origin;
 #[cfg(feature = "plane")]
 #[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
 #[doc(inline)]
-pub use wsguard_core::plane;
+pub use wsguard_core::{
+    error_code, Admit, Admitted, ErrorFrame, GuardedSocket, Hygiene, HygieneSocket, Inbound,
+    JsonErrorFrame, Shutdown, Verdict, DEFAULT_MAX_LIFETIME, MAX_REPLIES_PER_SECOND,
+};
 
 #[cfg(feature = "msg-rate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "msg-rate")))]

@@ -1,15 +1,15 @@
 //! The names most applications need: `use wsguard::prelude::*;`.
 
 pub use wsguard_core::{
-    key::{ClientIpKey, GlobalKey, PrincipalKey},
-    Access, ClientIp, Connection, Principal, Reason, Rejection,
+    Access, ClientIp, ClientIpKey, Connection, GlobalKey, Principal, PrincipalKey, Reason,
+    Rejection,
 };
 
 #[cfg(feature = "axum")]
 pub use wsguard_core::axum::GuardedUpgrade;
 
 #[cfg(feature = "plane")]
-pub use wsguard_core::plane::{GuardedSocket, Hygiene, Shutdown, Verdict};
+pub use wsguard_core::{GuardedSocket, Hygiene, Shutdown, Verdict};
 
 #[cfg(feature = "client-ip")]
 pub use wsguard_client_ip::{ClientIpLayer, TrustedProxies};

@@ -74,7 +74,7 @@
 //! first-byte deadline is this module's own and makes that case independent of the hyper
 //! version; it can also be shorter, to drop silent connections sooner than slow ones.
 //! Neither deadline applies to request bodies or to an upgraded socket: use
-//! connection hygiene (`wsguard_core::plane::hygiene`: idle timeout, lifetime) after the
+//! connection hygiene (`wsguard_core::Hygiene`: idle timeout, lifetime) after the
 //! upgrade.
 //!
 //! # Lingering close
@@ -153,10 +153,7 @@ use tokio::{
 };
 use tower::util::{Oneshot, ServiceExt};
 use tower_service::Service;
-use wsguard_core::{
-    key::{ClientIpKey, Key},
-    PeerAddr,
-};
+use wsguard_core::{ClientIpKey, Key, PeerAddr};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -227,7 +224,7 @@ impl<S, F> Serve<S, F> {
     ///
     /// Upgraded connections (WebSockets) are no longer HTTP connections: they run in their own
     /// tasks and are not waited for. Close them with your own signal, for example
-    /// the hygiene's `Shutdown` (`wsguard_core::plane::Shutdown`), which sends close code 1001.
+    /// the hygiene's `Shutdown` (`wsguard_core::Shutdown`), which sends close code 1001.
     pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<S, G>
     where
         G: Future<Output = ()> + Send + 'static,

@@ -413,7 +413,7 @@ fn the_defaults_are_the_documented_ones_and_bad_values_fail_at_build_time() {
 
 /// Echoes through the message plane with a 4 KiB message limit.
 async fn guarded_echo(up: wsguard::axum::GuardedUpgrade) -> Response {
-    use wsguard::plane::{Admit, GuardedSocket};
+    use wsguard::{Admit, GuardedSocket};
     up.max_message_size(4096)
         .max_frame_size(4096)
         .on_upgrade(|socket, conn| async move {

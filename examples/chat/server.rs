@@ -28,13 +28,11 @@ use wsguard::{
         jwks::{Jwks, JwksBuilder},
         Algorithm, JwtAuthLayer, KeySource, NoClaims, TokenSource, VerifyingKey,
     },
-    key::PrincipalKey,
     msg_rate::{rate, Budget, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
-    plane::ConnectionInfo,
     schema_validate::ValidateMessageLayer,
     serve::{serve, ServeConfig},
-    Access, SocketGuard,
+    Access, ConnectionInfo, PrincipalKey, SocketGuard,
 };
 
 use crate::{

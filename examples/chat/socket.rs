@@ -7,10 +7,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tower::Service;
-use wsguard::{
-    conn_limit::HygieneSocket,
-    plane::{GuardedSocket, Inbound, Verdict},
-};
+use wsguard::{conn_limit::HygieneSocket, GuardedSocket, Inbound, Verdict};
 
 use crate::hub::{ClientMsg, Hub, OUTBOX};
 

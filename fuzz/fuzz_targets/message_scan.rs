@@ -31,10 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tower::{Layer, Service};
-use wsguard_core::{
-    plane::{Admit, ConnectionInfo, Inbound, Verdict},
-    Connection,
-};
+use wsguard_core::{Admit, Connection, ConnectionInfo, Inbound, Verdict};
 use wsguard_schema_validate::{Accept, ValidateMessageLayer};
 
 /// The seeds' protocol, as in the crate docs.

@@ -33,7 +33,7 @@ use tokio_tungstenite::{
     },
     WebSocketStream,
 };
-use wsguard_core::{plane::GuardedSocket, Connection};
+use wsguard_core::{Connection, GuardedSocket};
 use wsguard_schema_validate::ValidateMessageLayer;
 
 const LIMIT: usize = 4096;

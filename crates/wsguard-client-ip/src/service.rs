@@ -10,7 +10,8 @@ use std::{
 use http::{Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 use wsguard_core::{
-    reject::respond, telemetry, ClientIp, HttpRejection, OnRejection, PeerAddr, Reason, Rejection,
+    guard::{record_rejection, respond},
+    ClientIp, HttpRejection, OnRejection, PeerAddr, Reason, Rejection,
 };
 
 use crate::{
@@ -119,7 +120,7 @@ where
                  `into_make_service_with_connect_info::<SocketAddr>()`, use tonic's server, \
                  or insert `wsguard_core::PeerAddr`; answering 500"
             );
-            telemetry::record_rejection("client_ip", Reason::Internal);
+            record_rejection("client_ip", Reason::Internal);
             return ResponseFuture::rejected(respond(
                 &self.policy,
                 Rejection::new(Reason::Internal),

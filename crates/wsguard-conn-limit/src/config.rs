@@ -13,9 +13,9 @@ use std::{
 
 use http::{Request, Response};
 use wsguard_core::{
-    key::{ClientIpKey, GlobalKey, PrincipalKey, RequestHead},
-    reject::respond,
-    KeyError, KeyExtractor, OnRejection, PendingRejection, Reason, Rejection, ScopedBody,
+    guard::{respond, PendingRejection},
+    ClientIpKey, GlobalKey, KeyError, KeyExtractor, OnRejection, PrincipalKey, Reason, Rejection,
+    RequestHead, ScopedBody,
 };
 
 use crate::{
@@ -33,12 +33,12 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use wsguard_conn_limit::Limit;
-/// use wsguard_core::{key::HeaderKey, Key, KeyError};
+/// use wsguard_core::{HeaderKey, Key, KeyError};
 ///
 /// // At most 3 sockets per user, 20 per address, and 50 per dialog (a path parameter).
 /// let per_user = Limit::per_principal(3);
 /// let per_ip = Limit::per_ip(20);
-/// let per_dialog = Limit::new("dialog", |head: &wsguard_core::key::RequestHead<'_>| {
+/// let per_dialog = Limit::new("dialog", |head: &wsguard_core::RequestHead<'_>| {
 ///     head.uri()
 ///         .path()
 ///         .strip_prefix("/dialogs/")
@@ -73,7 +73,7 @@ impl Limit {
     /// A request whose key cannot be computed is refused (500 when the key is missing,
     /// which means the layer that provides it is not in front; 400 when it is invalid),
     /// unless the limit is [`optional`](Self::optional). A handshake that an outer layer
-    /// already refused in close mode (a [`PendingRejection`](wsguard_core::PendingRejection)
+    /// already refused in close mode (a [`PendingRejection`](wsguard_core::guard::PendingRejection)
     /// in its extensions, for example a bad token, hence no principal) is not refused for a
     /// missing key: that limit does not apply to it, and the others count it for the short
     /// time its socket is open before the hand-off closes it with the outer rejection.
@@ -299,7 +299,7 @@ impl<St, P> Config<St, P> {
                             Reason::Internal
                         }
                     };
-                    wsguard_core::telemetry::record_rejection("conn_limit", reason);
+                    wsguard_core::guard::record_rejection("conn_limit", reason);
                     return Err(Rejection::new(reason));
                 }
             }

@@ -13,8 +13,8 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use wsguard_core::{
-    is_websocket_upgrade, scope::finish_deferred, ConnectionScope, OnRejection, PendingRejection,
-    Reason, Rejection, ScopedBody,
+    guard::{finish_deferred, PendingRejection},
+    is_websocket_upgrade, ConnectionScope, OnRejection, Reason, Rejection, ScopedBody,
 };
 
 use crate::{

@@ -29,7 +29,7 @@
 //! use std::time::Duration;
 //! use tower::ServiceBuilder;
 //! use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
-//! use wsguard_core::key::PrincipalKey;
+//! use wsguard_core::PrincipalKey;
 //! use wsguard_msg_rate::rate;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,12 +66,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 use wsguard_core::{
-    is_websocket_upgrade,
-    key::{ClientIpKey, RequestHead},
-    reject::respond,
-    scope::finish_deferred,
-    telemetry, HttpRejection, KeyError, KeyExtractor, OnRejection, PendingRejection, Reason,
-    Rejection,
+    guard::{finish_deferred, record_rejection, respond, PendingRejection},
+    is_websocket_upgrade, ClientIpKey, HttpRejection, KeyError, KeyExtractor, OnRejection, Reason,
+    Rejection, RequestHead,
 };
 use wsguard_msg_rate::{Budget, ConfigError, Cost, Decision, InMemoryKeyStore, KeyStore, Rate};
 
@@ -179,7 +176,7 @@ impl<K: Clone, P: Clone> HandshakeRateLimitLayer<K, P> {
 
     /// Close mode (default off): a refused WebSocket handshake is upgraded and closed at
     /// once with 4429, for browsers, which cannot read a refused handshake's status. Needs
-    /// a wsguard hand-off in the application (see `wsguard_core::close_mode`).
+    /// a wsguard hand-off in the application (see `wsguard_core::guard::PendingRejection`).
     pub fn close_mode(self, enabled: bool) -> Self {
         self.map(|c| Config {
             close_mode: enabled,
@@ -330,7 +327,7 @@ where
         reason = Reason::RateExceeded.as_str(),
         "handshake refused: over its key's handshake rate"
     );
-    telemetry::record_rejection(LAYER, Reason::RateExceeded);
+    record_rejection(LAYER, Reason::RateExceeded);
     let rejection = Rejection::new(Reason::RateExceeded).with_retry_after(retry_after);
     if config.close_mode && is_websocket_upgrade(&req) {
         if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {
@@ -364,7 +361,7 @@ fn key_error(error: KeyError) -> Rejection {
         }
         _ => Reason::Internal,
     };
-    telemetry::record_rejection(LAYER, reason);
+    record_rejection(LAYER, reason);
     Rejection::new(reason)
 }
 

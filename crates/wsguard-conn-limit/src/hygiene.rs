@@ -1,5 +1,5 @@
 //! Connection hygiene (idle timeout, maximum lifetime, heartbeat, graceful shutdown):
-//! re-exported from [`wsguard_core::plane`], where it lives beside the message plane's
+//! re-exported from [`wsguard_core`], where it lives beside the message plane's
 //! `GuardedSocket`, so that every close after the upgrade goes through one family of
 //! adapters and one closing handshake.
 //!
@@ -14,6 +14,4 @@
 //! # let _ = hygiene;
 //! ```
 
-pub use wsguard_core::plane::{
-    Hygiene, HygieneSocket, Shutdown, CLOSE_TIMEOUT, DEFAULT_MAX_LIFETIME,
-};
+pub use wsguard_core::{Hygiene, HygieneSocket, Shutdown, CLOSE_TIMEOUT, DEFAULT_MAX_LIFETIME};

@@ -190,7 +190,7 @@ impl<St, P> ConnLimitBuilder<St, P> {
 
 #[cfg(test)]
 mod tests {
-    use wsguard_core::key::GlobalKey;
+    use wsguard_core::GlobalKey;
 
     use super::*;
     use crate::config::MAX_LIMITS;

@@ -90,12 +90,9 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 use wsguard_core::{
-    is_websocket_upgrade,
-    key::{ClientIpKey, RequestHead},
-    reject::respond,
-    scope::finish_deferred,
-    telemetry, HttpRejection, Key, KeyError, KeyExtractor, OnRejection, PendingRejection, Reason,
-    Rejection,
+    guard::{finish_deferred, record_rejection, respond, PendingRejection},
+    is_websocket_upgrade, ClientIpKey, HttpRejection, Key, KeyError, KeyExtractor, OnRejection,
+    Reason, Rejection, RequestHead,
 };
 
 const LAYER: &str = "failure_penalty";
@@ -592,7 +589,7 @@ where
                         Reason::Internal
                     }
                 };
-                telemetry::record_rejection(LAYER, reason);
+                record_rejection(LAYER, reason);
                 return ResponseFuture::rejected(Rejection::new(reason), config);
             }
         };
@@ -602,7 +599,7 @@ where
                 key = key.class(),
                 "handshake refused: its key is penalised for failed attempts"
             );
-            telemetry::record_rejection(LAYER, Reason::RateExceeded);
+            record_rejection(LAYER, Reason::RateExceeded);
             let rejection = Rejection::new(Reason::RateExceeded).with_retry_after(left);
             if config.close_mode && is_websocket_upgrade(&req) {
                 if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {

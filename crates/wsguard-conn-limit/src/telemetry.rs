@@ -25,7 +25,7 @@ pub(crate) fn closed(limit: &str) {
 }
 
 pub(crate) fn refused(limit: &str, reason: Reason) {
-    wsguard_core::telemetry::record_rejection("conn_limit", reason);
+    wsguard_core::guard::record_rejection("conn_limit", reason);
     #[cfg(feature = "metrics")]
     metrics::counter!(
         "wsguard_conn_limit_refusals_total",
@@ -38,7 +38,7 @@ pub(crate) fn refused(limit: &str, reason: Reason) {
 }
 
 pub(crate) fn unclaimed_upgrade() {
-    wsguard_core::telemetry::record_rejection("conn_limit", Reason::Internal);
+    wsguard_core::guard::record_rejection("conn_limit", Reason::Internal);
     #[cfg(feature = "metrics")]
     metrics::counter!("wsguard_conn_limit_unclaimed_upgrades_total").increment(1);
 }

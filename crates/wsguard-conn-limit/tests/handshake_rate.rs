@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 use common::{client_ip, ip, spawn, ws_route};
 use tower::ServiceBuilder;
 use wsguard_conn_limit::handshake_rate::HandshakeRateLimitLayer;
-use wsguard_core::key::ClientIpKey;
+use wsguard_core::ClientIpKey;
 use wsguard_msg_rate::{rate, Budget, InMemoryKeyStore};
 
 async fn serve(limit: HandshakeRateLimitLayer) -> SocketAddr {

@@ -30,7 +30,7 @@ use tokio_tungstenite::{
 use tower::ServiceBuilder;
 use wsguard_conn_limit::{ConnLimitLayer, InMemoryConnectionStore, Limit};
 use wsguard_core::{
-    axum::GuardedUpgrade, ClientIp, PendingRejection, Principal, Reason, Rejection,
+    axum::GuardedUpgrade, guard::PendingRejection, ClientIp, Principal, Reason, Rejection,
 };
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -42,8 +42,8 @@ use axum::{
 use http::{request::Parts, HeaderValue};
 
 use crate::{
-    handshake::{close_with, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE},
-    ClientIp, Connection, Principal, Reason, Rejection,
+    handshake::{close_with, DEFAULT_READ_BUFFER_SIZE},
+    ClientIp, Connection, Principal, Reason, Rejection, DEFAULT_MAX_MESSAGE_SIZE,
 };
 
 /// axum's [`WebSocketUpgrade`] that hands the [`Connection`] to the socket's task.

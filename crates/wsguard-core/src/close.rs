@@ -1,50 +1,4 @@
-//! The server side of the WebSocket closing handshake: one routine for every close that
-//! wsguard starts.
-//!
-//! Whatever makes wsguard close a socket (a protocol error, a message over a limit, a rate
-//! limit, hygiene, a deferred handshake rejection, shutdown), the socket goes through the
-//! same steps, in the order of RFC 6455 section 7.1.2 (the server closes first):
-//!
-//! 1. send the close frame with the [`Rejection`]'s close code, after the one frame that
-//!    was already queued (if any), and flush it;
-//! 2. tell the socket that nothing more will be written ([`Sink::poll_close`]);
-//! 3. if the socket can still be read, read and discard what the peer still sends, until its
-//!    close frame (or the end of the stream) arrives, at most [`MAX_DISCARD_BYTES`] bytes of
-//!    payload and frame overhead, and at most the close timeout ([`CLOSE_TIMEOUT`] unless
-//!    set); if it cannot be read (the read failed: a protocol error, a frame over the
-//!    size limit), stop at once, since waiting could only delay the peer;
-//! 4. done: the owner ends the stream, the socket is dropped, the connection's guards (its
-//!    connection-limit slots) go with it.
-//!
-//! A standard client reads the close code as soon as step 1 reaches it, answers with its own
-//! close frame, and sees the connection end right after. Nothing in these steps waits on a
-//! peer that does not cooperate for longer than the close timeout, or reads more than the
-//! discard bound from it.
-//!
-//! These steps work on messages: neither axum's `WebSocket` nor tokio-tungstenite exposes
-//! the TCP stream's write side. The TCP connection itself is closed when the socket is
-//! dropped; `wsguard::serve` (the facade's serving function) then shuts the write side and
-//! reads what the peer still sends before it closes (a lingering close), so that a close
-//! with unread data (step 3 skipped) does not end in a TCP reset.
-//!
-//! [`Closing`] is that routine as a poll-based state machine, for socket adapters
-//! (`GuardedSocket`, connection hygiene, your own); the hand-offs use it for close mode.
-//!
-//! # Example
-//!
-//! Closing a tokio-tungstenite socket with 4429 from an adapter of your own:
-//!
-//! ```
-//! # #[cfg(feature = "tokio-tungstenite")]
-//! # async fn run(mut socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
-//! use std::future::poll_fn;
-//! use wsguard_core::{close::Closing, Reason, Rejection};
-//!
-//! let mut closing = Closing::new(&Rejection::new(Reason::RateExceeded));
-//! poll_fn(|cx| closing.poll_close(&mut socket, cx)).await;
-//! // The socket can be dropped now.
-//! # }
-//! ```
+// The server side of the WebSocket closing handshake: one routine for every close that
 
 use std::{
     fmt,
@@ -103,9 +57,57 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// bound caps what a peer that keeps sending can make the server parse.
 pub const MAX_DISCARD_BYTES: usize = 8 * 1024 * 1024;
 
-/// The closing handshake of one socket, started by the server; see the [module docs](self).
+/// The closing handshake of one socket, started by the server.
 ///
 /// Drive it with [`poll_close`](Self::poll_close) until it is ready, then drop the socket.
+///
+/// The server side of the WebSocket closing handshake: one routine for every close that
+/// wsguard starts.
+///
+/// Whatever makes wsguard close a socket (a protocol error, a message over a limit, a rate
+/// limit, hygiene, a deferred handshake rejection, shutdown), the socket goes through the
+/// same steps, in the order of RFC 6455 section 7.1.2 (the server closes first):
+///
+/// 1. send the close frame with the [`Rejection`]'s close code, after the one frame that
+///    was already queued (if any), and flush it;
+/// 2. tell the socket that nothing more will be written ([`Sink::poll_close`]);
+/// 3. if the socket can still be read, read and discard what the peer still sends, until its
+///    close frame (or the end of the stream) arrives, at most [`MAX_DISCARD_BYTES`] bytes of
+///    payload and frame overhead, and at most the close timeout ([`CLOSE_TIMEOUT`] unless
+///    set); if it cannot be read (the read failed: a protocol error, a frame over the
+///    size limit), stop at once, since waiting could only delay the peer;
+/// 4. done: the owner ends the stream, the socket is dropped, the connection's guards (its
+///    connection-limit slots) go with it.
+///
+/// A standard client reads the close code as soon as step 1 reaches it, answers with its own
+/// close frame, and sees the connection end right after. Nothing in these steps waits on a
+/// peer that does not cooperate for longer than the close timeout, or reads more than the
+/// discard bound from it.
+///
+/// These steps work on messages: neither axum's `WebSocket` nor tokio-tungstenite exposes
+/// the TCP stream's write side. The TCP connection itself is closed when the socket is
+/// dropped; `wsguard::serve` (the facade's serving function) then shuts the write side and
+/// reads what the peer still sends before it closes (a lingering close), so that a close
+/// with unread data (step 3 skipped) does not end in a TCP reset.
+///
+/// [`Closing`] is that routine as a poll-based state machine, for socket adapters
+/// (`GuardedSocket`, connection hygiene, your own); the hand-offs use it for close mode.
+///
+/// # Example
+///
+/// Closing a tokio-tungstenite socket with 4429 from an adapter of your own:
+///
+/// ```
+/// # #[cfg(feature = "tokio-tungstenite")]
+/// # async fn run(mut socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
+/// use std::future::poll_fn;
+/// use wsguard_core::{guard::Closing, Reason, Rejection};
+///
+/// let mut closing = Closing::new(&Rejection::new(Reason::RateExceeded));
+/// poll_fn(|cx| closing.poll_close(&mut socket, cx)).await;
+/// // The socket can be dropped now.
+/// # }
+/// ```
 #[must_use = "a closing handshake does nothing unless polled"]
 pub struct Closing<M> {
     /// A frame queued before the close (an application message, a reply), sent first.
@@ -286,7 +288,7 @@ impl<M> Closing<M> {
 }
 
 /// Sends `rejection`'s close frame on `socket` and completes the closing handshake (see
-/// the [module docs](self)); the socket can be dropped when this returns.
+/// [`Closing`]); the socket can be dropped when this returns.
 pub async fn close<S, M, E>(socket: &mut S, rejection: &Rejection)
 where
     S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,

@@ -1,11 +1,4 @@
-//! Close mode: a rejection decided on the handshake and delivered after the upgrade, as a
-//! close frame, for browsers (which cannot read a refused handshake's status).
-//!
-//! A handshake layer in close mode marks the request with [`PendingRejection::defer`]
-//! instead of answering; the hand-off sees the marker, completes the upgrade, sends the close
-//! frame through the [closing handshake](crate::close) and never calls the application's
-//! socket callback. The layer then checks the response with [`finish_deferred`], which
-//! answers the HTTP form when no hand-off took the rejection over (fail closed).
+// Close mode: a rejection decided on the handshake and delivered after the upgrade, as a
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -25,6 +18,15 @@ use crate::reject::{respond, OnRejection, Rejection};
 ///
 /// If no hand-off delivers it (the application upgraded by other means, or answered
 /// without upgrading), the layer must answer the HTTP form instead: see [`finish_deferred`].
+///
+/// Close mode: a rejection decided on the handshake and delivered after the upgrade, as a
+/// close frame, for browsers (which cannot read a refused handshake's status).
+///
+/// A handshake layer in close mode marks the request with [`PendingRejection::defer`]
+/// instead of answering; the hand-off sees the marker, completes the upgrade, sends the close
+/// frame through the [closing handshake](crate::guard::Closing) and never calls the application's
+/// socket callback. The layer then checks the response with [`finish_deferred`], which
+/// answers the HTTP form when no hand-off took the rejection over (fail closed).
 #[derive(Clone, Debug)]
 pub struct PendingRejection {
     rejection: Rejection,

@@ -12,7 +12,8 @@ use std::{
 use http::{request::Parts, Extensions, HeaderMap, Uri};
 
 use crate::{
-    key::RequestHead, ClientIp, ConnectionScope, PendingRejection, Principal, TokenExpiry,
+    close_mode::PendingRejection, key::RequestHead, ClientIp, ConnectionScope, Principal,
+    TokenExpiry,
 };
 
 /// What the message plane knows about a connection: a cheap, shared handle.

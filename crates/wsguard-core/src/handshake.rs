@@ -36,15 +36,10 @@ where
     crate::close::close_with(&mut socket, crate::close::Closing::with_frame(close)).await;
 }
 
-#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub use crate::close::CLOSE_TIMEOUT;
-
 /// The read buffer a guarded socket starts with: 4 KiB instead of tungstenite's 128 KiB,
 /// which keeps each idle connection about 130 KB smaller.
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
-
-pub use crate::DEFAULT_MAX_MESSAGE_SIZE;
 
 #[cfg(test)]
 mod tests {

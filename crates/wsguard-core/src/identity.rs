@@ -1,9 +1,4 @@
-//! Who is on the other end: the values later layers key on.
-//!
-//! Handshake layers resolve identity once and put it into the request's extensions:
-//! `wsguard-client-ip` inserts [`ClientIp`], `wsguard-jwt-auth` inserts [`Principal`] and
-//! [`TokenExpiry`]. Everything after them (limits, handlers, the message plane through
-//! [`Connection`](crate::Connection)) reads these types instead of parsing headers again.
+// Who is on the other end: the values later layers key on.
 
 use std::{
     fmt,
@@ -15,6 +10,13 @@ use std::{
 /// The real client IP address of a request, as resolved by `wsguard-client-ip`.
 ///
 /// IPv4-mapped IPv6 addresses are always normalised to IPv4.
+///
+/// Who is on the other end: the values later layers key on.
+///
+/// Handshake layers resolve identity once and put it into the request's extensions:
+/// `wsguard-client-ip` inserts [`ClientIp`], `wsguard-jwt-auth` inserts [`Principal`] and
+/// [`TokenExpiry`]. Everything after them (limits, handlers, the message plane through
+/// [`Connection`](crate::Connection)) reads these types instead of parsing headers again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientIp(pub IpAddr);
 

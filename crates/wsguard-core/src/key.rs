@@ -1,24 +1,4 @@
-//! Keys that limits are counted by, and the extractors that compute them.
-//!
-//! A [`KeyExtractor`] looks at a request head (its URI, headers and extensions, where earlier
-//! layers left [`ClientIp`] and [`Principal`]) and names the bucket it belongs to: the whole
-//! server ([`GlobalKey`]), its client IP or IP prefix ([`ClientIpKey`]), its principal
-//! ([`PrincipalKey`]), a header ([`HeaderKey`]) or anything a closure computes.
-//!
-//! ```
-//! use wsguard_core::{key::{ClientIpKey, KeyExtractor, RequestHead}, ClientIp, Key};
-//!
-//! let mut req = http::Request::new(());
-//! req.extensions_mut().insert(ClientIp("2001:db8:1:2:3:4:5:6".parse().unwrap()));
-//!
-//! let per_64 = ClientIpKey::new().ipv6_prefix(64).unwrap();
-//! let key = per_64.extract(&RequestHead::from_request(&req)).unwrap();
-//! assert_eq!(key, Key::Net("2001:db8:1:2::/64".parse().unwrap()));
-//!
-//! // Any closure is an extractor too, for example a path segment such as a dialog id.
-//! let by_path = |head: &RequestHead<'_>| Ok(Key::custom(head.uri().path()));
-//! assert_eq!(by_path.extract(&RequestHead::from_request(&req)).unwrap(), Key::custom("/"));
-//! ```
+// Keys that limits are counted by, and the extractors that compute them.
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
@@ -159,6 +139,28 @@ impl<'a> RequestHead<'a> {
 ///
 /// Implemented for the extractors of this module and for every
 /// `Fn(&RequestHead<'_>) -> Result<Key, KeyError>`.
+///
+/// Keys that limits are counted by, and the extractors that compute them.
+///
+/// A [`KeyExtractor`] looks at a request head (its URI, headers and extensions, where earlier
+/// layers left [`ClientIp`] and [`Principal`]) and names the bucket it belongs to: the whole
+/// server ([`GlobalKey`]), its client IP or IP prefix ([`ClientIpKey`]), its principal
+/// ([`PrincipalKey`]), a header ([`HeaderKey`]) or anything a closure computes.
+///
+/// ```
+/// use wsguard_core::{ClientIp, ClientIpKey, Key, KeyExtractor, RequestHead};
+///
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(ClientIp("2001:db8:1:2:3:4:5:6".parse().unwrap()));
+///
+/// let per_64 = ClientIpKey::new().ipv6_prefix(64).unwrap();
+/// let key = per_64.extract(&RequestHead::from_request(&req)).unwrap();
+/// assert_eq!(key, Key::Net("2001:db8:1:2::/64".parse().unwrap()));
+///
+/// // Any closure is an extractor too, for example a path segment such as a dialog id.
+/// let by_path = |head: &RequestHead<'_>| Ok(Key::custom(head.uri().path()));
+/// assert_eq!(by_path.extract(&RequestHead::from_request(&req)).unwrap(), Key::custom("/"));
+/// ```
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key of `head`.
     ///

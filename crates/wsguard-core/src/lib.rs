@@ -17,6 +17,9 @@
 //!   exactly as long as the connection lives. The hand-offs, [`axum::GuardedUpgrade`] and
 //!   [`tungstenite::GuardedUpgrade`] (behind the `axum` and `tokio-tungstenite` features),
 //!   carry it into the upgraded socket's task as part of a [`Connection`].
+//! - Everything else is re-exported at the root, apart from the two hand-off modules and
+//!   [`guard`], which gathers what a crate writing its own guard needs (answering, counting,
+//!   close mode, the closing handshake) and an application never does.
 //!
 //! The threat this crate's scope stops is the leaking or premature release of per-connection
 //! state: with `tower::limit::ConcurrencyLimit` a permit is released when the `101
@@ -65,42 +68,63 @@
 //! |---|---|
 //! | `axum` | [`axum::GuardedUpgrade`], and axum extractors for [`ClientIp`] and [`Principal`] |
 //! | `tokio-tungstenite` | [`tungstenite::GuardedUpgrade`] for raw hyper 1 + tokio-tungstenite |
-//! | `metrics` | the counters of [`telemetry`] through the `metrics` facade |
-//! | `plane` | the message plane: per-message tower services and the `plane::GuardedSocket` adapter |
-//! | `close` | `close::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
+//! | `metrics` | the counters of [`guard::record_rejection`] through the `metrics` facade |
+//! | `plane` | the message plane: per-message tower services and the `GuardedSocket` adapter |
+//! | `close` | `guard::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod access;
-pub mod close_mode;
-pub mod connection;
-pub mod handshake;
-pub mod identity;
-pub mod key;
-pub mod message;
-pub mod reject;
-pub mod scope;
-pub mod telemetry;
+mod close_mode;
+mod connection;
+mod handshake;
+mod identity;
+mod key;
+mod message;
+mod reject;
+mod scope;
+mod telemetry;
+
+pub mod guard;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
 #[cfg(feature = "close")]
-#[cfg_attr(docsrs, doc(cfg(feature = "close")))]
-pub mod close;
+mod close;
 
 #[cfg(feature = "tokio-tungstenite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-tungstenite")))]
 pub mod tungstenite;
 
 #[cfg(feature = "plane")]
-#[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
-pub mod plane;
+mod plane;
 
-pub use close_mode::PendingRejection;
 pub use access::Access;
 pub use connection::{Connection, ConnectionInfo};
 pub use handshake::is_websocket_upgrade;
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "axum", feature = "tokio-tungstenite"))))]
+pub use handshake::DEFAULT_READ_BUFFER_SIZE;
+pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
+pub use key::{
+    ClientIpKey, GlobalKey, HeaderKey, InvalidPrefix, Key, KeyError, KeyExtractor, PrincipalKey,
+    RequestHead,
+};
+pub use message::{MessageKind, WsError, WsMessage};
+pub use reject::{GrpcCode, GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
+pub use scope::{ConnectionScope, ScopedBody};
+
+#[cfg(feature = "close")]
+#[cfg_attr(docsrs, doc(cfg(feature = "close")))]
+pub use close::{WsSocket, CLOSE_TIMEOUT};
+
+#[cfg(feature = "plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "plane")))]
+pub use plane::{
+    error_code, Admit, Admitted, ErrorFrame, GuardedSocket, Hygiene, HygieneSocket, Inbound,
+    JsonErrorFrame, Shutdown, Verdict, DEFAULT_MAX_LIFETIME, MAX_REPLIES_PER_SECOND,
+};
 
 /// The largest message (and frame) wsguard accepts unless configured otherwise, on the
 /// socket (the hand-offs give it to tungstenite, which refuses a larger one while it arrives,
@@ -108,8 +132,3 @@ pub use handshake::is_websocket_upgrade;
 /// 64 MiB messages and 16 MiB frames. One value, so that the transport and the validator
 /// agree unless told otherwise.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-pub use identity::{ClientIp, PeerAddr, Principal, TokenExpiry};
-pub use key::{Key, KeyError, KeyExtractor};
-pub use message::{MessageKind, WsError, WsMessage};
-pub use reject::{GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
-pub use scope::{ConnectionScope, ScopedBody};

@@ -1,8 +1,4 @@
-//! One view of a WebSocket message over axum's and tungstenite's `Message` types.
-//!
-//! Socket adapters (connection hygiene, the message plane) are written once against
-//! [`WsMessage`] and work over axum's `WebSocket` (feature `axum`) and tokio-tungstenite's
-//! `WebSocketStream` (feature `tokio-tungstenite`) alike.
+// One view of a WebSocket message over axum's and tungstenite's `Message` types.
 
 use bytes::Bytes;
 
@@ -34,6 +30,12 @@ impl MessageKind {
 }
 
 /// A WebSocket message as the wsguard socket adapters see it.
+///
+/// One view of a WebSocket message over axum's and tungstenite's `Message` types.
+///
+/// Socket adapters (connection hygiene, the message plane) are written once against
+/// [`WsMessage`] and work over axum's `WebSocket` (feature `axum`) and tokio-tungstenite's
+/// `WebSocketStream` (feature `tokio-tungstenite`) alike.
 pub trait WsMessage: Sized + Send + 'static {
     /// The message's kind.
     fn kind(&self) -> MessageKind;

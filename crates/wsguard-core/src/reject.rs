@@ -1,37 +1,4 @@
-//! One rejection type for every wsguard layer.
-//!
-//! A [`Rejection`] names *why* a request or a socket was refused ([`Reason`]) and maps that
-//! reason to the answer a client gets: an HTTP response before the upgrade, a WebSocket close
-//! code after it, or the gRPC form for tonic stacks. Every wsguard crate answers through this
-//! type, so an application that wants its own bodies changes them in one place, with an
-//! [`OnRejection`] policy.
-//!
-//! | reason | before upgrade | after upgrade | gRPC |
-//! |---|---|---|---|
-//! | [`OriginNotAllowed`](Reason::OriginNotAllowed) | 403 | never accepted | `PERMISSION_DENIED` |
-//! | [`CredentialsMissing`](Reason::CredentialsMissing) | 401, `WWW-Authenticate: Bearer` | 4401 | `UNAUTHENTICATED` |
-//! | [`TokenInvalid`](Reason::TokenInvalid) | 401, `WWW-Authenticate: Bearer error="invalid_token"` | 4401 | `UNAUTHENTICATED` |
-//! | [`TokenExpired`](Reason::TokenExpired) | 401, the same with `error_description="token expired"` | 4440 | `UNAUTHENTICATED` |
-//! | [`Forbidden`](Reason::Forbidden) | 403 | 4403 | `PERMISSION_DENIED` |
-//! | [`TooManyConnections`](Reason::TooManyConnections) | 429 + `Retry-After` | 4429 | `RESOURCE_EXHAUSTED` |
-//! | [`AtCapacity`](Reason::AtCapacity) | 503 + `Retry-After` | 1013 | `UNAVAILABLE` |
-//! | [`RateExceeded`](Reason::RateExceeded) | n/a (429) | 4429 | `RESOURCE_EXHAUSTED` |
-//! | [`MessageTooLarge`](Reason::MessageTooLarge) | n/a (413) | 1009 | `RESOURCE_EXHAUSTED` |
-//! | [`InvalidMessage`](Reason::InvalidMessage) | n/a (400) | 1007 | `INVALID_ARGUMENT` |
-//! | [`UnsupportedData`](Reason::UnsupportedData) | n/a (415) | 1003 | `INVALID_ARGUMENT` |
-//! | [`IdleTimeout`](Reason::IdleTimeout) | n/a (408) | 4408 | `DEADLINE_EXCEEDED` |
-//! | [`LifetimeExceeded`](Reason::LifetimeExceeded) | n/a (408) | 4410 | `DEADLINE_EXCEEDED` |
-//! | [`HeartbeatTimeout`](Reason::HeartbeatTimeout) | n/a (408) | 4504 | `UNAVAILABLE` |
-//! | [`ShuttingDown`](Reason::ShuttingDown) | 503 + `Retry-After` | 1001 | `UNAVAILABLE` |
-//! | [`ProtocolError`](Reason::ProtocolError) | n/a (400) | 1002 | `INVALID_ARGUMENT` |
-//! | [`BadRequest`](Reason::BadRequest) | 400 | 1008 | `INVALID_ARGUMENT` |
-//! | [`Internal`](Reason::Internal) | 500 | 1011 | `INTERNAL` |
-//!
-//! "n/a" marks reasons that only occur after an upgrade; should one be answered over HTTP
-//! anyway, the status in brackets is used. Bodies and close reasons are short and generic:
-//! they never reveal a limit, a count, a key or a parser's message. The [`Rejection`] itself
-//! is put into the response's extensions, so outer middleware can tell a wsguard rejection
-//! from the application's own responses and rewrite it.
+// One rejection type for every wsguard layer.
 
 use std::{fmt, time::Duration};
 
@@ -39,7 +6,41 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 /// Why a request or a socket was refused.
 ///
-/// See the [module docs](self) for the answer each reason maps to.
+///
+/// One rejection type for every wsguard layer.
+///
+/// A [`Rejection`] names *why* a request or a socket was refused ([`Reason`]) and maps that
+/// reason to the answer a client gets: an HTTP response before the upgrade, a WebSocket close
+/// code after it, or the gRPC form for tonic stacks. Every wsguard crate answers through this
+/// type, so an application that wants its own bodies changes them in one place, with an
+/// [`OnRejection`] policy.
+///
+/// | reason | before upgrade | after upgrade | gRPC |
+/// |---|---|---|---|
+/// | [`OriginNotAllowed`](Reason::OriginNotAllowed) | 403 | never accepted | `PERMISSION_DENIED` |
+/// | [`CredentialsMissing`](Reason::CredentialsMissing) | 401, `WWW-Authenticate: Bearer` | 4401 | `UNAUTHENTICATED` |
+/// | [`TokenInvalid`](Reason::TokenInvalid) | 401, `WWW-Authenticate: Bearer error="invalid_token"` | 4401 | `UNAUTHENTICATED` |
+/// | [`TokenExpired`](Reason::TokenExpired) | 401, the same with `error_description="token expired"` | 4440 | `UNAUTHENTICATED` |
+/// | [`Forbidden`](Reason::Forbidden) | 403 | 4403 | `PERMISSION_DENIED` |
+/// | [`TooManyConnections`](Reason::TooManyConnections) | 429 + `Retry-After` | 4429 | `RESOURCE_EXHAUSTED` |
+/// | [`AtCapacity`](Reason::AtCapacity) | 503 + `Retry-After` | 1013 | `UNAVAILABLE` |
+/// | [`RateExceeded`](Reason::RateExceeded) | n/a (429) | 4429 | `RESOURCE_EXHAUSTED` |
+/// | [`MessageTooLarge`](Reason::MessageTooLarge) | n/a (413) | 1009 | `RESOURCE_EXHAUSTED` |
+/// | [`InvalidMessage`](Reason::InvalidMessage) | n/a (400) | 1007 | `INVALID_ARGUMENT` |
+/// | [`UnsupportedData`](Reason::UnsupportedData) | n/a (415) | 1003 | `INVALID_ARGUMENT` |
+/// | [`IdleTimeout`](Reason::IdleTimeout) | n/a (408) | 4408 | `DEADLINE_EXCEEDED` |
+/// | [`LifetimeExceeded`](Reason::LifetimeExceeded) | n/a (408) | 4410 | `DEADLINE_EXCEEDED` |
+/// | [`HeartbeatTimeout`](Reason::HeartbeatTimeout) | n/a (408) | 4504 | `UNAVAILABLE` |
+/// | [`ShuttingDown`](Reason::ShuttingDown) | 503 + `Retry-After` | 1001 | `UNAVAILABLE` |
+/// | [`ProtocolError`](Reason::ProtocolError) | n/a (400) | 1002 | `INVALID_ARGUMENT` |
+/// | [`BadRequest`](Reason::BadRequest) | 400 | 1008 | `INVALID_ARGUMENT` |
+/// | [`Internal`](Reason::Internal) | 500 | 1011 | `INTERNAL` |
+///
+/// "n/a" marks reasons that only occur after an upgrade; should one be answered over HTTP
+/// anyway, the status in brackets is used. Bodies and close reasons are short and generic:
+/// they never reveal a limit, a count, a key or a parser's message. The [`Rejection`] itself
+/// is put into the response's extensions, so outer middleware can tell a wsguard rejection
+/// from the application's own responses and rewrite it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Reason {
@@ -288,7 +289,7 @@ impl GrpcCode {
 
 /// A refusal by a wsguard layer: a [`Reason`] and, for limits, when to retry.
 ///
-/// See the [module docs](self) for how it maps to HTTP, WebSocket and gRPC answers.
+/// See [`Reason`] for how it maps to HTTP, WebSocket and gRPC answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection {
     reason: Reason,
@@ -419,7 +420,7 @@ impl std::error::Error for Rejection {}
 /// (for tonic stacks) and by any `Fn(&Rejection) -> Response<B> + Clone`. Whatever the
 /// policy returns, the layer adds the [`Rejection`] to the response's extensions.
 ///
-/// See the [module docs](self) for an example.
+/// See [`Reason`] for an example.
 pub trait OnRejection<B>: Clone + Send + Sync + 'static {
     /// Builds the response for `rejection`.
     fn on_rejection(&self, rejection: &Rejection) -> Response<B>;

@@ -1,18 +1,4 @@
-//! The connection scope: guards that live exactly as long as the connection.
-//!
-//! A handshake layer that must hold something for the socket's whole life (a connection
-//! permit, a gauge) puts it into the request's [`ConnectionScope`] with
-//! [`ConnectionScope::hold`]. The scope is shared: the request carries it, a hand-off
-//! ([`axum::GuardedUpgrade`](crate::axum::GuardedUpgrade) or
-//! [`tungstenite::GuardedUpgrade`](crate::tungstenite::GuardedUpgrade)) moves it into the task
-//! that serves the upgraded socket, and a layer that answers with a streamed body can move it
-//! into the body with [`ScopedBody`]. The guards are dropped when the last of these lets go:
-//! when the socket task ends (clean close, error, client abort, panic), when the body ends or
-//! is dropped, or when a plain response is done.
-//!
-//! A response `101 Switching Protocols` whose scope no hand-off [claimed](ConnectionScope::is_claimed)
-//! means the application upgraded the socket without wsguard's hand-off: the guards would be
-//! released while the socket stays open. Layers detect this and log it.
+// The connection scope: guards that live exactly as long as the connection.
 
 use std::{
     any::Any,
@@ -30,11 +16,25 @@ use http::{Extensions, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-pub use crate::close_mode::{finish_deferred, PendingRejection};
-
-/// Guards that must live as long as the connection; see the [module docs](self).
+/// Guards that must live as long as the connection.
 ///
 /// Cloning is cheap and shares the same guards.
+///
+/// The connection scope: guards that live exactly as long as the connection.
+///
+/// A handshake layer that must hold something for the socket's whole life (a connection
+/// permit, a gauge) puts it into the request's [`ConnectionScope`] with
+/// [`ConnectionScope::hold`]. The scope is shared: the request carries it, a hand-off
+/// ([`axum::GuardedUpgrade`](crate::axum::GuardedUpgrade) or
+/// [`tungstenite::GuardedUpgrade`](crate::tungstenite::GuardedUpgrade)) moves it into the task
+/// that serves the upgraded socket, and a layer that answers with a streamed body can move it
+/// into the body with [`ScopedBody`]. The guards are dropped when the last of these lets go:
+/// when the socket task ends (clean close, error, client abort, panic), when the body ends or
+/// is dropped, or when a plain response is done.
+///
+/// A response `101 Switching Protocols` whose scope no hand-off [claimed](ConnectionScope::is_claimed)
+/// means the application upgraded the socket without wsguard's hand-off: the guards would be
+/// released while the socket stays open. Layers detect this and log it.
 #[derive(Clone, Default)]
 pub struct ConnectionScope {
     inner: Arc<ScopeInner>,
@@ -207,7 +207,10 @@ mod tests {
     use http_body_util::{BodyExt, Full, StreamBody};
 
     use super::*;
-    use crate::{Connection, Rejection};
+    use crate::{
+        guard::{finish_deferred, PendingRejection},
+        Connection, Rejection,
+    };
 
     #[derive(Clone, Default)]
     struct Drops(Arc<AtomicUsize>);

@@ -44,8 +44,8 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    handshake::{close_with, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE},
-    Connection, Rejection,
+    handshake::{close_with, DEFAULT_READ_BUFFER_SIZE},
+    Connection, Rejection, DEFAULT_MAX_MESSAGE_SIZE,
 };
 
 /// The socket type handed to [`GuardedUpgrade::on_upgrade`]'s callback.

@@ -3,10 +3,7 @@
 
 use http::{HeaderValue, Request};
 use proptest::prelude::*;
-use wsguard_core::{
-    is_websocket_upgrade,
-    key::{HeaderKey, KeyExtractor, RequestHead},
-};
+use wsguard_core::{is_websocket_upgrade, HeaderKey, KeyExtractor, RequestHead};
 
 /// Arbitrary bytes that are valid in a header value (visible ASCII, space, tab, obs-text).
 fn header_bytes() -> impl Strategy<Value = Vec<u8>> {

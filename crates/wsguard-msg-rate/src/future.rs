@@ -11,10 +11,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 use tower_service::Service;
-use wsguard_core::{
-    plane::{ErrorFrame, Inbound, Verdict},
-    WsMessage,
-};
+use wsguard_core::{ErrorFrame, Inbound, Verdict, WsMessage};
 
 use crate::{
     config::{Config, ConnState, Next, Progress},

@@ -3,10 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
-use wsguard_core::{
-    plane::{ErrorFrame, JsonErrorFrame},
-    KeyExtractor,
-};
+use wsguard_core::{ErrorFrame, JsonErrorFrame, KeyExtractor};
 
 use crate::{
     config::{
@@ -106,7 +103,7 @@ where
     }
 
     /// Shares `budget` between all connections with the same key (for example
-    /// `wsguard_core::key::PrincipalKey`: one user, however many sockets they open), kept
+    /// `wsguard_core::PrincipalKey`: one user, however many sockets they open), kept
     /// in an [`InMemoryKeyStore`] with the default cap and sweeps.
     ///
     /// # Errors

@@ -21,7 +21,7 @@
 //! use std::time::Duration;
 //! use axum::extract::ws::Message;
 //! use tower::{Layer, Service, ServiceExt};
-//! use wsguard_core::{key::PrincipalKey, plane::{Admit, ConnectionInfo, Inbound, Verdict}};
+//! use wsguard_core::{PrincipalKey, Admit, ConnectionInfo, Inbound, Verdict};
 //! use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -64,7 +64,7 @@
 //! ```
 //! use axum::{extract::State, routing::get, Router};
 //! use futures_util::{SinkExt, StreamExt};
-//! use wsguard_core::{axum::GuardedUpgrade, plane::GuardedSocket};
+//! use wsguard_core::{axum::GuardedUpgrade, GuardedSocket};
 //! use wsguard_msg_rate::MessageRateLimitLayer;
 //!
 //! async fn ws(State(limits): State<MessageRateLimitLayer>, upgrade: GuardedUpgrade) -> axum::response::Response {
@@ -105,7 +105,7 @@
 //! as bytes), so a ping flood is cut like any other.
 //!
 //! The error frame never states the limits, the counts or the retry time (unless your
-//! [`ErrorFrame`](wsguard_core::plane::ErrorFrame) closure adds it): clients learn that they
+//! [`ErrorFrame`](wsguard_core::ErrorFrame) closure adds it): clients learn that they
 //! are too fast, not how to stay just under the line. Each refusal is logged at `debug`
 //! level with its scope and the client IP, the 4429 close at `warn`, and counted with
 //! `wsguard_rejections_total{layer="msg_rate"}` under the `metrics` feature.

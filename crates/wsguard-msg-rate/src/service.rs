@@ -7,10 +7,7 @@ use std::{
 };
 
 use tower_service::Service;
-use wsguard_core::{
-    plane::{ErrorFrame, Inbound, Verdict},
-    WsMessage,
-};
+use wsguard_core::{ErrorFrame, Inbound, Verdict, WsMessage};
 
 use crate::{
     config::{Config, ConnState, Next, Progress},
@@ -24,12 +21,8 @@ use crate::{
 /// Clones share the connection's budget, and serve that connection only: a message from
 /// another connection (a plane built once and shared by several sockets) is refused with
 /// 1011 and an `error` event, never charged to this one's budget (see
-/// [`ConnectionBinding`](wsguard_core::plane::ConnectionBinding)). See the [crate docs](crate) for an example.
-pub struct MessageRateLimit<
-    S,
-    K: KeyStore = InMemoryKeyStore,
-    F = wsguard_core::plane::JsonErrorFrame,
-> {
+/// [`ConnectionBinding`](wsguard_core::guard::ConnectionBinding)). See the [crate docs](crate) for an example.
+pub struct MessageRateLimit<S, K: KeyStore = InMemoryKeyStore, F = wsguard_core::JsonErrorFrame> {
     inner: S,
     config: Arc<Config<K, F>>,
     conn: Arc<ConnState<K>>,

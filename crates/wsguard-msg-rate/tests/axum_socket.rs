@@ -26,7 +26,7 @@ use tokio_tungstenite::{
     tungstenite::{self, protocol::frame::coding::CloseCode},
     MaybeTlsStream, WebSocketStream,
 };
-use wsguard_core::{axum::GuardedUpgrade, key::PrincipalKey, plane::GuardedSocket, Principal};
+use wsguard_core::{axum::GuardedUpgrade, GuardedSocket, Principal, PrincipalKey};
 use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer, OnExcess};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;

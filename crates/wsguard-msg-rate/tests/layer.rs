@@ -8,9 +8,8 @@ use http::{Extensions, Uri};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use wsguard_core::{
-    key::{ClientIpKey, PrincipalKey},
-    plane::{Admit, ConnectionInfo, Inbound, Verdict},
-    ClientIp, Connection, Key, Principal, Reason, Rejection,
+    Admit, ClientIp, ClientIpKey, Connection, ConnectionInfo, Inbound, Key, Principal,
+    PrincipalKey, Reason, Rejection, Verdict,
 };
 use wsguard_msg_rate::{
     rate, Budget, Cost, Decision, InMemoryKeyStore, KeyStore, MessageRateLimitLayer, OnExcess,

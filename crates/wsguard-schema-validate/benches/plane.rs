@@ -40,10 +40,8 @@ use tokio::{
 use tokio_tungstenite::{connect_async_with_config, tungstenite, MaybeTlsStream, WebSocketStream};
 use tower::{Layer, Service, ServiceBuilder};
 use wsguard_core::{
-    axum::GuardedUpgrade,
-    key::PrincipalKey,
-    plane::{Admit, ConnectionInfo, GuardedSocket, Inbound, Verdict},
-    Connection, Principal,
+    axum::GuardedUpgrade, Admit, Connection, ConnectionInfo, GuardedSocket, Inbound, Principal,
+    PrincipalKey, Verdict,
 };
 use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 use wsguard_schema_validate::ValidateMessageLayer;

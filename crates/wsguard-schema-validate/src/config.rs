@@ -10,8 +10,8 @@ use std::{
 
 use serde::de::DeserializeOwned;
 use wsguard_core::{
-    plane::{foreign_connection, ConnectionBinding, ConnectionInfo, ErrorFrame, Inbound, Verdict},
-    telemetry, MessageKind, Reason, Rejection, WsMessage,
+    guard::{foreign_connection, record_rejection, ConnectionBinding},
+    ConnectionInfo, ErrorFrame, Inbound, MessageKind, Reason, Rejection, Verdict, WsMessage,
 };
 
 use crate::scan::{self, Limits};
@@ -188,7 +188,7 @@ where
         info: &ConnectionInfo,
         why: &'static str,
     ) -> Verdict<M> {
-        telemetry::record_rejection(LAYER, Reason::InvalidMessage);
+        record_rejection(LAYER, Reason::InvalidMessage);
         let in_a_row = conn
             .invalid
             .fetch_add(1, Ordering::Relaxed)
@@ -227,7 +227,7 @@ fn close<M>(info: &ConnectionInfo, reason: Reason) -> Verdict<M> {
         peer = info.client_ip().map(tracing::field::display),
         "message refused, closing the socket"
     );
-    telemetry::record_rejection(LAYER, reason);
+    record_rejection(LAYER, reason);
     Verdict::Close(Rejection::new(reason))
 }
 
@@ -236,7 +236,7 @@ pub(crate) fn denied<M: WsMessage, A, F: ErrorFrame>(
     config: &Config<A, F>,
     info: &ConnectionInfo,
 ) -> Verdict<M> {
-    telemetry::record_rejection(LAYER, Reason::Forbidden);
+    record_rejection(LAYER, Reason::Forbidden);
     tracing::info!(
         reason = Reason::Forbidden.as_str(),
         authenticated = info.principal().is_some(),

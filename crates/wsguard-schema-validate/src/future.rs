@@ -10,10 +10,7 @@ use std::{
 
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use wsguard_core::{
-    plane::{ErrorFrame, Inbound, Verdict},
-    WsMessage,
-};
+use wsguard_core::{ErrorFrame, Inbound, Verdict, WsMessage};
 
 use crate::{
     authorize::{Access, Authorize},

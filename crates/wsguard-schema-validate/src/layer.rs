@@ -3,7 +3,7 @@
 use std::{fmt, marker::PhantomData, sync::Arc};
 
 use tower_layer::Layer;
-use wsguard_core::plane::{ErrorFrame, JsonErrorFrame};
+use wsguard_core::{ErrorFrame, JsonErrorFrame};
 
 use crate::{
     authorize::{AllowAll, Authorize},
@@ -17,7 +17,7 @@ use crate::{
 
 /// Validates every inbound message of the message plane, and hands the parsed value of `T`
 /// to the application as the message's parsed form
-/// ([`Inbound::parsed`](wsguard_core::plane::Inbound::parsed)).
+/// ([`Inbound::parsed`](wsguard_core::Inbound::parsed)).
 ///
 /// `T` is the type messages are parsed into (`serde_json::Value` until
 /// [`typed`](Self::typed) says otherwise), `A` the [`Authorize`] hook, `F` the

@@ -31,8 +31,8 @@
 //!
 //! The parsed value is handed to the application with the message, as its parsed form:
 //! nothing is parsed twice. Take it with
-//! [`take_parsed`](wsguard_core::plane::Admitted::take_parsed) from the
-//! [`Admitted`](wsguard_core::plane::Admitted) message that `GuardedSocket::next_admitted`
+//! [`take_parsed`](wsguard_core::Admitted::take_parsed) from the
+//! [`Admitted`](wsguard_core::Admitted) message that `GuardedSocket::next_admitted`
 //! returns.
 //!
 //! # Example
@@ -44,7 +44,7 @@
 //! use axum::{extract::ws::Message, routing::get, Router};
 //! use futures_util::SinkExt;
 //! use serde::Deserialize;
-//! use wsguard_core::{axum::GuardedUpgrade, plane::{ConnectionInfo, GuardedSocket}};
+//! use wsguard_core::{axum::GuardedUpgrade, ConnectionInfo, GuardedSocket};
 //! use wsguard_schema_validate::{Access, ValidateMessageLayer};
 //!
 //! #[derive(Debug, Clone, Deserialize)]

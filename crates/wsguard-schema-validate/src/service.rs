@@ -10,10 +10,7 @@ use std::{
 
 use serde::de::DeserializeOwned;
 use tower_service::Service;
-use wsguard_core::{
-    plane::{ErrorFrame, Inbound, Verdict},
-    WsMessage,
-};
+use wsguard_core::{ErrorFrame, Inbound, Verdict, WsMessage};
 
 use crate::{
     authorize::{AllowAll, Authorize},
@@ -26,14 +23,10 @@ use crate::{
 ///
 /// Clones share the connection's count of invalid messages, and serve that connection only:
 /// a message from another connection is refused with 1011 and an `error` event (see
-/// [`ConnectionBinding`](wsguard_core::plane::ConnectionBinding)). See the [crate docs](crate)
+/// [`ConnectionBinding`](wsguard_core::guard::ConnectionBinding)). See the [crate docs](crate)
 /// for an example.
-pub struct ValidateMessage<
-    S,
-    T = serde_json::Value,
-    A = AllowAll,
-    F = wsguard_core::plane::JsonErrorFrame,
-> {
+pub struct ValidateMessage<S, T = serde_json::Value, A = AllowAll, F = wsguard_core::JsonErrorFrame>
+{
     inner: S,
     config: Arc<Config<A, F>>,
     conn: Arc<ConnState>,

@@ -11,10 +11,7 @@ use common::{hostile_messages, Command, INVALID};
 use http::{Extensions, Uri};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, Service, ServiceExt};
-use wsguard_core::{
-    plane::{Admit, ConnectionInfo, Inbound, Verdict},
-    Connection,
-};
+use wsguard_core::{Admit, Connection, ConnectionInfo, Inbound, Verdict};
 use wsguard_schema_validate::ValidateMessageLayer;
 
 #[global_allocator]

@@ -29,9 +29,7 @@ use tokio_tungstenite::{
 };
 use tower::{Layer, Service};
 use wsguard_core::{
-    axum::GuardedUpgrade,
-    plane::{Admit, GuardedSocket, Inbound, Verdict},
-    Principal, TokenExpiry,
+    axum::GuardedUpgrade, Admit, GuardedSocket, Inbound, Principal, TokenExpiry, Verdict,
 };
 use wsguard_schema_validate::ValidateMessageLayer;
 

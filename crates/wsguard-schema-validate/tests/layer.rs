@@ -8,10 +8,7 @@ use axum::extract::ws::Message;
 use common::{hostile_messages, Command, Sessions, FORBIDDEN, INVALID};
 use http::{Extensions, Uri};
 use tower::{Layer, Service, ServiceExt};
-use wsguard_core::{
-    plane::{Admit, ConnectionInfo, Inbound, Verdict},
-    Connection, Principal, Rejection,
-};
+use wsguard_core::{Admit, Connection, ConnectionInfo, Inbound, Principal, Rejection, Verdict};
 use wsguard_schema_validate::{Accept, ConfigError, OnDeny, ValidateMessageLayer};
 
 fn info(principal: Option<&str>) -> ConnectionInfo {

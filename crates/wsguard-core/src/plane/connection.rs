@@ -16,8 +16,8 @@ use crate::ConnectionInfo;
 /// event) instead of mis-charging it.
 ///
 /// ```
-/// use wsguard_core::plane::ConnectionBinding;
-/// # use wsguard_core::{plane::ConnectionInfo, Connection};
+/// use wsguard_core::guard::ConnectionBinding;
+/// # use wsguard_core::{Connection, ConnectionInfo};
 /// # let mut ext = http::Extensions::new();
 /// # let a = ConnectionInfo::new(&Connection::new(http::Uri::from_static("/ws"), &mut ext));
 /// # let b = ConnectionInfo::new(&Connection::new(http::Uri::from_static("/ws"), &mut ext));

@@ -1,70 +1,4 @@
-//! Connection hygiene: idle timeout, maximum lifetime, server heartbeat and graceful
-//! shutdown for upgraded sockets.
-//!
-//! A connection limit only helps if slots come back: a socket whose client vanished without
-//! a TCP reset, that sends nothing for hours, or that outlives the token it was opened with
-//! holds its slot forever. [`Hygiene`] wraps the upgraded socket (axum's `WebSocket`,
-//! tokio-tungstenite's `WebSocketStream`, or the message plane's `GuardedSocket`, inside or
-//! outside it) in a [`HygieneSocket`] that closes it with the code of the core table when a
-//! rule fires:
-//!
-//! | rule | default | close code |
-//! |---|---|---|
-//! | no inbound data frame (text or binary) for the idle timeout | off | 4408 ([`Reason::IdleTimeout`]) |
-//! | the socket reached its maximum lifetime | 1 hour | 4410 ([`Reason::LifetimeExceeded`]) |
-//! | no frame (a pong or anything else) within the heartbeat's wait after a ping | off | 4504 ([`Reason::HeartbeatTimeout`]) |
-//! | the [`Shutdown`] handle was triggered | none | 1001 ([`Reason::ShuttingDown`]) |
-//!
-//! Closing goes through wsguard's one [closing handshake](crate::close): the close
-//! frame, a flush, then reading (and discarding, within bounds) until the peer answers or
-//! [`CLOSE_TIMEOUT`] passes; then the stream ends. The socket task then
-//! ends, and with it the connection's [`Connection`](crate::Connection), whose scope
-//! releases the connection-limit slots.
-//!
-//! The adapter works while the socket is read: its timers and the shutdown signal are
-//! looked at when the application polls the stream for the next message (as any
-//! `while let Some(msg) = socket.next().await` loop does). An application that stops
-//! reading for a long time (for example while it awaits something else) should read in a
-//! `select!` next to that work.
-//!
-//! Timers cost one `tokio::time::Sleep` per socket, reset only when a deadline is reached;
-//! an inbound data frame moves the idle deadline without touching the timer.
-//!
-//! # Example
-//!
-//! ```
-//! # #[cfg(feature = "axum")]
-//! # {
-//! use std::time::Duration;
-//! use axum::{extract::ws::Message, routing::get, Router};
-//! use futures_util::{SinkExt, StreamExt};
-//! use wsguard_core::plane::{Hygiene, Shutdown};
-//! use wsguard_core::axum::GuardedUpgrade;
-//!
-//! let shutdown = Shutdown::new();
-//! let hygiene = Hygiene::new()
-//!     .idle_timeout(Duration::from_secs(300))
-//!     .max_lifetime(Some(Duration::from_secs(3600)))
-//!     .heartbeat(Duration::from_secs(30), Duration::from_secs(10))
-//!     .shutdown(shutdown.clone());
-//!
-//! let app: Router = Router::new().route(
-//!     "/ws",
-//!     get(move |upgrade: GuardedUpgrade| async move {
-//!         upgrade.on_upgrade(move |socket, conn| async move {
-//!             let mut socket = hygiene.wrap(socket);
-//!             while let Some(Ok(msg)) = socket.next().await {
-//!                 if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
-//!                     break;
-//!                 }
-//!             }
-//!             drop(conn); // the connection's slots are released here
-//!         })
-//!     }),
-//! );
-//! // On SIGTERM: `shutdown.trigger()`, then `shutdown.closed().await` (with a timeout).
-//! # }
-//! ```
+// Connection hygiene: idle timeout, maximum lifetime, server heartbeat and graceful
 
 use std::{
     fmt,
@@ -78,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-pub use crate::close::CLOSE_TIMEOUT;
 use crate::{
     close::{Closing, WsSocket},
     MessageKind, Reason, Rejection, WsMessage,
@@ -97,7 +30,75 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 /// range of tokio's timer wheel.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Connection hygiene rules; see the [module docs](self). Cheap to clone.
+/// Connection hygiene rules. Cheap to clone.
+///
+/// Connection hygiene: idle timeout, maximum lifetime, server heartbeat and graceful
+/// shutdown for upgraded sockets.
+///
+/// A connection limit only helps if slots come back: a socket whose client vanished without
+/// a TCP reset, that sends nothing for hours, or that outlives the token it was opened with
+/// holds its slot forever. [`Hygiene`] wraps the upgraded socket (axum's `WebSocket`,
+/// tokio-tungstenite's `WebSocketStream`, or the message plane's `GuardedSocket`, inside or
+/// outside it) in a [`HygieneSocket`] that closes it with the code of the core table when a
+/// rule fires:
+///
+/// | rule | default | close code |
+/// |---|---|---|
+/// | no inbound data frame (text or binary) for the idle timeout | off | 4408 ([`Reason::IdleTimeout`]) |
+/// | the socket reached its maximum lifetime | 1 hour | 4410 ([`Reason::LifetimeExceeded`]) |
+/// | no frame (a pong or anything else) within the heartbeat's wait after a ping | off | 4504 ([`Reason::HeartbeatTimeout`]) |
+/// | the [`Shutdown`] handle was triggered | none | 1001 ([`Reason::ShuttingDown`]) |
+///
+/// Closing goes through wsguard's one [closing handshake](crate::guard::Closing): the close
+/// frame, a flush, then reading (and discarding, within bounds) until the peer answers or
+/// [`CLOSE_TIMEOUT`](crate::CLOSE_TIMEOUT) passes; then the stream ends. The socket task then
+/// ends, and with it the connection's [`Connection`](crate::Connection), whose scope
+/// releases the connection-limit slots.
+///
+/// The adapter works while the socket is read: its timers and the shutdown signal are
+/// looked at when the application polls the stream for the next message (as any
+/// `while let Some(msg) = socket.next().await` loop does). An application that stops
+/// reading for a long time (for example while it awaits something else) should read in a
+/// `select!` next to that work.
+///
+/// Timers cost one `tokio::time::Sleep` per socket, reset only when a deadline is reached;
+/// an inbound data frame moves the idle deadline without touching the timer.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "axum")]
+/// # {
+/// use std::time::Duration;
+/// use axum::{extract::ws::Message, routing::get, Router};
+/// use futures_util::{SinkExt, StreamExt};
+/// use wsguard_core::{Hygiene, Shutdown};
+/// use wsguard_core::axum::GuardedUpgrade;
+///
+/// let shutdown = Shutdown::new();
+/// let hygiene = Hygiene::new()
+///     .idle_timeout(Duration::from_secs(300))
+///     .max_lifetime(Some(Duration::from_secs(3600)))
+///     .heartbeat(Duration::from_secs(30), Duration::from_secs(10))
+///     .shutdown(shutdown.clone());
+///
+/// let app: Router = Router::new().route(
+///     "/ws",
+///     get(move |upgrade: GuardedUpgrade| async move {
+///         upgrade.on_upgrade(move |socket, conn| async move {
+///             let mut socket = hygiene.wrap(socket);
+///             while let Some(Ok(msg)) = socket.next().await {
+///                 if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
+///                     break;
+///                 }
+///             }
+///             drop(conn); // the connection's slots are released here
+///         })
+///     }),
+/// );
+/// // On SIGTERM: `shutdown.trigger()`, then `shutdown.closed().await` (with a timeout).
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Hygiene {

@@ -22,7 +22,7 @@ pub(super) type Parsed = Option<Box<dyn Any + Send + Sync>>;
 /// guard parsed it ([`parsed`](Self::parsed), one value, set by a validator) and
 /// [`extensions`](Self::extensions) for anything else.
 ///
-/// See the [module docs](super) for an example.
+/// See the [`GuardedSocket`](crate::GuardedSocket) docs for an example.
 pub struct Inbound<M> {
     message: M,
     connection: ConnectionInfo,
@@ -108,7 +108,7 @@ impl<M: fmt::Debug> fmt::Debug for Inbound<M> {
 
 /// The response of the message plane: what the socket adapter does with a message.
 ///
-/// See the [module docs](super) for an example.
+/// See the [`GuardedSocket`](crate::GuardedSocket) docs for an example.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Verdict<M> {
@@ -142,7 +142,7 @@ impl<M> Verdict<M> {
 /// A message the plane admitted, with what the guards learned about it: its parsed form
 /// (see [`Inbound::parsed`]) and its extensions.
 ///
-/// See the [module docs](super) for an example.
+/// See the [`GuardedSocket`](crate::GuardedSocket) docs for an example.
 pub struct Admitted<M> {
     pub(super) message: M,
     pub(super) parsed: Parsed,
@@ -212,7 +212,7 @@ impl<M: fmt::Debug> fmt::Debug for Admitted<M> {
 
 /// The innermost service of the message plane: admits every message.
 ///
-/// See the [module docs](super) for an example.
+/// See the [`GuardedSocket`](crate::GuardedSocket) docs for an example.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Admit;
 

@@ -28,8 +28,8 @@ use tower_service::Service;
 
 use super::*;
 use crate::{
-    Connection, ConnectionScope, KeyExtractor, MessageKind, Principal, Reason, Rejection,
-    TokenExpiry, WsError, WsMessage,
+    Connection, ConnectionInfo, ConnectionScope, KeyExtractor, MessageKind, Principal, Reason,
+    Rejection, TokenExpiry, WsError, WsMessage, CLOSE_TIMEOUT,
 };
 
 /// A message type of our own, so the plane is tested without axum or tungstenite.

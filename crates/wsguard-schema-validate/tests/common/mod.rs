@@ -5,7 +5,7 @@
 use std::{collections::HashMap, future::Future, sync::Arc};
 
 use serde::Deserialize;
-use wsguard_core::plane::ConnectionInfo;
+use wsguard_core::ConnectionInfo;
 use wsguard_schema_validate::Access;
 
 /// The commands a client of the seeds' system may send.

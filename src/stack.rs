@@ -44,7 +44,7 @@
 //!     .auth(JwtAuthLayer::<serde_json::Value>::new(VerifyingKey::hmac(Algorithm::HS256, &[7; 32])?))
 //!     .conn_limit(ConnLimitLayer::builder().per_principal(3).per_ip(20).build()?)
 //!     .rate_limit(MessageRateLimitLayer::new().per_key(
-//!         wsguard::key::PrincipalKey::default(),
+//!         wsguard::PrincipalKey::default(),
 //!         Budget::new().messages(rate(10).per(Duration::from_secs(1)).burst(20)),
 //!     )?)
 //!     .hygiene(Hygiene::new().idle_timeout(Duration::from_secs(300)))
@@ -87,8 +87,7 @@ use std::fmt;
 
 use tower_layer::{Identity, Layer, Stack};
 use wsguard_core::{
-    plane::{Admit, GuardedSocket, Hygiene, HygieneSocket, Inbound, Verdict, WsSocket},
-    Connection,
+    Admit, Connection, GuardedSocket, Hygiene, HygieneSocket, Inbound, Verdict, WsSocket,
 };
 
 /// The recommended stack of wsguard protections; see the [module docs](self).
