@@ -4,17 +4,16 @@
 //! kind (a per-key allocation that should not be there), not a timing.
 
 use std::{
-    alloc::System,
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
 };
 
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use wsguard_conn_limit::{InMemoryConnectionStore, Slot};
 use wsguard_core::{Key, Principal};
+use wsguard_test_kit::alloc::{live_bytes, CountingAllocator, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAllocator = CountingAllocator::system();
 
 const KEYS: u32 = 20_000;
 
@@ -24,24 +23,21 @@ fn per_key(key: impl Fn(u32) -> Key) -> (f64, isize) {
     let max = NonZeroU32::new(3).unwrap();
     // Build the keys (the connection's own data) outside the measured region.
     let slots: Vec<_> = (0..KEYS).map(|n| [Slot::new(0, key(n), max)]).collect();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let leases: Vec<_> = slots
         .iter()
         .map(|s| store.try_acquire(s).unwrap())
         .collect();
     let held = region.change();
     assert_eq!(store.tracked_keys(), KEYS as usize);
-    let held_bytes = held.bytes_allocated as isize - held.bytes_deallocated as isize;
+    let held_bytes = live_bytes(&held);
     // The leases themselves (one per connection, not per key) are not the store's cost.
     let lease_bytes = leases.capacity() * std::mem::size_of_val(&leases[0]);
     let store_bytes = held_bytes - lease_bytes as isize;
     drop(leases);
     let after = region.change();
     assert_eq!(store.tracked_keys(), 0);
-    (
-        store_bytes as f64 / f64::from(KEYS),
-        after.bytes_allocated as isize - after.bytes_deallocated as isize,
-    )
+    (store_bytes as f64 / f64::from(KEYS), live_bytes(&after))
 }
 
 #[test]

@@ -4,19 +4,18 @@
 //! catches a regression in kind, not a timing.
 
 use std::{
-    alloc::System,
     convert::Infallible,
     net::{IpAddr, Ipv6Addr},
 };
 
 use http::{Request, Response, StatusCode};
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use wsguard_conn_limit::penalty::FailurePenaltyLayer;
 use wsguard_core::ClientIp;
+use wsguard_test_kit::alloc::{live_bytes, CountingAllocator, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAllocator = CountingAllocator::system();
 
 const KEYS: u32 = 20_000;
 
@@ -40,7 +39,7 @@ fn live_after(status: StatusCode) -> (isize, usize) {
             req
         })
         .collect();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     runtime.block_on(async {
         for req in requests {
             let res = svc.ready().await.unwrap().call(req).await.unwrap();
@@ -48,7 +47,7 @@ fn live_after(status: StatusCode) -> (isize, usize) {
         }
     });
     let change = region.change();
-    let live = change.bytes_allocated as isize - change.bytes_deallocated as isize;
+    let live = live_bytes(&change);
     (live, penalty.tracked())
 }
 

@@ -3,17 +3,16 @@
 //! Run with `--nocapture` to see the figures (documented on `InMemoryKeyStore`).
 
 use std::{
-    alloc::System,
     net::{IpAddr, Ipv6Addr},
     time::Duration,
 };
 
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use wsguard_core::{Key, Principal};
 use wsguard_msg_rate::{rate, Budget, Cost, Decision, InMemoryKeyStore};
+use wsguard_test_kit::alloc::{CountingAllocator, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAllocator = CountingAllocator::system();
 
 const KEYS: u32 = 100_000;
 
@@ -27,7 +26,7 @@ fn bytes_per_key(make: impl Fn(u32) -> Key) -> f64 {
         .with_max_keys(2 * KEYS as usize)
         .unwrap();
     let keys: Vec<Key> = (0..KEYS).map(make).collect();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     // Each key as a connection that sends one message and ends: the store keeps the key
     // (its budget is not full again yet), the connection's prepared key is gone.
     for key in &keys {
