@@ -5,21 +5,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
-use tokio::{
-    net::{TcpListener, TcpSocket},
-    time::timeout,
-};
+use tokio::{net::TcpSocket, time::timeout};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use wsguard_client_ip::{ClientIpLayer, Source, TrustedProxies};
 use wsguard_core::axum::GuardedUpgrade;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use wsguard_test_kit::WAIT;
 
 /// The client-IP layer of the tests: 127.0.0.1 is a trusted proxy.
 pub fn client_ip() -> ClientIpLayer {
@@ -47,17 +41,7 @@ pub fn ws_route() -> Router {
 
 /// Serves `app` on a free loopback port, with the peer address as connect info.
 pub async fn spawn(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    wsguard_test_kit::server::axum(app).await
 }
 
 /// One WebSocket handshake from `from` with `headers`, closed at once: the status, and the
