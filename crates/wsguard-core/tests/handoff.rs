@@ -3,58 +3,30 @@
 //!
 //! The contract is written once, in `wsguard_test_kit::handoff::contract`, and run here
 //! against each hand-off: `wsguard_core::axum::GuardedUpgrade` and
-//! `wsguard_core::tungstenite::GuardedUpgrade`.
+//! `wsguard_core::tungstenite::GuardedUpgrade` (every failure names the hand-off).
 #![cfg(all(feature = "axum", feature = "tokio-tungstenite"))]
 
 use wsguard_core::{Reason, Rejection};
 use wsguard_test_kit::handoff::{contract, HandOff};
 
-/// The deferred rejections each hand-off is checked with, and the close each must get.
-const DEFERRED: [(Reason, u16, &str); 2] = [
-    (Reason::TokenExpired, 4440, "token expired"),
-    (Reason::TooManyConnections, 4429, "too many connections"),
-];
-
-mod axum_handoff {
-    use super::*;
-
-    #[tokio::test]
-    async fn scope_ends_with_the_socket() {
-        contract::scope_ends_with_the_socket(HandOff::Axum).await;
-    }
-
-    #[tokio::test]
-    async fn deferred_rejection_closes_without_calling_the_handler() {
-        for (reason, code, text) in DEFERRED {
-            contract::deferred_rejection_closes_without_calling_the_handler(
-                HandOff::Axum,
-                Rejection::new(reason),
-                code,
-                text,
-            )
-            .await;
-        }
-    }
-
-    #[tokio::test]
-    async fn non_handshakes_are_refused_with_their_status() {
-        contract::non_handshakes_are_refused_with_their_status(HandOff::Axum).await;
+#[tokio::test]
+async fn scope_ends_with_the_socket() {
+    for hand_off in HandOff::BOTH {
+        contract::scope_ends_with_the_socket(hand_off).await;
     }
 }
 
-mod hyper_handoff {
-    use super::*;
-
-    #[tokio::test]
-    async fn scope_ends_with_the_socket() {
-        contract::scope_ends_with_the_socket(HandOff::Hyper).await;
-    }
-
-    #[tokio::test]
-    async fn deferred_rejection_closes_without_calling_the_handler() {
-        for (reason, code, text) in DEFERRED {
+#[tokio::test]
+async fn deferred_rejection_closes_without_calling_the_handler() {
+    // Each deferred rejection, and the close it must get, on each hand-off.
+    let deferred = [
+        (Reason::TokenExpired, 4440, "token expired"),
+        (Reason::TooManyConnections, 4429, "too many connections"),
+    ];
+    for hand_off in HandOff::BOTH {
+        for (reason, code, text) in deferred {
             contract::deferred_rejection_closes_without_calling_the_handler(
-                HandOff::Hyper,
+                hand_off,
                 Rejection::new(reason),
                 code,
                 text,
@@ -62,9 +34,11 @@ mod hyper_handoff {
             .await;
         }
     }
+}
 
-    #[tokio::test]
-    async fn non_handshakes_are_refused_with_their_status() {
-        contract::non_handshakes_are_refused_with_their_status(HandOff::Hyper).await;
+#[tokio::test]
+async fn non_handshakes_are_refused_with_their_status() {
+    for hand_off in HandOff::BOTH {
+        contract::non_handshakes_are_refused_with_their_status(hand_off).await;
     }
 }
