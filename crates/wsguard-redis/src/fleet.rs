@@ -414,7 +414,7 @@ impl Degraded {
     /// Redis did not answer: counts the fallback, logs the first.
     pub(crate) fn failed(&self, failure: &Failure) {
         use std::sync::atomic::Ordering;
-        telemetry::fallback(self.store, self.policy);
+        telemetry::fallback(self.store, self.policy.as_str());
         if !self.on.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 target: "wsguard_redis",

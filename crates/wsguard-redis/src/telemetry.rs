@@ -1,15 +1,14 @@
 //! Metrics of the Redis stores (feature `metrics`); without the feature these do nothing.
 //! Every label is fixed: no key, user or address ever becomes a label.
 
-use crate::fleet::FailurePolicy;
-
-/// A request that Redis did not answer, answered by the store's failure policy.
-pub(crate) fn fallback(store: &'static str, policy: FailurePolicy) {
+/// A request that Redis did not answer, answered by the store's failure policy (`open` or
+/// `closed`).
+pub(crate) fn fallback(store: &'static str, policy: &'static str) {
     #[cfg(feature = "metrics")]
     metrics::counter!(
         "wsguard_redis_fallbacks_total",
         "store" => store,
-        "policy" => policy.as_str()
+        "policy" => policy
     )
     .increment(1);
     #[cfg(not(feature = "metrics"))]
