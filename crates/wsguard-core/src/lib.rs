@@ -16,7 +16,9 @@
 //! - The connection scope: [`ConnectionScope`] holds guards (such as connection permits) for
 //!   exactly as long as the connection lives. The hand-offs, [`axum::GuardedUpgrade`] and
 //!   [`tungstenite::GuardedUpgrade`] (behind the `axum` and `tokio-tungstenite` features),
-//!   carry it into the upgraded socket's task as part of a [`Connection`].
+//!   carry it into the upgraded socket's task as part of a [`Connection`]. Its
+//!   [`CloseHandle`] closes that socket from anywhere (a revoked token, a kicked user) with
+//!   a close code of the table, through the same closing handshake as every other close.
 //! - Everything else is re-exported at the root, apart from the two hand-off modules and
 //!   [`guard`], which gathers what a crate writing its own guard needs (answering, counting,
 //!   close mode, the closing handshake) and an application never does.
@@ -113,7 +115,7 @@ pub use key::{
 };
 pub use message::{MessageKind, WsError, WsMessage};
 pub use reject::{GrpcCode, GrpcRejection, HttpRejection, OnRejection, Reason, Rejection};
-pub use scope::{ConnectionScope, ScopedBody};
+pub use scope::{CloseHandle, ConnectionScope, ScopedBody};
 
 #[cfg(feature = "close")]
 #[cfg_attr(docsrs, doc(cfg(feature = "close")))]

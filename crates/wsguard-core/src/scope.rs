@@ -5,16 +5,19 @@ use std::{
     fmt,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc, Mutex, OnceLock, PoisonError,
     },
     task::{Context, Poll},
 };
 
+use atomic_waker::AtomicWaker;
 use bytes::Buf;
 use http::{Extensions, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::Rejection;
 
 /// Guards that must live as long as the connection.
 ///
@@ -35,6 +38,29 @@ use pin_project_lite::pin_project;
 /// A response `101 Switching Protocols` whose scope no hand-off [claimed](ConnectionScope::is_claimed)
 /// means the application upgraded the socket without wsguard's hand-off: the guards would be
 /// released while the socket stays open. Layers detect this and log it.
+///
+/// # Closing from outside the socket's task
+///
+/// A scope also carries the connection's close request: [`close_handle`](Self::close_handle)
+/// gives a [`CloseHandle`] that anything (a revocation, an administrator's "kick") can keep
+/// and fire later, from any thread. The socket adapters of the message plane
+/// (`GuardedSocket`, and `HygieneSocket` when wrapped with `Hygiene::wrap_connection`,
+/// feature `plane`) obey it the way they obey a token's expiry or a shutdown: they close the
+/// socket with the request's close code through the one closing handshake
+/// ([`guard::Closing`](crate::guard::Closing)), after which the connection and its guards
+/// end. A handle does not keep the guards alive.
+///
+/// ```
+/// use wsguard_core::{ConnectionScope, Reason, Rejection};
+///
+/// let mut req = http::Request::new(());
+/// let scope = ConnectionScope::of(&mut req);
+/// let handle = scope.close_handle(); // kept by, say, a registry of live sessions
+///
+/// assert!(handle.close(Rejection::new(Reason::Forbidden)), "the first request wins");
+/// assert!(!handle.close(Rejection::new(Reason::ShuttingDown)));
+/// assert_eq!(scope.close_handle().requested().map(|r| r.reason()), Some(Reason::Forbidden));
+/// ```
 #[derive(Clone, Default)]
 pub struct ConnectionScope {
     inner: Arc<ScopeInner>,
@@ -44,6 +70,9 @@ pub struct ConnectionScope {
 struct ScopeInner {
     guards: Mutex<Vec<Box<dyn Any + Send>>>,
     claimed: AtomicBool,
+    /// Made on first use: a scope nobody asks to close (a plain HTTP request) allocates
+    /// nothing for it.
+    close: OnceLock<Arc<CloseSignal>>,
 }
 
 impl Drop for ScopeInner {
@@ -121,6 +150,127 @@ impl ConnectionScope {
     /// Whether two handles share the same guards.
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A handle that asks this connection's socket to close, from anywhere; see
+    /// [closing from outside the socket's task](Self#closing-from-outside-the-sockets-task).
+    ///
+    /// Every handle of one scope shares one request. The first call allocates it (one small
+    /// allocation per connection), later calls only count a reference.
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle {
+            signal: Arc::clone(self.inner.close.get_or_init(Arc::default)),
+        }
+    }
+}
+
+/// The connection's close request has not been made.
+const IDLE: u8 = 0;
+/// Made, and not yet taken by a socket adapter.
+const REQUESTED: u8 = 1;
+/// Taken by the socket adapter that closes the socket.
+const TAKEN: u8 = 2;
+
+#[derive(Default)]
+struct CloseSignal {
+    state: AtomicU8,
+    rejection: Mutex<Option<Rejection>>,
+    waker: AtomicWaker,
+}
+
+/// Asks one connection's socket to close with a [`Rejection`]'s close code, from outside the
+/// socket's task. Cheap to clone; clones share the request.
+///
+/// Made by [`ConnectionScope::close_handle`] while the handshake is handled (a handshake
+/// layer keeps it, for example in a registry of live sessions) or later from the
+/// [`Connection`](crate::Connection)'s scope. It holds no guard of the connection, so a
+/// handle kept after the socket ended keeps nothing alive, and closing it then does
+/// nothing.
+///
+/// The first request wins; the socket adapter that obeys it takes it once, so two nested
+/// adapters (`HygieneSocket` inside `GuardedSocket`, or the reverse) close the socket once.
+/// An adapter looks at the request when the application polls the socket for its next
+/// message, as it does for its timers: see the scope's
+/// [docs](ConnectionScope#closing-from-outside-the-sockets-task) for an example.
+#[derive(Clone)]
+pub struct CloseHandle {
+    signal: Arc<CloseSignal>,
+}
+
+impl fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("requested", &self.requested().map(|r| r.reason()))
+            .finish()
+    }
+}
+
+impl CloseHandle {
+    /// Asks the socket to close with `rejection`'s close code. `true` when this is the
+    /// connection's first close request (the one the socket obeys), `false` when one was
+    /// made before (it stands).
+    pub fn close(&self, rejection: Rejection) -> bool {
+        let signal = &*self.signal;
+        {
+            let mut slot = signal
+                .rejection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some(rejection);
+            signal.state.store(REQUESTED, Ordering::Release);
+        }
+        signal.waker.wake();
+        true
+    }
+
+    /// The close request made so far, if any (whether or not a socket adapter took it).
+    pub fn requested(&self) -> Option<Rejection> {
+        if self.signal.state.load(Ordering::Acquire) == IDLE {
+            return None;
+        }
+        *self
+            .signal
+            .rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// For socket adapters: `Ready` with the rejection once a close was requested, and only
+    /// to the first caller after the request (it takes it); `Pending` otherwise, waking the
+    /// task of the last call when a request is made.
+    ///
+    /// An atomic load and a waker registration per call while no request is made.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Rejection> {
+        let signal = &*self.signal;
+        match signal.state.load(Ordering::Acquire) {
+            TAKEN => return Poll::Pending,
+            REQUESTED => {}
+            _ => {
+                signal.waker.register(cx.waker());
+                if signal.state.load(Ordering::Acquire) != REQUESTED {
+                    return Poll::Pending;
+                }
+            }
+        }
+        let taken = signal
+            .state
+            .compare_exchange(REQUESTED, TAKEN, Ordering::AcqRel, Ordering::Acquire);
+        let rejection = *signal
+            .rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (taken, rejection) {
+            (Ok(_), Some(rejection)) => Poll::Ready(rejection),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Whether two handles belong to the same connection.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.signal, &other.signal)
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     close::{Closing, WsSocket},
-    MessageKind, Reason, Rejection, WsMessage,
+    CloseHandle, Connection, MessageKind, Reason, Rejection, WsMessage,
 };
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
@@ -48,6 +48,7 @@ const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// | the socket reached its maximum lifetime | 1 hour | 4410 ([`Reason::LifetimeExceeded`]) |
 /// | no frame (a pong or anything else) within the heartbeat's wait after a ping | off | 4504 ([`Reason::HeartbeatTimeout`]) |
 /// | the [`Shutdown`] handle was triggered | none | 1001 ([`Reason::ShuttingDown`]) |
+/// | the connection's [`CloseHandle`] was fired (a revocation), with [`Hygiene::wrap_connection`] | none | the request's (4403, [`Reason::Forbidden`], for a revocation) |
 ///
 /// Closing goes through wsguard's one [closing handshake](crate::guard::Closing): the close
 /// frame, a flush, then reading (and discarding, within bounds) until the peer answers or
@@ -157,6 +158,17 @@ impl Hygiene {
         self
     }
 
+    /// Wraps the upgraded socket of `conn`: the rules of [`wrap`](Self::wrap), and the
+    /// connection's close requests ([`CloseHandle`], fired for example when its token is
+    /// revoked), which close the socket with the request's close code. Use it when the
+    /// socket is not (also) under the message plane's `GuardedSocket`, which obeys them
+    /// itself.
+    pub fn wrap_connection<S: WsSocket>(&self, socket: S, conn: &Connection) -> HygieneSocket<S> {
+        let mut wrapped = self.wrap(socket);
+        wrapped.close = Some(conn.scope().close_handle());
+        wrapped
+    }
+
     /// Wraps an upgraded socket. Its lifetime is counted from now.
     pub fn wrap<S: WsSocket>(&self, socket: S) -> HygieneSocket<S> {
         let now = Instant::now();
@@ -173,6 +185,7 @@ impl Hygiene {
             idle: self.idle_timeout.map(|d| (d, now + d)),
             heartbeat,
             shutdown: self.shutdown.as_ref().map(Shutdown::watch),
+            close: None,
             ping: false,
             needs_flush: false,
             phase: Phase::Open,
@@ -306,6 +319,8 @@ pub struct HygieneSocket<S: WsSocket> {
     idle: Option<(Duration, Instant)>,
     heartbeat: Option<Heartbeat>,
     shutdown: Option<ShutdownWatch>,
+    /// The connection's close request, with [`Hygiene::wrap_connection`].
+    close: Option<CloseHandle>,
     /// A heartbeat ping waits to go out.
     ping: bool,
     needs_flush: bool,
@@ -346,7 +361,8 @@ impl<S: WsSocket> HygieneSocket<S> {
         self.socket
     }
 
-    /// The rule that closed the socket, once one did.
+    /// The rule that closed the socket (or the reason of the close request it obeyed), once
+    /// one did.
     pub const fn closed_by(&self) -> Option<Reason> {
         self.closed_by
     }
@@ -373,6 +389,11 @@ impl<S: WsSocket> HygieneSocket<S> {
     }
 
     fn start_close(&mut self, reason: Reason) {
+        self.start_close_with(Rejection::new(reason));
+    }
+
+    fn start_close_with(&mut self, rejection: Rejection) {
+        let reason = rejection.reason();
         tracing::debug!(
             reason = reason.as_str(),
             close_code = reason.close_code(),
@@ -380,7 +401,7 @@ impl<S: WsSocket> HygieneSocket<S> {
         );
         self.closed_by = Some(reason);
         self.ping = false;
-        self.phase = Phase::Closing(Closing::new(&Rejection::new(reason)));
+        self.phase = Phase::Closing(Closing::new(&rejection));
     }
 
     /// Applies the rules whose deadline passed; queues a ping when one is due.
@@ -453,6 +474,12 @@ impl<S: WsSocket> Stream for HygieneSocket<S> {
                     if let Some(watch) = &mut this.shutdown {
                         if watch.signal.as_mut().poll(cx).is_ready() {
                             this.start_close(Reason::ShuttingDown);
+                            continue;
+                        }
+                    }
+                    if let Some(close) = &this.close {
+                        if let Poll::Ready(rejection) = close.poll_take(cx) {
+                            this.start_close_with(rejection);
                             continue;
                         }
                     }

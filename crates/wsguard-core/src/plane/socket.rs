@@ -20,7 +20,8 @@ use super::{
 };
 use crate::{
     close::{Closing, WsSocket, CLOSE_TIMEOUT},
-    telemetry, Connection, ConnectionInfo, MessageKind, Reason, Rejection, WsError, WsMessage,
+    telemetry, CloseHandle, Connection, ConnectionInfo, MessageKind, Reason, Rejection, WsError,
+    WsMessage,
 };
 
 /// How many refusal frames ([`Verdict::Reply`]) a [`GuardedSocket`] sends per second at
@@ -110,6 +111,10 @@ impl ReplyWindow {
 ///   through TCP flow control instead of buffering its messages;
 /// - token lifetime: when the connection's [`TokenExpiry`](crate::TokenExpiry) passes, the
 ///   socket is closed with 4440 ([`Reason::TokenExpired`](crate::Reason::TokenExpired)) by a timer, idle or not;
+/// - close requests: when the connection's [`CloseHandle`] is fired (a revoked token or
+///   subject, see `wsguard-jwt-auth`'s `LiveSessions`), the socket is closed with the
+///   request's close code (4403 for a revocation), idle or not, and the request is taken, so
+///   an inner `HygieneSocket` watching the same connection does not close it twice;
 /// - the peer's faults: a message over the socket's own limit (which the hand-offs set, and
 ///   which tungstenite enforces while the message arrives) closes the socket with 1009
 ///   ([`Reason::MessageTooLarge`](crate::Reason::MessageTooLarge)), a text message that is not UTF-8 with 1007, a frame
@@ -187,6 +192,8 @@ where
     needs_flush: bool,
     /// The token's expiry.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's close request (a revocation, ...).
+    close: CloseHandle,
     close_timeout: Duration,
     replies: ReplyWindow,
     /// The closing handshake, once the plane started one.
@@ -272,6 +279,7 @@ where
             outbox: None,
             needs_flush: false,
             timer: None,
+            close: conn.scope().close_handle(),
             close_timeout: CLOSE_TIMEOUT,
             replies: ReplyWindow::new(MAX_REPLIES_PER_SECOND),
             closing: None,
@@ -378,6 +386,17 @@ where
         self.begin_close(Rejection::new(Reason::TokenExpired), true);
     }
 
+    /// Obeys the connection's close request ([`CloseHandle`]).
+    fn close_on_request(&mut self, rejection: Rejection) {
+        tracing::debug!(
+            reason = rejection.reason().as_str(),
+            close_code = rejection.close_code(),
+            "close requested for the connection, closing the socket"
+        );
+        telemetry::record_rejection("plane", rejection.reason());
+        self.begin_close(rejection, true);
+    }
+
     fn fail(&mut self, err: &dyn fmt::Display) {
         tracing::error!(error = %err, "message plane service failed, closing the socket");
         telemetry::record_rejection("plane", Reason::Internal);
@@ -436,6 +455,10 @@ where
                     self.expire();
                     continue;
                 }
+            }
+            if let Poll::Ready(rejection) = self.close.poll_take(cx) {
+                self.close_on_request(rejection);
+                continue;
             }
 
             // Outbound first: a frame that cannot be sent stops the reading (a client that

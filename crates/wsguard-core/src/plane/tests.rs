@@ -600,3 +600,76 @@ fn the_default_error_frame_is_generic_json() {
         Some("E4429".into())
     );
 }
+
+#[tokio::test]
+async fn a_close_request_closes_an_idle_socket_once_through_nested_adapters() {
+    // Both adapters watch the connection's request: hygiene inside the plane, as the
+    // facade stacks them. The plane takes it, and the socket sees one close frame.
+    let (sock, mut peer) = socket();
+    let conn = connection(Extensions::new());
+    let handle = conn.scope().close_handle();
+    let inner = Hygiene::new().wrap_connection(sock, &conn);
+    let mut guarded = GuardedSocket::new(inner, conn, Admit);
+    peer.send(Msg::text("before".into()));
+    assert_eq!(
+        guarded.next().await.unwrap().unwrap(),
+        Msg::text("before".into())
+    );
+    let app = tokio::spawn(async move {
+        let next = guarded.next().await;
+        let closed_by = guarded.get_ref().closed_by();
+        (next.is_none(), guarded.rejection().copied(), closed_by)
+    });
+    tokio::task::yield_now().await;
+    assert!(handle.close(Rejection::new(Reason::Forbidden)));
+    assert_eq!(peer.recv().await, Msg::Close(4403));
+    peer.send(Msg::Close(4403));
+    let (ended, rejection, closed_by) = tokio::time::timeout(Duration::from_secs(5), app)
+        .await
+        .expect("the stream ends once the peer answered")
+        .unwrap();
+    assert!(ended);
+    assert_eq!(rejection, Some(Rejection::new(Reason::Forbidden)));
+    assert_eq!(closed_by, None, "the inner adapter did not close it a second time");
+    assert!(peer.rx.try_recv().is_err(), "one close frame, nothing after it");
+    assert!(!handle.close(Rejection::new(Reason::ShuttingDown)), "taken");
+}
+
+#[tokio::test]
+async fn hygiene_alone_obeys_the_connection_close_request() {
+    let (sock, mut peer) = socket();
+    let conn = connection(Extensions::new());
+    let mut hygienic = Hygiene::new().wrap_connection(sock, &conn);
+    // Requested before the first poll: the adapter closes at once.
+    assert!(conn
+        .scope()
+        .close_handle()
+        .close(Rejection::new(Reason::Forbidden)));
+    peer.send(Msg::text("too late".into()));
+    let app = tokio::spawn(async move {
+        let next = hygienic.next().await;
+        (next.is_none(), hygienic.closed_by())
+    });
+    assert_eq!(peer.recv().await, Msg::Close(4403));
+    peer.send(Msg::Close(4403));
+    let (ended, closed_by) = tokio::time::timeout(Duration::from_secs(5), app)
+        .await
+        .expect("the stream ends once the peer answered")
+        .unwrap();
+    assert!(ended, "nothing reaches the application");
+    assert_eq!(closed_by, Some(Reason::Forbidden));
+    drop(conn);
+
+    // Without the connection, hygiene does not watch it.
+    let (sock, peer) = socket();
+    let conn = connection(Extensions::new());
+    let mut unwatched = Hygiene::new().wrap(sock);
+    conn.scope()
+        .close_handle()
+        .close(Rejection::new(Reason::Forbidden));
+    peer.send(Msg::text("still open".into()));
+    assert_eq!(
+        unwatched.next().await.unwrap().unwrap(),
+        Msg::text("still open".into())
+    );
+}
