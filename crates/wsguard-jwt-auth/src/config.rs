@@ -10,13 +10,15 @@ use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use wsguard_core::{
     guard::{record_rejection, respond},
-    ClientIp, OnRejection, PeerAddr, Principal, Rejection, TokenExpiry,
+    is_websocket_upgrade, ClientIp, ConnectionScope, OnRejection, PeerAddr, Principal, Rejection,
+    TokenExpiry,
 };
 
 use crate::{
     keys::KeyWait,
     predicate::SharedPredicate,
     revocation::SharedRevocation,
+    sessions::LiveSessions,
     source::{self, Extracted},
     verify::{Outcome, Verified, Verifier},
     Claims, Failure, HeaderParameter, TokenSource, VerifiedToken,
@@ -35,6 +37,7 @@ pub(crate) struct Config<C, P> {
     pub(crate) max_len: usize,
     pub(crate) revocation: Option<SharedRevocation>,
     pub(crate) fail_open: bool,
+    pub(crate) sessions: Option<LiveSessions>,
     pub(crate) async_predicate: Option<SharedPredicate<C>>,
     pub(crate) close_mode: bool,
     pub(crate) policy: P,
@@ -49,6 +52,7 @@ impl<C, P: Clone> Clone for Config<C, P> {
             max_len: self.max_len,
             revocation: self.revocation.clone(),
             fail_open: self.fail_open,
+            sessions: self.sessions.clone(),
             async_predicate: self.async_predicate.clone(),
             close_mode: self.close_mode,
             policy: self.policy.clone(),
@@ -76,6 +80,7 @@ impl<C, P> fmt::Debug for Config<C, P> {
             .field("max_len", &self.max_len)
             .field("revocation", &self.revocation.is_some())
             .field("fail_open", &self.fail_open)
+            .field("sessions", &self.sessions.is_some())
             .field("async_predicate", &self.async_predicate.is_some())
             .field("close_mode", &self.close_mode)
             .field("policy", &std::any::type_name::<P>())
@@ -148,11 +153,19 @@ impl<C, P> Config<C, P> {
     }
 }
 
-/// Puts what the token proved into the request's extensions.
-pub(crate) fn admit<B, C>(req: &mut Request<B>, verified: Verified<C>)
+/// Puts what the token proved into the request's extensions, and registers a WebSocket
+/// handshake in the live sessions, if configured. The registration comes before the
+/// revocation store is asked: a revocation made while the store answers either is in its
+/// answer or finds the connection registered, never neither.
+pub(crate) fn admit<B, C>(req: &mut Request<B>, verified: Verified<C>, sessions: Option<&LiveSessions>)
 where
     C: Clone + Send + Sync + 'static,
 {
+    if let Some(sessions) = sessions {
+        if is_websocket_upgrade(req) {
+            sessions.register(&ConnectionScope::of(req), &verified.token);
+        }
+    }
     tracing::debug!(
         target: "wsguard_jwt_auth",
         source = verified.token.source,

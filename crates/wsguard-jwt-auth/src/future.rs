@@ -120,7 +120,7 @@ where
     ) -> Self {
         let kind = match decision {
             Decision::Admit(verified) => {
-                admit(&mut req, verified);
+                admit(&mut req, verified, config.sessions.as_ref());
                 if config.revocation.is_none() && config.async_predicate.is_none() {
                     Kind::Inner {
                         future: inner.call(req),
@@ -278,7 +278,7 @@ where
                     } = pending;
                     match config.verify_extracted(&req, extracted, false) {
                         Decision::Admit(verified) => {
-                            admit(&mut req, verified);
+                            admit(&mut req, verified, config.sessions.as_ref());
                             Kind::advance(Pending::new(inner, req, &config), Stage::Verified)
                         }
                         Decision::Refuse(failure, source) => {

@@ -12,7 +12,7 @@ use crate::{
     predicate::SharedPredicate,
     revocation::SharedRevocation,
     verify::{SyncPredicate, Verifier},
-    ClaimsPredicate, ConfigError, JwtAuth, Revocation, TokenSource,
+    ClaimsPredicate, ConfigError, JwtAuth, LiveSessions, Revocation, TokenSource,
 };
 
 /// Applies [`JwtAuth`], which authenticates requests with a JWT before they reach the inner
@@ -52,6 +52,7 @@ impl<C> JwtAuthLayer<C> {
                 max_len: DEFAULT_MAX_TOKEN_LEN,
                 revocation: None,
                 fail_open: false,
+                sessions: None,
                 async_predicate: None,
                 close_mode: false,
                 policy: HttpRejection,
@@ -290,6 +291,26 @@ where
         })
     }
 
+    /// Registers every WebSocket handshake the layer accepts in `sessions` for the life of
+    /// its connection, so that a revocation closes the sockets already open (see
+    /// [`LiveSessions`]): give the same registry to the revocation store
+    /// ([`InMemoryRevocations::with_sessions`](crate::InMemoryRevocations::with_sessions), or
+    /// `wsguard-redis`'s `RedisRevocations::with_sessions` for a fleet). Replaces an earlier
+    /// registry. Costs one registry entry per authenticated connection (and a SHA-256 of its
+    /// `jti`), made once per handshake; requests that are not WebSocket handshakes are not
+    /// registered.
+    ///
+    /// The sockets close (with 4403) when they are served through the message plane
+    /// (`wsguard_core::GuardedSocket`) or wrapped with `wsguard_core::Hygiene::wrap_connection`,
+    /// which obey the connection's close request.
+    #[must_use]
+    pub fn with_sessions(self, sessions: LiveSessions) -> Self {
+        self.map(|config| Config {
+            sessions: Some(sessions),
+            ..config
+        })
+    }
+
     /// What happens when the revocation store fails: `false` (the default) refuses the
     /// request with 500 ([`Failure::RevocationUnavailable`](crate::Failure::RevocationUnavailable)),
     /// `true` lets the token through and logs a warning, trading revocation for
@@ -345,6 +366,7 @@ where
             max_len: config.max_len,
             revocation: config.revocation,
             fail_open: config.fail_open,
+            sessions: config.sessions,
             async_predicate: config.async_predicate,
             close_mode: config.close_mode,
             policy,

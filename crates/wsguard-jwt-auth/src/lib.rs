@@ -123,6 +123,31 @@
 //! tonic, answer in the gRPC form with
 //! [`on_rejection(GrpcRejection)`](JwtAuthLayer::on_rejection).
 //!
+//! # Revocation that reaches live sockets
+//!
+//! A [`Revocation`] store refuses a revoked token at its next handshake; a WebSocket opened
+//! with it before stays open for hours. With [`LiveSessions`], a revocation closes those
+//! sockets too, at once:
+//!
+//! - [`JwtAuthLayer::with_sessions`] registers every WebSocket handshake the layer accepts,
+//!   by subject and by token ([`TokenId`], a hash of the `jti`), for exactly as long as the
+//!   connection lives (the entry is held by the connection's
+//!   [`ConnectionScope`](wsguard_core::ConnectionScope), so the registry never outgrows the
+//!   live connections);
+//! - [`InMemoryRevocations::with_sessions`] closes the matching connections of this instance
+//!   when it revokes a token or a subject (`wsguard-redis`'s `RedisRevocations` does it on
+//!   every instance of a fleet, through Redis pub/sub); a store of your own calls
+//!   [`LiveSessions::close_token`] or [`LiveSessions::close_subject_before`];
+//! - each connection's socket closes with **4403** ([`Reason::Forbidden`](wsguard_core::Reason::Forbidden),
+//!   the answer the revoked token gets at a handshake: 403, or 4403 in close mode) through
+//!   the one closing handshake, when it is served through the message plane
+//!   (`wsguard_core::GuardedSocket`, or the facade's `SocketGuard`) or wrapped with
+//!   `wsguard_core::Hygiene::wrap_connection`, which obey the connection's
+//!   [`CloseHandle`](wsguard_core::CloseHandle). A bare socket without either is not closed:
+//!   fire nothing at it, or read `conn.scope().close_handle()` yourself.
+//!
+//! See [`LiveSessions`] for an example.
+//!
 //! # JOSE header parameters
 //!
 //! The header is the only part of a token read before its signature verifies, so it decides
@@ -207,7 +232,8 @@
 //!   store, the asynchronous predicate, close mode) lives in `future.rs`. Below them,
 //!   `verify.rs` verifies one token, and `keys/` holds the keys by concept (`key.rs`,
 //!   `set.rs`, `handle.rs`, `jwks.rs`, and `source.rs`, the one crate-private trait every
-//!   kind of key source implements).
+//!   kind of key source implements). `revocation.rs` (the stores) uses `sessions.rs` (the
+//!   live sessions a revocation closes), which imports neither.
 //! - **Type parameters.** The layer is `JwtAuthLayer<C, P>`: the claims type and the
 //!   rejection policy (which shapes the response). The service is `JwtAuth<S, C, P>`: the
 //!   inner service first, then the layer's parameters in the layer's order. Its future is
@@ -239,6 +265,7 @@ mod layer;
 mod predicate;
 mod revocation;
 mod service;
+mod sessions;
 mod source;
 mod verify;
 
@@ -263,6 +290,7 @@ pub use revocation::{
     InMemoryRevocations, Revocation, RevocationError, RevocationQuery, RevocationStatus, StoreFull,
 };
 pub use service::JwtAuth;
+pub use sessions::{InvalidTokenId, LiveSession, LiveSessions, TokenId};
 pub use source::TokenSource;
 
 #[doc(no_inline)]

@@ -12,6 +12,8 @@ use std::{
 
 use wsguard_core::Principal;
 
+use crate::LiveSessions;
+
 /// What a [`Revocation`] store is asked about a verified token.
 #[derive(Debug, Clone)]
 pub struct RevocationQuery {
@@ -199,6 +201,10 @@ impl StdError for StoreFull {}
 /// Clones share the store. It lives in one process: with several instances behind a load
 /// balancer, use a shared store (such as Redis) instead.
 ///
+/// **Live sockets.** A revocation refuses the token's next handshakes; with
+/// [`with_sessions`](Self::with_sessions) it also closes, at once, the sockets the token (or
+/// the subject) has open on this instance, with 4403 (see [`LiveSessions`]).
+///
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use wsguard_jwt_auth::{InMemoryRevocations, Revocation, RevocationQuery, RevocationStatus};
@@ -222,6 +228,7 @@ pub struct InMemoryRevocations {
     inner: Arc<Mutex<Entries>>,
     capacity: usize,
     grace: Duration,
+    sessions: Option<LiveSessions>,
 }
 
 #[derive(Default)]
@@ -249,6 +256,7 @@ impl fmt::Debug for InMemoryRevocations {
             .field("len", &self.len())
             .field("capacity", &self.capacity)
             .field("grace", &self.grace)
+            .field("sessions", &self.sessions.is_some())
             .finish()
     }
 }
@@ -260,7 +268,18 @@ impl InMemoryRevocations {
             inner: Arc::default(),
             capacity,
             grace: Duration::from_secs(60),
+            sessions: None,
         }
+    }
+
+    /// Closes the live sockets of what is revoked: every revocation also closes, at once,
+    /// the matching connections registered in `sessions` (give the same registry to
+    /// [`JwtAuthLayer::with_sessions`](crate::JwtAuthLayer::with_sessions)), with 4403. See
+    /// [`LiveSessions`] for an example.
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: LiveSessions) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// How long a revoked `jti` is kept after the token's `exp` (default 60 s).
@@ -274,17 +293,28 @@ impl InMemoryRevocations {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Revokes the token with `jti`, whose `exp` is `expires_at`.
+    /// Revokes the token with `jti`, whose `exp` is `expires_at`, and closes its live
+    /// sockets (with [`with_sessions`](Self::with_sessions)).
     ///
     /// # Errors
     ///
-    /// [`StoreFull`] at the cap (see the type's docs).
+    /// [`StoreFull`] at the cap (see the type's docs). The live sockets are closed all the
+    /// same.
     pub fn revoke_token(
         &self,
         jti: impl Into<Arc<str>>,
         expires_at: SystemTime,
     ) -> Result<(), StoreFull> {
         let jti = jti.into();
+        let stored = self.store_token(Arc::clone(&jti), expires_at);
+        // After the store: a handshake registered after this call finds it in the store.
+        if let Some(sessions) = &self.sessions {
+            sessions.close_token(&jti);
+        }
+        stored
+    }
+
+    fn store_token(&self, jti: Arc<str>, expires_at: SystemTime) -> Result<(), StoreFull> {
         let until = expires_at.checked_add(self.grace).unwrap_or(expires_at);
         let mut entries = self.entries();
         if let Some(existing) = entries.tokens.get_mut(&jti) {
@@ -297,11 +327,13 @@ impl InMemoryRevocations {
     }
 
     /// Revokes every token of `subject` issued before `issued_before` (and every token of
-    /// it without `iat`, which cannot be placed in time), until `until`.
+    /// it without `iat`, which cannot be placed in time), until `until`, and closes the
+    /// live sockets of those tokens (with [`with_sessions`](Self::with_sessions)).
     ///
     /// # Errors
     ///
-    /// [`StoreFull`] at the cap (see the type's docs).
+    /// [`StoreFull`] at the cap (see the type's docs). The live sockets are closed all the
+    /// same.
     pub fn revoke_subject_before(
         &self,
         subject: impl Into<Arc<str>>,
@@ -309,6 +341,19 @@ impl InMemoryRevocations {
         until: SystemTime,
     ) -> Result<(), StoreFull> {
         let subject = subject.into();
+        let stored = self.store_subject(Arc::clone(&subject), issued_before, until);
+        if let Some(sessions) = &self.sessions {
+            sessions.close_subject_before(&subject, issued_before);
+        }
+        stored
+    }
+
+    fn store_subject(
+        &self,
+        subject: Arc<str>,
+        issued_before: SystemTime,
+        until: SystemTime,
+    ) -> Result<(), StoreFull> {
         let mut entries = self.entries();
         if let Some((before, keep)) = entries.subjects.get_mut(&subject) {
             *before = (*before).max(issued_before);
