@@ -75,7 +75,7 @@ where
     hyper_connections(usize::MAX, make).await.0
 }
 
-/// As [`hyper`], for the first `connections` connections only: the server's task ends after
+/// As [`hyper()`], for the first `connections` connections only: the server's task ends after
 /// the last one is accepted.
 pub async fn hyper_connections<M, S, B>(
     connections: usize,
