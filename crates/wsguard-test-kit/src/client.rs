@@ -86,6 +86,22 @@ where
     assert_eq!(echo, Message::text(text));
 }
 
+/// The next message (answering pings, as tungstenite does while reading).
+///
+/// # Panics
+///
+/// If the stream ends or fails first, or no message comes within [`WAIT`].
+pub async fn next<S>(ws: &mut WebSocketStream<S>) -> Message
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    timeout(WAIT, ws.next())
+        .await
+        .expect("a message in time")
+        .expect("a message, not the end")
+        .expect("a message, not an error")
+}
+
 /// Reads (answering pings, as tungstenite does while reading) until the server's close
 /// frame: the frame.
 ///

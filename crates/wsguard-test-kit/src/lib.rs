@@ -11,6 +11,7 @@
 //! - [`server`]: real axum and hyper 1 servers on `127.0.0.1:0`;
 //! - [`client`]: a real tokio-tungstenite client and a raw HTTP/1.1 client;
 //! - [`alloc`]: the counting allocator;
+//! - [`poll`]: waiting, bounded, for what another task changes;
 //! - [`handoff`]: the hand-off contract, run against both hand-offs.
 //!
 //! Every wait is bounded by [`WAIT`], every loop in count and time: a broken server fails a
@@ -46,6 +47,7 @@ pub mod alloc;
 pub mod client;
 pub mod handoff;
 pub mod logs;
+pub mod poll;
 pub mod server;
 pub mod service;
 

@@ -1,4 +1,5 @@
-//! Driving a layer alone: request builders and inner services that count their calls.
+//! Driving a layer alone: request builders, inner services that count their calls, and a
+//! stand-in for authentication.
 //!
 //! ```
 //! use std::sync::{atomic::{AtomicUsize, Ordering}, Arc};
@@ -22,11 +23,12 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
+    time::{Duration, SystemTime},
 };
 
 use http::{header, HeaderName, HeaderValue, Request, Response};
 use tower::{service_fn, Service, ServiceExt};
-use wsguard_core::PeerAddr;
+use wsguard_core::{PeerAddr, Principal, TokenExpiry};
 
 /// A WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`) from `origin`.
 ///
@@ -59,6 +61,39 @@ pub fn request(peer: Option<&str>, headers: &[(&str, &str)]) -> Request<String> 
     if let Some(peer) = peer {
         req.extensions_mut()
             .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+    }
+    req
+}
+
+/// A stand-in for an authentication layer, to pass to `map_request` in front of a route:
+/// the query's `user=NAME` becomes the request's [`Principal`], `ttl_ms=N` a
+/// [`TokenExpiry`] `N` ms from now; other pairs are ignored.
+///
+/// ```
+/// use wsguard_core::Principal;
+/// use wsguard_test_kit::service::query_identity;
+///
+/// let req = query_identity(http::Request::get("/ws?user=alice&ttl_ms=1000").body(()).unwrap());
+/// assert_eq!(req.extensions().get::<Principal>().map(Principal::as_str), Some("alice"));
+/// ```
+///
+/// # Panics
+///
+/// If `ttl_ms` is not a number of milliseconds.
+pub fn query_identity<B>(mut req: Request<B>) -> Request<B> {
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("user", user)) => {
+                req.extensions_mut().insert(Principal::new(user));
+            }
+            Some(("ttl_ms", ms)) => {
+                let ttl = Duration::from_millis(ms.parse().expect("ttl_ms in milliseconds"));
+                req.extensions_mut()
+                    .insert(TokenExpiry(SystemTime::now() + ttl));
+            }
+            _ => {}
+        }
     }
     req
 }
