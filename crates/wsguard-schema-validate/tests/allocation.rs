@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::alloc::System;
-
 use axum::extract::ws::Message;
 use common::{hostile_messages, Command, INVALID};
 use http::{Extensions, Uri};
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, Service, ServiceExt};
 use wsguard_core::{Admit, Connection, ConnectionInfo, Inbound, Verdict};
 use wsguard_schema_validate::ValidateMessageLayer;
+use wsguard_test_kit::alloc::{CountingAllocator, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAllocator = CountingAllocator::system();
 
 #[tokio::test(flavor = "current_thread")]
 async fn hostile_messages_are_refused_without_large_allocations() {
@@ -42,7 +40,7 @@ async fn hostile_messages_are_refused_without_large_allocations() {
     {
         let req = Inbound::new(message, conn.clone());
         let ready = svc.ready().await.unwrap();
-        let region = Region::new(GLOBAL);
+        let region = Region::new(&GLOBAL);
         let verdict = ready.call(req).await.unwrap();
         (region.change().bytes_allocated, verdict)
     }

@@ -3,60 +3,26 @@
 
 mod common;
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    time::{Duration, SystemTime},
-};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
-use axum::{
-    extract::{ws::Message, Request},
-    middleware::{self, Next},
-    response::Response,
-    routing::get,
-    Router,
-};
+use axum::{extract::ws::Message, routing::get, Router};
 use common::{hostile_messages, Command, Sessions, FORBIDDEN, INVALID};
-use futures_util::{SinkExt, StreamExt};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    time::Instant,
-};
-use tokio_tungstenite::{
-    connect_async,
-    tungstenite::{self, protocol::frame::coding::CloseCode},
-    MaybeTlsStream, WebSocketStream,
-};
-use tower::{Layer, Service};
-use wsguard_core::{
-    axum::GuardedUpgrade, Admit, GuardedSocket, Inbound, Principal, TokenExpiry, Verdict,
-};
+use futures_util::SinkExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode};
+use tower::{Layer, Service, ServiceBuilder};
+use wsguard_core::{axum::GuardedUpgrade, Admit, GuardedSocket, Inbound, Verdict};
 use wsguard_schema_validate::ValidateMessageLayer;
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A stand-in for an authentication layer: `?user=NAME&ttl_ms=N` become the principal and
-/// a token expiry N ms from now.
-async fn test_auth(mut req: Request, next: Next) -> Response {
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("user", user)) => {
-                req.extensions_mut().insert(Principal::new(user));
-            }
-            Some(("ttl_ms", ms)) => {
-                let ttl = Duration::from_millis(ms.parse().unwrap());
-                req.extensions_mut()
-                    .insert(TokenExpiry(SystemTime::now() + ttl));
-            }
-            _ => {}
-        }
-    }
-    next.run(req).await
-}
+use wsguard_test_kit::{
+    client::{self, Client},
+    server,
+    service::query_identity,
+    MAX_MESSAGES,
+};
 
 /// The application: answers each admitted command from its parsed value (not parsing it
-/// again).
+/// again). In front of it, a stand-in for an authentication layer: `?user=NAME&ttl_ms=N`
+/// become the principal and a token expiry N ms from now.
 async fn serve<L>(plane: L, message_limit: usize) -> SocketAddr
 where
     L: Layer<Admit> + Clone + Send + Sync + 'static,
@@ -76,7 +42,10 @@ where
                     // plane's default coalesces refusal frames to a few per second).
                     let mut socket = GuardedSocket::layered(socket, conn, &plane)
                         .max_replies_per_second(u32::MAX);
-                    while let Some(Ok(mut msg)) = socket.next_admitted().await {
+                    for _ in 0..MAX_MESSAGES {
+                        let Some(Ok(mut msg)) = socket.next_admitted().await else {
+                            break;
+                        };
                         let answer = match msg.take_parsed::<Command>() {
                             Some(Command::Ping) => "pong".to_owned(),
                             Some(Command::Subscribe { session_id }) => {
@@ -96,26 +65,12 @@ where
     };
     let app = Router::new()
         .route("/ws", get(ws))
-        .layer(middleware::from_fn(test_auth));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
+    server::axum_without_connect_info(app).await
 }
 
 async fn connect(addr: SocketAddr, query: &str) -> Client {
-    connect_async(format!("ws://{addr}/ws?{query}"))
-        .await
-        .unwrap()
-        .0
-}
-
-async fn next(client: &mut Client) -> tungstenite::Message {
-    tokio::time::timeout(Duration::from_secs(10), client.next())
-        .await
-        .expect("an answer in time")
-        .expect("socket open")
-        .unwrap()
+    client::connect(addr, &format!("/ws?{query}")).await
 }
 
 async fn ask(client: &mut Client, text: impl Into<tungstenite::Utf8Bytes>) -> String {
@@ -123,17 +78,11 @@ async fn ask(client: &mut Client, text: impl Into<tungstenite::Utf8Bytes>) -> St
         .send(tungstenite::Message::Text(text.into()))
         .await
         .unwrap();
-    next(client).await.into_text().unwrap().to_string()
+    client::next(client).await.into_text().unwrap().to_string()
 }
 
 async fn close_code(client: &mut Client) -> CloseCode {
-    loop {
-        match next(client).await {
-            tungstenite::Message::Close(Some(frame)) => return frame.code,
-            tungstenite::Message::Close(None) => panic!("closed without a code"),
-            _ => {}
-        }
-    }
+    client::close_frame(client).await.code
 }
 
 fn subscribe(session: &str) -> String {
@@ -161,7 +110,7 @@ async fn hostile_messages_are_refused_and_the_socket_stays_usable() {
     // The application got the typed value of a valid message.
     assert_eq!(ask(&mut client, subscribe("s-1")).await, "subscribed s-1");
     assert_eq!(ask(&mut client, r#"{"type":"ping"}"#).await, "pong");
-    client.close(None).await.unwrap();
+    client::close(client).await;
 }
 
 #[tokio::test]
