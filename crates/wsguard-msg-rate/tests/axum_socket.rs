@@ -9,42 +9,21 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{
-    extract::{ws::Message, Request},
-    middleware::{self, Next},
-    response::Response,
-    routing::get,
-    Router,
-};
+use axum::{extract::ws::Message, routing::get, Router};
 use futures_util::{SinkExt, StreamExt};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    time::Instant,
-};
-use tokio_tungstenite::{
-    connect_async,
-    tungstenite::{self, protocol::frame::coding::CloseCode},
-    MaybeTlsStream, WebSocketStream,
-};
-use wsguard_core::{axum::GuardedUpgrade, GuardedSocket, Principal, PrincipalKey};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode};
+use tower::ServiceBuilder;
+use wsguard_core::{axum::GuardedUpgrade, GuardedSocket, PrincipalKey};
 use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer, OnExcess};
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use wsguard_test_kit::{
+    client::{self, Client},
+    server,
+    service::query_identity,
+    MAX_MESSAGES,
+};
 
 const RATE_LIMITED: &str = r#"{"type":"error","code":"rate_limited"}"#;
-
-/// A stand-in for an authentication layer: `?user=NAME` becomes the principal.
-async fn test_auth(mut req: Request, next: Next) -> Response {
-    let user = req
-        .uri()
-        .query()
-        .and_then(|q| q.strip_prefix("user="))
-        .map(str::to_owned);
-    if let Some(user) = user {
-        req.extensions_mut().insert(Principal::new(user));
-    }
-    next.run(req).await
-}
 
 /// An echo server whose sockets go through `layer`, answering every refusal (the plane's
 /// default coalesces refusal frames: these tests count one answer per message).
@@ -53,7 +32,8 @@ async fn serve(layer: MessageRateLimitLayer) -> SocketAddr {
 }
 
 /// An echo server whose sockets go through `layer` and send at most `replies` refusal
-/// frames per second.
+/// frames per second. In front of it, a stand-in for an authentication layer: `?user=NAME`
+/// becomes the principal.
 async fn serve_with(layer: MessageRateLimitLayer, replies: u32) -> SocketAddr {
     let ws = move |upgrade: GuardedUpgrade| {
         let layer = layer.clone();
@@ -61,7 +41,10 @@ async fn serve_with(layer: MessageRateLimitLayer, replies: u32) -> SocketAddr {
             upgrade.on_upgrade(move |socket, conn| async move {
                 let mut socket =
                     GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(replies);
-                while let Some(Ok(msg)) = socket.next().await {
+                for _ in 0..MAX_MESSAGES {
+                    let Some(Ok(msg)) = socket.next().await else {
+                        break;
+                    };
                     if matches!(msg, Message::Text(_) | Message::Binary(_))
                         && socket.send(msg).await.is_err()
                     {
@@ -73,18 +56,12 @@ async fn serve_with(layer: MessageRateLimitLayer, replies: u32) -> SocketAddr {
     };
     let app = Router::new()
         .route("/ws", get(ws))
-        .layer(middleware::from_fn(test_auth));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
+    server::axum_without_connect_info(app).await
 }
 
 async fn connect(addr: SocketAddr, user: &str) -> Client {
-    let (client, _) = connect_async(format!("ws://{addr}/ws?user={user}"))
-        .await
-        .unwrap();
-    client
+    client::connect(addr, &format!("/ws?user={user}")).await
 }
 
 /// Sends `n` numbered messages at once, then reads the `n` answers: echoes and error
@@ -100,11 +77,7 @@ async fn flood(client: &mut Client, from: usize, n: usize) -> (Vec<usize>, Vec<S
     let mut echoed = Vec::new();
     let mut errors = Vec::new();
     for _ in 0..n {
-        let answer = tokio::time::timeout(Duration::from_secs(30), client.next())
-            .await
-            .expect("an answer in time")
-            .expect("socket open")
-            .unwrap();
+        let answer = client::next(client).await;
         let text = answer.into_text().unwrap().to_string();
         match text.strip_prefix('m') {
             Some(num) => echoed.push(num.parse().unwrap()),
@@ -175,7 +148,7 @@ async fn a_flood_of_100_gets_exactly_the_burst_then_the_rate() {
         echoed.len()
     );
     assert_eq!(echoed.len() + errors.len(), 30);
-    client.close(None).await.unwrap();
+    client::close(client).await;
 }
 
 #[tokio::test]
@@ -241,17 +214,20 @@ async fn sustained_abuse_closes_the_socket_with_4429() {
     }
     client.flush().await.unwrap();
     let (mut echoes, mut errors) = (0, 0);
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(30), client.next())
-            .await
-            .expect("an answer in time")
-        {
-            Some(Ok(tungstenite::Message::Text(t))) if t.starts_with('m') => echoes += 1,
-            Some(Ok(tungstenite::Message::Text(_))) => errors += 1,
-            Some(Ok(tungstenite::Message::Close(frame))) => break frame,
+    let mut close = None;
+    // At most one answer per message, then the close.
+    for _ in 0..=100 {
+        match client::next(&mut client).await {
+            tungstenite::Message::Text(t) if t.starts_with('m') => echoes += 1,
+            tungstenite::Message::Text(_) => errors += 1,
+            tungstenite::Message::Close(frame) => {
+                close = Some(frame);
+                break;
+            }
             other => panic!("unexpected {other:?}"),
         }
-    };
+    }
+    let close = close.expect("the close after the answers");
     assert_eq!((echoes, errors), (10, 20));
     let frame = close.expect("a close frame");
     assert_eq!(frame.code, CloseCode::from(4429));
