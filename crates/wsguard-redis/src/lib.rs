@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`RedisConnectionStore`] | `wsguard_conn_limit::ConnectionStore` | a sorted set of leases per limited key, renewed while the socket lives |
 //! | [`RedisKeyStore`] | `wsguard_msg_rate::KeyStore` | the GCRA state of each key's message and byte budgets ([`Gcra`]) |
-//! | [`RedisRevocations`] | `wsguard_jwt_auth::Revocation` | revoked `jti`s (hashed) and per-subject cutoffs |
+//! | [`RedisRevocations`] | `wsguard_jwt_auth::Revocation` | revoked `jti`s (hashed) and per-subject cutoffs; revocations published to every instance's [`RevocationSubscriber`], which closes the live sockets |
 //!
 //! # Example
 //!
@@ -42,7 +42,8 @@
 //! )?;
 //! let rate_limit = MessageRateLimitLayer::new().per_key_store(PrincipalKey::default(), budgets);
 //!
-//! // Revocation for wsguard-jwt-auth's `JwtAuthLayer::revocation`.
+//! // Revocation for wsguard-jwt-auth's `JwtAuthLayer::with_revocation` (see below for
+//! // closing the live sockets of what is revoked).
 //! let revocations = RedisRevocations::new(fleet);
 //! revocations
 //!     .revoke_subject_before("mallory", std::time::SystemTime::now(),
@@ -96,6 +97,64 @@
 //! one info line when Redis answers again, never one per request. The circuit counts its
 //! transitions in `wsguard_redis_circuit_transitions_total{to}`.
 //!
+//! # Revocation that reaches live sockets
+//!
+//! A revoked token is refused at its next handshake on every instance; the sockets it opened
+//! before are closed too, on every instance, within a round trip:
+//!
+//! 1. each instance registers its authenticated connections in a
+//!    `wsguard_jwt_auth::LiveSessions` (`JwtAuthLayer::with_sessions`), and gives the same
+//!    registry to its store ([`RedisRevocations::with_sessions`]);
+//! 2. [`RedisRevocations::revoke_token`] and [`RedisRevocations::revoke_subject_before`]
+//!    store the revocation, close the matching sockets of this instance at once, and
+//!    `PUBLISH` it on the channel `<prefix>rv:closed` (`wsguard:rv:closed` by default) as
+//!    `t:<token id>` (the first 128 bits of the SHA-256 of the `jti`, in hex, the name its
+//!    key uses) or `s:<cutoff in ms since the epoch>:<subject>`: never a token, never a raw
+//!    `jti`;
+//! 3. each instance's [`RevocationSubscriber`] (a future on its own Pub/Sub connection,
+//!    [`RedisRevocations::spawn_subscriber`]) drops the cached answers the revocation changed
+//!    and closes its matching sockets.
+//!
+//! Sockets close with **4403** (`Reason::Forbidden`: the answer the revoked token gets at a
+//! handshake, 403 or 4403 in close mode) through the one closing handshake, when they are
+//! served through the message plane (`wsguard_core::GuardedSocket`, the facade's
+//! `SocketGuard`) or wrapped with `wsguard_core::Hygiene::wrap_connection`.
+//!
+//! Pub/Sub delivers a message only to subscribers connected at that moment. A subscriber
+//! that lost its connection connects again by itself ([`SUBSCRIBER_RETRY_MIN`] doubling up
+//! to [`SUBSCRIBER_RETRY_MAX`], 2 s; a ping every [`SUBSCRIBER_PING_EVERY`] finds a
+//! connection that died silently) and then checks every live session of its instance against
+//! Redis again, closing those revoked meanwhile, and drops its whole cache; a check that
+//! cannot complete starts over with the next connection. So a revocation never leaves a
+//! socket open for longer than Redis is unreachable from that instance plus one retry
+//! interval. The check costs one `GET` per distinct subject and one per distinct token of
+//! the instance's live connections, 16 at a time.
+//!
+//! ```no_run
+//! use std::time::{Duration, SystemTime};
+//! use wsguard_jwt_auth::{JwtAuthLayer, LiveSessions, NoClaims, VerifyingKey, Algorithm};
+//! use wsguard_redis::{Fleet, RedisRevocations};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = redis::Client::open("redis://127.0.0.1/")?;
+//! let fleet = Fleet::new(redis::aio::ConnectionManager::new(client.clone()).await?);
+//!
+//! let sessions = LiveSessions::new();
+//! let revocations = RedisRevocations::new(fleet).with_sessions(sessions.clone());
+//! revocations.spawn_subscriber(client); // its own Pub/Sub connection
+//! let auth = JwtAuthLayer::<NoClaims>::new(VerifyingKey::hmac(Algorithm::HS256, &[42; 32])?)
+//!     .with_revocation(revocations.clone())
+//!     .with_sessions(sessions);
+//!
+//! // On any instance: alice's sockets close with 4403 on every instance.
+//! let now = SystemTime::now();
+//! revocations.revoke_subject_before("alice", now, now + Duration::from_secs(86_400)).await?;
+//! # let _ = auth;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Connection leases
 //!
 //! A lease is a member of the limited key's sorted set: this instance's random id and a
@@ -128,7 +187,8 @@
 //!
 //! # Contributor notes
 //!
-//! - **One way through.** `conn.rs`, `budget.rs` and `revocation.rs` (one store each) use
+//! - **One way through.** `subscriber.rs` (the Pub/Sub subscriber of the revocation store)
+//!   uses `revocation.rs`. `conn.rs`, `budget.rs` and `revocation.rs` (one store each) use
 //!   `gcra.rs` (the GCRA script) and `keys.rs` (key names), which use `fleet.rs` (the
 //!   connection, deadline, circuit, policy and errors) and `telemetry.rs`. Nothing imports
 //!   upwards.
@@ -145,6 +205,7 @@ mod fleet;
 mod gcra;
 mod keys;
 mod revocation;
+mod subscriber;
 mod telemetry;
 
 pub use budget::{CheckFuture, RedisKeyStore, RedisPreparedKey, DEFAULT_BATCH, DEFAULT_BATCH_HOLD};
@@ -159,4 +220,8 @@ pub use fleet::{
 pub use gcra::{Gcra, GcraOutcome};
 pub use revocation::{
     RedisRevocations, RevocationFuture, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
+};
+pub use subscriber::{
+    RevocationSubscriber, SUBSCRIBER_PING_EVERY, SUBSCRIBER_RETRY_MAX, SUBSCRIBER_RETRY_MIN,
+    SUBSCRIBER_TIMEOUT,
 };

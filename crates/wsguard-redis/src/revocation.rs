@@ -12,8 +12,10 @@ use std::{
 
 use futures_util::future::join;
 use redis::{aio::ConnectionLike, Script};
+use tokio::sync::watch;
 use wsguard_jwt_auth::{
-    InMemoryRevocations, Revocation, RevocationError, RevocationQuery, RevocationStatus,
+    InMemoryRevocations, LiveSessions, Revocation, RevocationError, RevocationQuery,
+    RevocationStatus, TokenId,
 };
 
 use crate::{
@@ -64,10 +66,12 @@ return 1
 /// Revocations made through this store are also kept in an [`InMemoryRevocations`], which
 /// answers under [`FailurePolicy::Open`] while Redis is unavailable.
 ///
-/// Closing the live sockets of a revoked token or subject across the fleet (Redis pub/sub)
-/// is not part of this store yet: it will plug in at [`revoke_token`](Self::revoke_token)
-/// and [`revoke_subject_before`](Self::revoke_subject_before), which are the only places a
-/// revocation enters the fleet.
+/// **Live sockets, on every instance.** [`revoke_token`](Self::revoke_token) and
+/// [`revoke_subject_before`](Self::revoke_subject_before) also publish the revocation on
+/// the fleet's channel, and each instance's [`RevocationSubscriber`](crate::RevocationSubscriber)
+/// closes the matching sockets it has open (registered in its [`LiveSessions`], see
+/// [`with_sessions`](Self::with_sessions)) and drops the cached answers the revocation
+/// changed. See the [crate docs](crate#revocation-that-reaches-live-sockets).
 ///
 /// See the [crate docs](crate) for an example.
 pub struct RedisRevocations<C> {
@@ -82,14 +86,52 @@ impl<C> Clone for RedisRevocations<C> {
     }
 }
 
-struct Inner<C> {
-    fleet: Fleet<C>,
+pub(crate) struct Inner<C> {
+    pub(crate) fleet: Fleet<C>,
     degraded: Degraded,
     fallback: InMemoryRevocations,
     grace: Duration,
     cache_ttl: Duration,
     cache_capacity: usize,
     cache: Mutex<Cache>,
+    pub(crate) sessions: Option<LiveSessions>,
+    /// The channel revocations are published on.
+    pub(crate) channel: Vec<u8>,
+    /// Dropped with the store: tells its subscribers to end.
+    alive: watch::Sender<()>,
+}
+
+/// A revocation as published on the fleet's channel: `t:<token id>` (32 hex digits) or
+/// `s:<cutoff, ms since the epoch>:<subject>`. Never a token, never a raw `jti`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Published {
+    Token(TokenId),
+    Subject { cutoff_ms: u64, subject: String },
+}
+
+impl Published {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Token(id) => format!("t:{id}").into_bytes(),
+            Self::Subject { cutoff_ms, subject } => format!("s:{cutoff_ms}:{subject}").into_bytes(),
+        }
+    }
+
+    /// The message of `payload`, or `None` for anything else (ignored).
+    pub(crate) fn decode(payload: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(payload).ok()?;
+        match text.split_once(':')? {
+            ("t", id) => id.parse().ok().map(Self::Token),
+            ("s", rest) => {
+                let (cutoff, subject) = rest.split_once(':')?;
+                Some(Self::Subject {
+                    cutoff_ms: cutoff.parse().ok()?,
+                    subject: subject.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Cached answers by key name: the value (`None`: no such key) and when it goes stale.
@@ -103,11 +145,12 @@ impl<C> fmt::Debug for RedisRevocations<C> {
             .field("grace", &self.inner.grace)
             .field("cache_ttl", &self.inner.cache_ttl)
             .field("cache_capacity", &self.inner.cache_capacity)
+            .field("sessions", &self.inner.sessions.is_some())
             .finish_non_exhaustive()
     }
 }
 
-fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -127,6 +170,7 @@ where
             Duration::from_secs(60),
             DEFAULT_CACHE_TTL,
             DEFAULT_CACHE_CAPACITY,
+            None,
         )
     }
 
@@ -137,7 +181,9 @@ where
         grace: Duration,
         cache_ttl: Duration,
         cache_capacity: usize,
+        sessions: Option<LiveSessions>,
     ) -> Self {
+        let channel = fleet.key(&[b"rv", b"closed"]);
         Self {
             inner: Arc::new(Inner {
                 fleet,
@@ -147,13 +193,17 @@ where
                 cache_ttl,
                 cache_capacity,
                 cache: Mutex::default(),
+                sessions,
+                channel,
+                alive: watch::Sender::new(()),
             }),
         }
     }
 
     fn rebuild(&self, policy: FailurePolicy, grace: Duration, ttl: Duration, cap: usize) -> Self {
         let i = &self.inner;
-        Self::build(i.fleet.clone(), policy, i.fallback.clone(), grace, ttl, cap)
+        let (fleet, fallback, sessions) = (i.fleet.clone(), i.fallback.clone(), i.sessions.clone());
+        Self::build(fleet, policy, fallback, grace, ttl, cap, sessions)
     }
 
     /// Replaces the failure policy (default [`FailurePolicy::Closed`]; see the
@@ -193,7 +243,42 @@ where
             i.grace,
             i.cache_ttl,
             i.cache_capacity,
+            i.sessions.clone(),
         )
+    }
+
+    /// Closes the live sockets of what is revoked, on every instance: this instance's
+    /// revocations close the matching connections of `sessions` at once, and the
+    /// [`RevocationSubscriber`](crate::RevocationSubscriber) of each instance (started with
+    /// [`subscriber`](Self::subscriber) or [`spawn_subscriber`](Self::spawn_subscriber))
+    /// closes those of its own registry when the revocation is published. Give the same
+    /// registry to `JwtAuthLayer::with_sessions`. Configure the store before it is used.
+    #[must_use]
+    pub fn with_sessions(self, sessions: LiveSessions) -> Self {
+        let i = &self.inner;
+        Self::build(
+            i.fleet.clone(),
+            i.degraded.policy(),
+            i.fallback.clone(),
+            i.grace,
+            i.cache_ttl,
+            i.cache_capacity,
+            Some(sessions),
+        )
+    }
+
+    /// The Pub/Sub channel revocations are published on: the fleet's prefix, then
+    /// `rv:closed` (`wsguard:rv:closed` by default).
+    pub fn channel(&self) -> &[u8] {
+        &self.inner.channel
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner<C>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn alive(&self) -> watch::Receiver<()> {
+        self.inner.alive.subscribe()
     }
 
     fn jti_key(&self, jti: &str) -> Vec<u8> {
@@ -205,12 +290,14 @@ where
     }
 
     /// Revokes the token with `jti`, whose expiry is `expires_at`, on every instance (each
-    /// sees it within its cache TTL; this one at once).
+    /// sees it within its cache TTL, or at once with a subscriber; this one at once), and
+    /// closes its live sockets: this instance's at once, the others' when they receive the
+    /// publication (with [`with_sessions`](Self::with_sessions) and a subscriber).
     ///
     /// # Errors
     ///
-    /// [`RevocationError`] when Redis did not store it (the in-memory copy of this instance
-    /// has it all the same).
+    /// [`RevocationError`] when Redis did not store or publish it (the in-memory copy of this
+    /// instance has it all the same, and this instance's sockets are closed).
     pub async fn revoke_token(
         &self,
         jti: &str,
@@ -220,6 +307,9 @@ where
         let until = expires_at.checked_add(inner.grace).unwrap_or(expires_at);
         if let Err(full) = inner.fallback.revoke_token(jti, expires_at) {
             tracing::debug!(target: "wsguard_redis", error = %full, "local copy of a revocation not kept");
+        }
+        if let Some(sessions) = &inner.sessions {
+            sessions.close_token(jti);
         }
         let key = self.jti_key(jti);
         self.forget(&key);
@@ -238,17 +328,38 @@ where
                     .query_async::<()>(&mut conn),
             )
             .await;
-        stored.map_err(RevocationError::new)
+        stored.map_err(RevocationError::new)?;
+        self.publish(&Published::Token(TokenId::of(jti))).await
+    }
+
+    /// Publishes a revocation on the fleet's channel (after it is stored: an instance that
+    /// receives it and asks Redis finds it).
+    async fn publish(&self, message: &Published) -> Result<(), RevocationError> {
+        let inner = &*self.inner;
+        let mut conn = inner.fleet.conn.clone();
+        inner
+            .fleet
+            .call(
+                redis::cmd("PUBLISH")
+                    .arg(&inner.channel)
+                    .arg(message.encode())
+                    .query_async::<i64>(&mut conn),
+            )
+            .await
+            .map(|_receivers| ())
+            .map_err(RevocationError::new)
     }
 
     /// Revokes every token of `subject` issued before `issued_before` (and every token of
     /// it without `iat`), until `until` (for example now plus the longest token lifetime),
-    /// on every instance. A later cutoff replaces an earlier one, never the reverse.
+    /// on every instance, and closes the live sockets of those tokens (as
+    /// [`revoke_token`](Self::revoke_token) does). A later cutoff replaces an earlier one,
+    /// never the reverse.
     ///
     /// # Errors
     ///
-    /// [`RevocationError`] when Redis did not store it (the in-memory copy of this instance
-    /// has it all the same).
+    /// [`RevocationError`] when Redis did not store or publish it (the in-memory copy of this
+    /// instance has it all the same, and this instance's sockets are closed).
     pub async fn revoke_subject_before(
         &self,
         subject: &str,
@@ -261,6 +372,9 @@ where
             .revoke_subject_before(subject, issued_before, until)
         {
             tracing::debug!(target: "wsguard_redis", error = %full, "local copy of a revocation not kept");
+        }
+        if let Some(sessions) = &inner.sessions {
+            sessions.close_subject_before(subject, issued_before);
         }
         let key = self.subject_key(subject);
         self.forget(&key);
@@ -278,15 +392,16 @@ where
                     .invoke_async::<i64>(&mut conn),
             )
             .await;
-        stored.map(|_| ()).map_err(RevocationError::new)
+        stored.map_err(RevocationError::new)?;
+        self.publish(&Published::Subject {
+            cutoff_ms: millis(issued_before),
+            subject: subject.to_owned(),
+        })
+        .await
     }
 
     fn forget(&self, key: &[u8]) {
-        self.inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        self.inner.forget(key);
     }
 
     /// The answer for `query`, from the cache when it is fresh, else from Redis.
@@ -350,6 +465,21 @@ where
 }
 
 impl<C> Inner<C> {
+    pub(crate) fn forget(&self, key: &[u8]) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// Drops every cached answer (after revocations may have been missed).
+    pub(crate) fn forget_all(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// A fresh cached answer: `Some(value)` (a value of `None`: no such key in Redis).
     fn cached(&self, key: &[u8]) -> Option<Option<u64>> {
         if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
