@@ -70,10 +70,10 @@ pub mod prelude;
 
 #[doc(inline)]
 pub use wsguard_core::{
-    guard, is_websocket_upgrade, Access, ClientIp, ClientIpKey, Connection, ConnectionInfo,
-    ConnectionScope, GlobalKey, GrpcCode, GrpcRejection, HeaderKey, HttpRejection, InvalidPrefix,
-    Key, KeyError, KeyExtractor, MessageKind, OnRejection, PeerAddr, Principal, PrincipalKey,
-    Reason, Rejection, RequestHead, ScopedBody, TokenExpiry, WsError, WsMessage,
+    guard, is_websocket_upgrade, Access, ClientIp, ClientIpKey, CloseHandle, Connection,
+    ConnectionInfo, ConnectionScope, GlobalKey, GrpcCode, GrpcRejection, HeaderKey, HttpRejection,
+    InvalidPrefix, Key, KeyError, KeyExtractor, MessageKind, OnRejection, PeerAddr, Principal,
+    PrincipalKey, Reason, Rejection, RequestHead, ScopedBody, TokenExpiry, WsError, WsMessage,
     DEFAULT_MAX_MESSAGE_SIZE,
 };
 

@@ -255,9 +255,10 @@ impl CloseHandle {
                 }
             }
         }
-        let taken = signal
-            .state
-            .compare_exchange(REQUESTED, TAKEN, Ordering::AcqRel, Ordering::Acquire);
+        let taken =
+            signal
+                .state
+                .compare_exchange(REQUESTED, TAKEN, Ordering::AcqRel, Ordering::Acquire);
         let rejection = *signal
             .rejection
             .lock()

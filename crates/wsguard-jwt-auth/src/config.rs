@@ -157,8 +157,11 @@ impl<C, P> Config<C, P> {
 /// handshake in the live sessions, if configured. The registration comes before the
 /// revocation store is asked: a revocation made while the store answers either is in its
 /// answer or finds the connection registered, never neither.
-pub(crate) fn admit<B, C>(req: &mut Request<B>, verified: Verified<C>, sessions: Option<&LiveSessions>)
-where
+pub(crate) fn admit<B, C>(
+    req: &mut Request<B>,
+    verified: Verified<C>,
+    sessions: Option<&LiveSessions>,
+) where
     C: Clone + Send + Sync + 'static,
 {
     if let Some(sessions) = sessions {

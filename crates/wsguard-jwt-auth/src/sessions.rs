@@ -388,7 +388,12 @@ mod tests {
         assert_eq!(id.to_string().to_uppercase().parse(), Ok(id));
         // SHA-256("a") starts with ca978112ca1bbdcafac231b39a23dc4d.
         assert_eq!(id.to_string(), "ca978112ca1bbdcafac231b39a23dc4d");
-        for bad in ["", "ca97", "zz978112ca1bbdcafac231b39a23dc4d", "ça978112ca1bbdcafac231b39a23dc4"] {
+        for bad in [
+            "",
+            "ca97",
+            "zz978112ca1bbdcafac231b39a23dc4d",
+            "ça978112ca1bbdcafac231b39a23dc4",
+        ] {
             assert_eq!(bad.parse::<TokenId>(), Err(InvalidTokenId), "{bad:?}");
         }
     }

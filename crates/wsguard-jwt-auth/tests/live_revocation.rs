@@ -61,7 +61,11 @@ async fn serve() -> (SocketAddr, InMemoryRevocations, LiveSessions) {
             }),
         )
         .layer(layer);
-    (wsguard_test_kit::server::axum(app).await, revocations, sessions)
+    (
+        wsguard_test_kit::server::axum(app).await,
+        revocations,
+        sessions,
+    )
 }
 
 /// A token of `sub` with `jti`, issued 10 s ago, valid for an hour.
@@ -167,7 +171,11 @@ async fn revoking_a_token_closes_the_sockets_of_that_token_only() {
     // A subject cutoff before the tokens were issued closes nothing.
     let long_ago = SystemTime::now() - Duration::from_secs(3600);
     revocations
-        .revoke_subject_before("alice", long_ago, SystemTime::now() + Duration::from_secs(60))
+        .revoke_subject_before(
+            "alice",
+            long_ago,
+            SystemTime::now() + Duration::from_secs(60),
+        )
         .unwrap();
     client::round_trip(&mut second, "still here").await;
     assert_eq!(sessions.len(), 1);

@@ -259,9 +259,7 @@ fn token_key<C>(inner: &Inner<C>, id: TokenId) -> Vec<u8>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    inner
-        .fleet
-        .key(&[b"rv", b"jti", id.to_string().as_bytes()])
+    inner.fleet.key(&[b"rv", b"jti", id.to_string().as_bytes()])
 }
 
 fn subject_key<C>(inner: &Inner<C>, subject: &str) -> Vec<u8>
@@ -342,11 +340,7 @@ where
             .get(session.subject())
             .copied()
             .flatten()
-            .is_some_and(|cutoff| {
-                session
-                    .issued_at()
-                    .is_none_or(|iat| millis(iat) < cutoff)
-            });
+            .is_some_and(|cutoff| session.issued_at().is_none_or(|iat| millis(iat) < cutoff));
         if (token_revoked || subject_revoked) && session.close() {
             closed += 1;
         }
@@ -378,7 +372,15 @@ mod tests {
         };
         assert_eq!(subject.encode(), b"s:1700000000123:user:with:colons");
         assert_eq!(Published::decode(&subject.encode()), Some(subject));
-        for junk in [&b""[..], b"t:", b"t:xyz", b"s:12", b"s:x:alice", b"q:1", b"\xff\xfe"] {
+        for junk in [
+            &b""[..],
+            b"t:",
+            b"t:xyz",
+            b"s:12",
+            b"s:x:alice",
+            b"q:1",
+            b"\xff\xfe",
+        ] {
             assert_eq!(Published::decode(junk), None, "{junk:?}");
         }
         // The token id a publication carries names the key the store wrote.

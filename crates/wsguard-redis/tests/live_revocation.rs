@@ -46,11 +46,12 @@ async fn instance(server: &common::RedisServer) -> Instance {
     let sessions = LiveSessions::new();
     let revocations = RedisRevocations::new(fleet).with_sessions(sessions.clone());
     revocations.spawn_subscriber(redis::Client::open(server.url()).unwrap());
-    let layer = JwtAuthLayer::<NoClaims>::new(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
-        .with_token_sources([TokenSource::query("token").unwrap()])
-        .unwrap()
-        .with_revocation(revocations.clone())
-        .with_sessions(sessions.clone());
+    let layer =
+        JwtAuthLayer::<NoClaims>::new(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
+            .with_token_sources([TokenSource::query("token").unwrap()])
+            .unwrap()
+            .with_revocation(revocations.clone())
+            .with_sessions(sessions.clone());
     let app = Router::new()
         .route(
             "/ws",

@@ -630,8 +630,14 @@ async fn a_close_request_closes_an_idle_socket_once_through_nested_adapters() {
         .unwrap();
     assert!(ended);
     assert_eq!(rejection, Some(Rejection::new(Reason::Forbidden)));
-    assert_eq!(closed_by, None, "the inner adapter did not close it a second time");
-    assert!(peer.rx.try_recv().is_err(), "one close frame, nothing after it");
+    assert_eq!(
+        closed_by, None,
+        "the inner adapter did not close it a second time"
+    );
+    assert!(
+        peer.rx.try_recv().is_err(),
+        "one close frame, nothing after it"
+    );
     assert!(!handle.close(Rejection::new(Reason::ShuttingDown)), "taken");
 }
 
