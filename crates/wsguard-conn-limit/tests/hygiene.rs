@@ -2,101 +2,51 @@
 //! tokio-tungstenite clients; each rule closes with its code, and the connection's guards
 //! are released when the socket ends.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{fmt, net::SocketAddr, time::Duration};
 
-use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
 use futures_util::{SinkExt, StreamExt};
-use tokio::{net::TcpListener, time::timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
 use wsguard_conn_limit::{Hygiene, Shutdown};
-use wsguard_core::axum::GuardedUpgrade;
+use wsguard_core::{Connection, WsSocket};
+use wsguard_test_kit::{
+    client::{self, Client},
+    handoff::{self, Alive, Echo, HandOff, SocketHandler, Upgrade},
+    MAX_MESSAGES, WAIT,
+};
 
-const WAIT: Duration = Duration::from_secs(10);
+/// Each socket holds one guard of `alive` in its connection scope and echoes under
+/// `hygiene`.
+#[derive(Clone)]
+struct Hygienic {
+    hygiene: Hygiene,
+    alive: Alive,
+}
 
-/// Counts guards alive in connection scopes.
-#[derive(Clone, Default)]
-struct Alive(Arc<AtomicUsize>);
-
-struct Guard(Alive);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+impl SocketHandler for Hygienic {
+    async fn handle<S>(self, socket: S, conn: Connection)
+    where
+        S: WsSocket + Send + 'static,
+        S::SocketError: Send + fmt::Debug,
+    {
+        conn.scope().hold(self.alive.guard());
+        Echo.handle(self.hygiene.wrap(socket), conn).await;
     }
 }
 
-impl Alive {
-    fn guard(&self) -> Guard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Guard(self.clone())
-    }
-
-    async fn until(&self, n: usize) {
-        let wait = async {
-            while self.0.load(Ordering::SeqCst) != n {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        timeout(WAIT, wait).await.expect("guards were not released");
-    }
-}
-
-/// An echo server whose sockets live under `hygiene`, each holding one guard.
+/// An echo server (axum) whose sockets live under `hygiene`, each holding one guard.
 async fn serve(hygiene: Hygiene, alive: Alive) -> SocketAddr {
-    let app = Router::new().route(
-        "/ws",
-        get(move |upgrade: GuardedUpgrade| {
-            let (hygiene, alive) = (hygiene.clone(), alive.clone());
-            async move {
-                upgrade.on_upgrade(move |socket, conn| async move {
-                    conn.scope().hold(alive.guard());
-                    let mut socket = hygiene.wrap(socket);
-                    while let Some(Ok(msg)) = socket.next().await {
-                        if matches!(msg, AxumMessage::Text(_)) && socket.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    drop(conn);
-                })
-            }
-        }),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    let handler = Hygienic { hygiene, alive };
+    handoff::serve(HandOff::Axum, Upgrade::default(), |_| {}, handler).await
 }
-
-type Client =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: SocketAddr) -> Client {
-    timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .0
+    client::connect(addr, "/ws").await
 }
 
 /// Reads (answering pings, as tungstenite does while reading) until the close frame.
 async fn close_code(client: &mut Client) -> CloseCode {
-    loop {
-        match timeout(WAIT, client.next()).await.expect("no close frame") {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
+    client::close_frame(client).await.code
 }
 
 #[tokio::test]
@@ -108,13 +58,7 @@ async fn an_idle_socket_closes_with_4408_and_a_chatty_one_stays() {
     let mut chatty = connect(addr).await;
     // Twice the idle time, talking every 100 ms: never idle.
     for _ in 0..6 {
-        chatty.send(Message::text("hi")).await.unwrap();
-        let echo = timeout(WAIT, chatty.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(echo, Message::text("hi"));
+        client::round_trip(&mut chatty, "hi").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(close_code(&mut chatty).await, CloseCode::from(4408));
@@ -144,7 +88,10 @@ async fn a_peer_that_answers_pings_stays_and_a_silent_one_closes_with_4504() {
     let mut reader = connect(addr).await;
     let pings = timeout(Duration::from_millis(800), async {
         let mut pings = 0;
-        while let Some(Ok(msg)) = reader.next().await {
+        for _ in 0..MAX_MESSAGES {
+            let Some(Ok(msg)) = reader.next().await else {
+                break;
+            };
             match msg {
                 Message::Ping(_) => pings += 1,
                 Message::Close(frame) => panic!("closed while answering pings: {frame:?}"),
@@ -176,12 +123,7 @@ async fn shutdown_closes_every_socket_with_1001_and_releases_their_guards() {
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut client = connect(addr).await;
-        client.send(Message::text("hi")).await.unwrap();
-        timeout(WAIT, client.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        client::round_trip(&mut client, "hi").await;
         clients.push(client);
     }
     assert_eq!(shutdown.active(), 3);
@@ -190,7 +132,7 @@ async fn shutdown_closes_every_socket_with_1001_and_releases_their_guards() {
     for client in &mut clients {
         assert_eq!(close_code(client).await, CloseCode::Away);
         // Complete the close handshake.
-        while let Ok(Some(Ok(_))) = timeout(WAIT, client.next()).await {}
+        client::until_end(client).await;
     }
     timeout(WAIT, shutdown.closed())
         .await

@@ -8,34 +8,28 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    body::Body,
-    extract::ws::{Message as AxumMessage, WebSocketUpgrade},
-    response::Response,
-    routing::get,
-    Router,
-};
-use futures_util::{SinkExt, StreamExt};
+use axum::{body::Body, extract::ws::WebSocketUpgrade, response::Response, routing::get, Router};
 use http::{Request, StatusCode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::{mpsc, Barrier},
     time::timeout,
 };
 use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::frame::coding::CloseCode, Message},
-    MaybeTlsStream, WebSocketStream,
+    MaybeTlsStream,
 };
 use tower::ServiceBuilder;
 use wsguard_conn_limit::{ConnLimitLayer, InMemoryConnectionStore, Limit};
 use wsguard_core::{
     axum::GuardedUpgrade, guard::PendingRejection, ClientIp, Principal, Reason, Rejection,
 };
-
-const WAIT: Duration = Duration::from_secs(10);
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use wsguard_test_kit::{
+    client::{self, Client, Refusal},
+    handoff::{Echo, SocketHandler},
+    poll, server, MAX_MESSAGES, WAIT,
+};
 
 /// Sets the identity a real deployment gets from wsguard-client-ip and wsguard-jwt-auth, from
 /// test headers (`x-user`, `x-ip`).
@@ -72,21 +66,19 @@ async fn serve(
         .route(
             "/ws",
             get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|mut socket, conn| async move {
-                    while let Some(Ok(msg)) = socket.recv().await {
-                        if matches!(msg, AxumMessage::Text(_)) && socket.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    drop(conn);
-                })
+                upgrade.on_upgrade(|socket, conn| Echo.handle(socket, conn))
             }),
         )
         .route(
             "/unguarded",
             get(|upgrade: WebSocketUpgrade| async move {
-                upgrade
-                    .on_upgrade(|mut socket| async move { while socket.recv().await.is_some() {} })
+                upgrade.on_upgrade(|mut socket| async move {
+                    for _ in 0..MAX_MESSAGES {
+                        if socket.recv().await.is_none() {
+                            break;
+                        }
+                    }
+                })
             }),
         )
         .route("/plain", get(|| async { "done" }))
@@ -115,10 +107,7 @@ async fn serve(
                 .layer(layer)
                 .map_response(|res: Response<_>| res.map(Body::new)),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, streams_rx)
+    (server::axum_without_connect_info(app).await, streams_rx)
 }
 
 fn request(
@@ -136,59 +125,23 @@ fn request(
 }
 
 /// Connects; `Ok` with an open socket or `Err` with the refused status and `Retry-After`.
-async fn connect(
-    addr: SocketAddr,
-    user: &str,
-    ip: &str,
-) -> Result<Client, (StatusCode, Option<String>)> {
-    match timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(request(addr, "/ws", user, ip)),
-    )
-    .await
-    .expect("handshake timed out")
-    {
-        Ok((socket, _)) => Ok(socket),
-        Err(tungstenite::Error::Http(res)) => Err((
-            res.status(),
-            res.headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned()),
-        )),
-        Err(other) => panic!("unexpected client error: {other}"),
-    }
+async fn connect(addr: SocketAddr, user: &str, ip: &str) -> Result<Client, Refusal> {
+    client::try_connect(request(addr, "/ws", user, ip)).await
 }
 
 /// Proves the socket is open end to end.
 async fn echo(socket: &mut Client) {
-    socket.send(Message::text("ping")).await.unwrap();
-    let answer = timeout(WAIT, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer, Message::text("ping"));
-}
-
-async fn close(mut socket: Client) {
-    socket.close(None).await.unwrap();
-    // Read until the server's answer so the close handshake completes.
-    while let Ok(Some(Ok(_))) = timeout(WAIT, socket.next()).await {}
+    client::round_trip(socket, "ping").await;
 }
 
 /// Waits (bounded) until the limit named `name` counts `n` connections.
 async fn until_active(layer: &ConnLimitLayer, name: &str, n: u64) {
-    let wait = async {
-        while layer.active(name) != Some(n) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(WAIT, wait).await.unwrap_or_else(|_| {
-        panic!(
-            "limit {name}: {:?} active, waited for {n}",
-            layer.active(name)
-        )
-    });
+    poll::until_eq(
+        format_args!("limit {name} active"),
+        || layer.active(name),
+        Some(n),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -211,7 +164,7 @@ async fn a_fourth_socket_of_one_user_is_refused_until_one_closes() {
     let bob = connect(addr, "bob", "192.0.2.1").await.unwrap();
     assert_eq!(layer.active("principal"), Some(4));
 
-    close(open.pop().unwrap()).await;
+    client::close(open.pop().unwrap()).await;
     until_active(&layer, "principal", 3).await;
     let mut again = connect(addr, "alice", "192.0.2.1").await.unwrap();
     echo(&mut again).await;
@@ -311,7 +264,7 @@ async fn ten_thousand_connect_abort_cycles_leave_nothing_behind() {
                             drop(tcp);
                         }
                         // A clean close.
-                        _ => close(connect(addr, "", &ip).await.unwrap()).await,
+                        _ => client::close(connect(addr, "", &ip).await.unwrap()).await,
                     }
                 }
             })
@@ -421,13 +374,9 @@ async fn a_plain_response_releases_its_slot_when_done() {
 async fn an_upgrade_without_a_wsguard_hand_off_is_refused() {
     let layer = ConnLimitLayer::builder().per_principal(1).build().unwrap();
     let (addr, _) = serve(layer.clone()).await;
-    let res =
-        tokio_tungstenite::connect_async(request(addr, "/unguarded", "alice", "192.0.2.1")).await;
-    match res {
-        Err(tungstenite::Error::Http(res)) => {
-            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        }
-        other => panic!("expected a refusal, got {other:?}"),
+    match client::try_connect(request(addr, "/unguarded", "alice", "192.0.2.1")).await {
+        Err((status, _)) => assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR),
+        Ok(_) => panic!("expected a refusal, got an open socket"),
     }
     until_active(&layer, "principal", 0).await;
 }
@@ -444,8 +393,8 @@ async fn close_mode_accepts_then_closes_with_4429() {
     let mut refused = connect(addr, "alice", "192.0.2.1")
         .await
         .expect("close mode completes the upgrade");
-    let frame = match timeout(WAIT, refused.next()).await.unwrap() {
-        Some(Ok(Message::Close(Some(frame)))) => frame,
+    let frame = match client::next(&mut refused).await {
+        Message::Close(Some(frame)) => frame,
         other => panic!("expected a close frame, got {other:?}"),
     };
     assert_eq!(frame.code, CloseCode::from(4429));
@@ -469,12 +418,11 @@ async fn a_handshake_refused_earlier_in_close_mode_is_closed_with_that_code() {
     let (addr, _) = serve(layer.clone()).await;
     let mut req = request(addr, "/ws", "", "192.0.2.9");
     req.headers_mut().insert("x-refused", "1".parse().unwrap());
-    let (mut refused, _) = timeout(WAIT, tokio_tungstenite::connect_async(req))
+    let mut refused = client::try_connect(req)
         .await
-        .unwrap()
         .expect("the hand-off completes the upgrade to close it");
-    let frame = match timeout(WAIT, refused.next()).await.unwrap() {
-        Some(Ok(Message::Close(Some(frame)))) => frame,
+    let frame = match client::next(&mut refused).await {
+        Message::Close(Some(frame)) => frame,
         other => panic!("expected a close frame, got {other:?}"),
     };
     assert_eq!(frame.code, CloseCode::from(4401));
