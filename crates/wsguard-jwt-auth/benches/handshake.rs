@@ -1,5 +1,6 @@
 //! Per-handshake cost of the layer against a bare `jsonwebtoken::decode` of the same token,
-//! for HS256 and ES256, measured in the same run.
+//! for HS256 and ES256, measured in the same run; and what live sessions add to a WebSocket
+//! handshake (paired with the same layer without them).
 //!
 //! `cargo bench -p wsguard-jwt-auth --bench handshake -- --warm-up-time 1 --measurement-time 3`
 
@@ -16,7 +17,7 @@ use http::{Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use tower::{Service, ServiceBuilder};
 use wsguard_core::{Access, RequestHead};
-use wsguard_jwt_auth::{Claims, InMemoryRevocations, JwtAuthLayer, VerifyingKey};
+use wsguard_jwt_auth::{Claims, InMemoryRevocations, JwtAuthLayer, LiveSessions, VerifyingKey};
 
 #[derive(Clone, serde::Deserialize)]
 #[allow(dead_code)]
@@ -111,7 +112,7 @@ fn bench_alg(
     // store and an asynchronous claims predicate that allows (both answer at once).
     let mut hooked = ServiceBuilder::new()
         .layer(
-            JwtAuthLayer::<ChatClaims>::new(key)
+            JwtAuthLayer::<ChatClaims>::new(key.clone())
                 .with_revocation(InMemoryRevocations::new(1_000))
                 .with_async_predicate(|_: &ChatClaims, _: &RequestHead<'_>| {
                     std::future::ready(Access::Allow)
@@ -158,6 +159,63 @@ fn bench_alg(
             .body(())
             .unwrap()
     };
+    // Live sessions: the same hooked layer on WebSocket handshakes, with and without a
+    // registry (each handshake registers, and its entry leaves with the request's scope).
+    let upgrade = || {
+        Request::builder()
+            .uri("/ws")
+            .header("authorization", black_box(authorization.as_str()))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap()
+    };
+    let sessions = LiveSessions::new();
+    let hooked_layer = |sessions: Option<LiveSessions>| {
+        let layer = JwtAuthLayer::<ChatClaims>::new(key.clone())
+            .with_revocation(InMemoryRevocations::new(1_000).with_sessions(LiveSessions::new()));
+        let layer = match sessions {
+            Some(sessions) => layer.with_sessions(sessions),
+            None => layer,
+        };
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            })
+    };
+    let mut unregistered = hooked_layer(None);
+    let mut registered = hooked_layer(Some(sessions.clone()));
+    let mut added_ns: Vec<f64> = (0..41)
+        .map(|_| {
+            let without = time(&mut || {
+                black_box(
+                    unregistered
+                        .call(upgrade())
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap(),
+                );
+            });
+            let with = time(&mut || {
+                black_box(registered.call(upgrade()).now_or_never().unwrap().unwrap());
+            });
+            (with - without) / f64::from(batch) * 1e9
+        })
+        .collect();
+    assert!(sessions.is_empty(), "every entry left with its request");
+    added_ns.sort_by(f64::total_cmp);
+    println!(
+        "{name}: live sessions, added per WebSocket handshake (register and unregister), \
+         median of {} paired rounds: {:.0} ns (quartiles {:.0}-{:.0} ns)",
+        added_ns.len(),
+        added_ns[20],
+        added_ns[10],
+        added_ns[30]
+    );
+
     let mut hooked_ratios = Vec::with_capacity(41);
     let mut ratios: Vec<f64> = (0..41)
         .map(|_| {
