@@ -134,6 +134,14 @@ async fn echo(socket: &mut Client) {
     client::round_trip(socket, "ping").await;
 }
 
+/// The code of the first message, which must be a close frame (a refusal in close mode).
+async fn first_close_code(socket: &mut Client) -> CloseCode {
+    match client::next(socket).await {
+        Message::Close(Some(frame)) => frame.code,
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
 /// Waits (bounded) until the limit named `name` counts `n` connections.
 async fn until_active(layer: &ConnLimitLayer, name: &str, n: u64) {
     poll::until_eq(
@@ -393,11 +401,7 @@ async fn close_mode_accepts_then_closes_with_4429() {
     let mut refused = connect(addr, "alice", "192.0.2.1")
         .await
         .expect("close mode completes the upgrade");
-    let frame = match client::next(&mut refused).await {
-        Message::Close(Some(frame)) => frame,
-        other => panic!("expected a close frame, got {other:?}"),
-    };
-    assert_eq!(frame.code, CloseCode::from(4429));
+    assert_eq!(first_close_code(&mut refused).await, CloseCode::from(4429));
     assert_eq!(
         layer.active("principal"),
         Some(1),
@@ -421,11 +425,7 @@ async fn a_handshake_refused_earlier_in_close_mode_is_closed_with_that_code() {
     let mut refused = client::try_connect(req)
         .await
         .expect("the hand-off completes the upgrade to close it");
-    let frame = match client::next(&mut refused).await {
-        Message::Close(Some(frame)) => frame,
-        other => panic!("expected a close frame, got {other:?}"),
-    };
-    assert_eq!(frame.code, CloseCode::from(4401));
+    assert_eq!(first_close_code(&mut refused).await, CloseCode::from(4401));
     assert_eq!(layer.active("principal"), Some(0));
     drop(refused);
     until_active(&layer, "ip", 0).await;
