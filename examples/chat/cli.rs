@@ -172,6 +172,41 @@ pub struct Args {
     /// accepting the upgrade (browsers can read only those).
     #[arg(long, env = "WSGUARD_REJECT_MODE", value_enum, default_value_t = RejectMode::Http)]
     pub reject_mode: RejectMode,
+
+    /// Fleet mode: keep the connection limits (global, per IP, per user), the message
+    /// budgets per user and token revocations in the Redis at this URL
+    /// (redis://[:PASSWORD@]HOST[:PORT][/DB]), shared by every chat instance given the same
+    /// URL. Without it everything stays in this process's memory. The handshake rate and the
+    /// failure penalty per IP stay per instance. A Redis that cannot be reached at start is
+    /// retried in the background; meanwhile --redis-failure applies.
+    #[arg(long, env = "WSGUARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// What fleet mode does while Redis cannot answer within 50 ms (down, frozen, or not
+    /// reached yet), for every store: `open` answers from this instance's memory (limits
+    /// per instance, revocations made here only); `closed` refuses (handshakes get 503 with
+    /// Retry-After, or 500 from the revocation check; sockets sending messages are closed
+    /// with 1013). Default: each store's own. Connection limits and budgets are `open` (a
+    /// Redis outage must not take every socket down, and each instance stays bounded by its
+    /// own limits); revocation is `closed` (a revoked token must not work again because
+    /// Redis is down), so new handshakes are refused until Redis answers while open
+    /// sockets keep working.
+    #[arg(
+        long,
+        env = "WSGUARD_REDIS_FAILURE",
+        value_enum,
+        requires = "redis_url"
+    )]
+    pub redis_failure: Option<RedisFailure>,
+}
+
+/// What fleet mode does while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisFailure {
+    /// Answer from this instance's memory.
+    Open,
+    /// Refuse: 503 before the upgrade, 1013 after it.
+    Closed,
 }
 
 /// How refused handshakes are answered.

@@ -14,7 +14,8 @@ use axum::{
     routing::get,
     Router,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use wsguard::{
@@ -22,21 +23,22 @@ use wsguard::{
     client_ip::{ClientIpLayer, TrustedProxies},
     conn_limit::{
         handshake_rate::HandshakeRateLimitLayer, penalty::FailurePenaltyLayer, ConnLimitLayer,
-        Hygiene, Shutdown,
+        ConnectionStore, Hygiene, InMemoryConnectionStore, Shutdown,
     },
     jwt_auth::{
         jwks::{Jwks, JwksBuilder},
         Algorithm, JwtAuthLayer, KeySource, NoClaims, TokenSource, VerifyingKey,
     },
-    msg_rate::{rate, Budget, MessageRateLimitLayer},
+    msg_rate::{rate, Budget, InMemoryKeyStore, KeyStore, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
     schema_validate::ValidateMessageLayer,
     serve::{serve, ServeConfig},
     Access, ConnectionInfo, PrincipalKey, SocketGuard,
 };
+use wsguard_redis::{FailurePolicy, Fleet, RedisConnectionStore, RedisKeyStore, RedisRevocations};
 
 use crate::{
-    cli::{Args, RejectMode},
+    cli::{Args, RedisFailure, RejectMode},
     hub::{ClientMsg, ErrorCode, Hub},
 };
 
@@ -60,31 +62,121 @@ impl wsguard::schema_validate::Authorize<ClientMsg> for Members {
     }
 }
 
-/// What guards each chat socket: the message budget, typed validation with per-message
-/// authorization, hygiene and the size limit.
-pub type ChatSockets =
-    SocketGuard<MessageRateLimitLayer, ValidateMessageLayer<ClientMsg, Arc<Members>>>;
+/// What guards each chat socket: the message budget (its per-user budgets kept in `K`),
+/// typed validation with per-message authorization, hygiene and the size limit.
+pub type ChatSockets<K = InMemoryKeyStore> =
+    SocketGuard<MessageRateLimitLayer<K>, ValidateMessageLayer<ClientMsg, Arc<Members>>>;
 
 /// The handshake's protections, outermost first: the client IP (everything after keys on
 /// it), the handshake rate per IP, the penalty for failed attempts (which watches what the
 /// Origin check and authentication answer), the Origin check, authentication, and the
-/// connection limit (which counts only the handshakes that got this far).
-pub struct Handshake {
+/// connection limit (which counts only the handshakes that got this far). The connection
+/// counts live in `St`.
+pub struct Handshake<St = InMemoryConnectionStore> {
     client_ip: ClientIpLayer,
     rate: HandshakeRateLimitLayer,
     penalty: FailurePenaltyLayer,
     origin: OriginGuardLayer,
     auth: JwtAuthLayer<NoClaims>,
-    conn_limit: ConnLimitLayer,
+    conn_limit: ConnLimitLayer<St>,
 }
 
 #[derive(Clone)]
-struct App {
-    sockets: ChatSockets,
+struct App<K = InMemoryKeyStore> {
+    sockets: ChatSockets<K>,
     keys: Arc<[KeySource]>,
     hub: Arc<Hub>,
     page: Arc<str>,
     metrics: PrometheusHandle,
+}
+
+/// Where the limits keep their counts: this process's memory (the default), or, in fleet
+/// mode (`--redis-url`), Redis, shared by every instance using it. The handshake rate and
+/// the failure penalty per client IP stay in each instance's memory in both modes.
+pub struct Stores<St, K> {
+    /// The connection counts (global, per IP, per user).
+    connections: St,
+    /// The message budgets per user.
+    messages: K,
+    /// Revoked tokens and subjects, in fleet mode.
+    revocations: Option<RedisRevocations<ConnectionManager>>,
+}
+
+/// The message budget per user (`--msg-rate`, `--msg-burst`).
+fn message_budget(args: &Args) -> Budget {
+    Budget::new().messages(
+        rate(args.msg_rate)
+            .per(Duration::from_secs(1))
+            .burst(args.msg_burst),
+    )
+}
+
+/// Every count in this process's memory.
+fn memory_stores(args: &Args) -> Result<Stores<InMemoryConnectionStore, InMemoryKeyStore>, Fatal> {
+    Ok(Stores {
+        connections: InMemoryConnectionStore::new(),
+        messages: InMemoryKeyStore::new(message_budget(args))
+            .map_err(|e| Fatal(format!("--msg-rate: {e}")))?,
+        revocations: None,
+    })
+}
+
+/// The fleet's stores on one Redis.
+type FleetStores =
+    Stores<RedisConnectionStore<ConnectionManager>, RedisKeyStore<ConnectionManager>>;
+
+/// Fleet mode: every store on the Redis at `url`, under wsguard-redis's deadline (50 ms
+/// per call) and circuit breaker, each with `--redis-failure` or its own default policy.
+///
+/// The connection is made lazily and re-made in the background (at most a second between
+/// attempts) whenever it is lost, so a Redis that is down at start does not stop the chat:
+/// it serves by the failure policy until Redis answers, then the shared limits take over.
+async fn fleet_stores(args: &Args, url: &str) -> Result<FleetStores, Fatal> {
+    // The URL may hold a password: it is never printed, not even in this error.
+    let client = redis::Client::open(url).map_err(|_| {
+        Fatal(
+            "--redis-url: not a usable Redis URL (redis://[:PASSWORD@]HOST[:PORT][/DB])".to_owned(),
+        )
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(Duration::from_secs(1));
+    let conn = ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| Fatal(format!("--redis-url: {e}")))?;
+    // One round trip at start, only to say what happens: nothing waits for Redis.
+    let mut probe = conn.clone();
+    let ping_cmd = redis::cmd("PING");
+    let ping = ping_cmd.query_async::<String>(&mut probe);
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => tracing::info!("fleet mode: limits, budgets and revocations shared through Redis"),
+        Ok(Err(error)) => tracing::warn!(
+            %error,
+            "fleet mode: Redis unreachable; answering by the failure policy and reconnecting in the background"
+        ),
+        Err(_) => tracing::warn!(
+            "fleet mode: Redis did not answer within 2 s; answering by the failure policy and reconnecting in the background"
+        ),
+    }
+    let fleet = Fleet::new(conn).with_prefix("wsguard:chat:");
+    let policy = args.redis_failure.map(|failure| match failure {
+        RedisFailure::Open => FailurePolicy::Open,
+        RedisFailure::Closed => FailurePolicy::Closed,
+    });
+    let mut connections = RedisConnectionStore::builder(fleet.clone());
+    let mut messages = RedisKeyStore::new(fleet.clone(), message_budget(args))
+        .map_err(|e| Fatal(format!("--msg-rate: {e}")))?;
+    let mut revocations = RedisRevocations::new(fleet);
+    if let Some(policy) = policy {
+        connections = connections.with_failure_policy(policy);
+        messages = messages.with_failure_policy(policy);
+        revocations = revocations.with_failure_policy(policy);
+    }
+    Ok(Stores {
+        // The lease driver (renewals, releases) runs on this runtime.
+        connections: connections.build_and_spawn()?,
+        messages,
+        revocations: Some(revocations),
+    })
 }
 
 /// A startup error: printed, and the process exits with code 2 before anything listens.
@@ -189,14 +281,19 @@ fn public_key(pem: &[u8], alg: Option<&str>) -> Result<VerifyingKey, String> {
     result.map_err(|e| e.to_string())
 }
 
-/// The guard, from the arguments and the bound address.
-fn guard(
+/// The guard, from the arguments, the bound address and the stores.
+fn guard<St, K>(
     args: &Args,
     keys: Vec<KeySource>,
     addr: SocketAddr,
     hub: &Arc<Hub>,
     shutdown: &Shutdown,
-) -> Result<(Handshake, ChatSockets), Fatal> {
+    stores: Stores<St, K>,
+) -> Result<(Handshake<St>, ChatSockets<K>), Fatal>
+where
+    St: ConnectionStore,
+    K: KeyStore,
+{
     let close_mode = args.reject_mode == RejectMode::Close;
 
     let trusted = args
@@ -204,6 +301,7 @@ fn guard(
         .iter()
         .fold(TrustedProxies::new(), |t, net| t.add_net(*net));
     let client_ip = ClientIpLayer::new().trusted_proxies(trusted);
+    // Per instance, in fleet mode too: a flood defence that must not cost a Redis call.
     let handshake_rate = HandshakeRateLimitLayer::per_ip(
         rate(args.handshake_rate)
             .per(Duration::from_secs(1))
@@ -253,22 +351,20 @@ fn guard(
     if let Some(audience) = &args.jwt_audience {
         auth = auth.with_audiences([audience.as_str()]);
     }
+    if let Some(revocations) = stores.revocations {
+        auth = auth.with_revocation(revocations);
+    }
 
     let conn_limit = ConnLimitLayer::builder()
         .global(args.max_conns)
         .per_ip(args.max_conns_per_ip)
         .per_principal(args.max_conns_per_user)
         .close_mode(close_mode)
+        .store(stores.connections)
         .build()?;
 
-    let rate_limit = MessageRateLimitLayer::new().per_key(
-        PrincipalKey::default(),
-        Budget::new().messages(
-            rate(args.msg_rate)
-                .per(Duration::from_secs(1))
-                .burst(args.msg_burst),
-        ),
-    )?;
+    let rate_limit =
+        MessageRateLimitLayer::new().per_key_store(PrincipalKey::default(), stores.messages);
 
     let max = args.max_message_bytes as usize;
     let validate = ValidateMessageLayer::new()
@@ -331,6 +427,58 @@ fn page(tokens: Option<(&str, &str)>) -> Result<String, Fatal> {
     Ok(include_str!("page.html").replace("/*DEMO_TOKENS*/{}", &tokens))
 }
 
+/// What the router is made of, besides the stores.
+struct Parts<'a> {
+    args: &'a Args,
+    sources: Vec<KeySource>,
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: Shutdown,
+    page: Arc<str>,
+}
+
+/// The chat's routes, its guard keeping its counts in `stores`.
+fn router<St, K>(parts: Parts<'_>, stores: Stores<St, K>) -> Result<Router, Fatal>
+where
+    St: ConnectionStore,
+    K: KeyStore,
+{
+    let keys: Arc<[KeySource]> = parts.sources.clone().into();
+    let (handshake, sockets) = guard(
+        parts.args,
+        parts.sources,
+        parts.addr,
+        &parts.hub,
+        &parts.shutdown,
+        stores,
+    )?;
+    let app = App {
+        sockets,
+        keys,
+        hub: parts.hub,
+        page: parts.page,
+        metrics: metrics_handle(),
+    };
+    Ok(Router::new()
+        .route(
+            "/ws",
+            get(ws::<K>).layer(
+                ServiceBuilder::new()
+                    .layer(handshake.client_ip)
+                    .layer(handshake.rate)
+                    .layer(handshake.penalty)
+                    .layer(handshake.origin)
+                    .layer(handshake.auth)
+                    .layer(handshake.conn_limit),
+            ),
+        )
+        .route("/", get(index::<K>))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<K>))
+        .route("/metrics", get(metrics_text::<K>))
+        .with_state(app))
+}
+
 /// A started chat server.
 pub struct Running {
     /// Where it listens.
@@ -358,11 +506,29 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Connection durations as a Prometheus histogram (not a summary), from 1 s to a day.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("wsguard_connection_duration_seconds".to_owned()),
+                    &[
+                        1.0,
+                        10.0,
+                        60.0,
+                        300.0,
+                        1800.0,
+                        3600.0,
+                        4.0 * 3600.0,
+                        86400.0,
+                    ],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
+            // Every series from the start, with its HELP and TYPE.
+            wsguard::metrics::describe();
             handle
         })
         .clone()
@@ -370,6 +536,8 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Validates the arguments, binds and starts serving in the background.
 pub async fn start(args: &Args) -> Result<Running, Fatal> {
+    // The recorder before the layers: a connection limit registers its series when built.
+    let _ = metrics_handle();
     let dialogs = args.dialog_map().map_err(Fatal)?;
     let Keys {
         sources,
@@ -387,41 +555,24 @@ pub async fn start(args: &Args) -> Result<Running, Fatal> {
         .await
         .map_err(|e| Fatal(format!("--listen {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
-    let hub = Hub::new(dialogs);
     let shutdown = Shutdown::new();
-    let keys: Arc<[KeySource]> = sources.clone().into();
-    let (handshake, sockets) = guard(args, sources, addr, &hub, &shutdown)?;
-
     let demo_tokens = match &demo_secret {
         Some(secret) => Some((demo_token(secret, "alice")?, demo_token(secret, "bob")?)),
         None => None,
     };
     let page = page(demo_tokens.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))?;
-    let app = App {
-        sockets,
-        keys,
-        hub,
+    let parts = Parts {
+        args,
+        sources,
+        addr,
+        hub: Hub::new(dialogs),
+        shutdown: shutdown.clone(),
         page: page.into(),
-        metrics: metrics_handle(),
     };
-    let router = Router::new()
-        .route(
-            "/ws",
-            get(ws).layer(
-                ServiceBuilder::new()
-                    .layer(handshake.client_ip)
-                    .layer(handshake.rate)
-                    .layer(handshake.penalty)
-                    .layer(handshake.origin)
-                    .layer(handshake.auth)
-                    .layer(handshake.conn_limit),
-            ),
-        )
-        .route("/", get(index))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(app);
+    let router = match &args.redis_url {
+        None => router(parts, memory_stores(args)?)?,
+        Some(url) => router(parts, fleet_stores(args, url).await?)?,
+    };
 
     let stop = Arc::new(tokio::sync::Notify::new());
     // wsguard's server: header-read and first-byte timeouts, a cap on heads still arriving,
@@ -461,7 +612,7 @@ pub async fn run(args: Args) -> Result<(), Fatal> {
     running.stop(Duration::from_secs(10)).await
 }
 
-async fn ws(State(app): State<App>, upgrade: GuardedUpgrade) -> Response {
+async fn ws<K: KeyStore>(State(app): State<App<K>>, upgrade: GuardedUpgrade) -> Response {
     let hub = Arc::clone(&app.hub);
     app.sockets
         .on_upgrade(upgrade.protocols(["bearer"]), move |socket| {
@@ -471,7 +622,7 @@ async fn ws(State(app): State<App>, upgrade: GuardedUpgrade) -> Response {
 
 /// Readiness: 200 once every key source has its keys (a JWKS after its first successful
 /// fetch), 503 before. `/healthz` stays a liveness check.
-async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
+async fn readyz<K>(State(app): State<App<K>>) -> (StatusCode, &'static str) {
     if app.keys.iter().all(KeySource::is_ready) {
         (StatusCode::OK, "ready")
     } else {
@@ -479,11 +630,11 @@ async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn index(State(app): State<App>) -> Html<String> {
+async fn index<K>(State(app): State<App<K>>) -> Html<String> {
     Html(app.page.to_string())
 }
 
-async fn metrics_text(State(app): State<App>) -> impl IntoResponse {
+async fn metrics_text<K>(State(app): State<App<K>>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
