@@ -62,7 +62,8 @@
 //! key names, never in an error text, a metric label or a log line above debug level; no key
 //! holds a token. Each script touches exactly one key, so every store works on Redis Cluster
 //! without hash tags (the lease renewals and releases of several keys are separate commands
-//! sent together).
+//! sent together); `tests/cluster.rs` runs the three stores' shared limits on a three-node
+//! cluster through redis's cluster connection (`cluster-async`, enabled by the application).
 //!
 //! # Deadlines and the circuit
 //!
@@ -195,8 +196,10 @@
 //! - **Scripts** live next to their store as `LazyLock<redis::Script>`; `invoke_async`
 //!   loads them again after a `SCRIPT FLUSH` or a restart. Each touches one key, and reads
 //!   time only from `TIME`.
-//! - **Tests** start their own `redis-server` (`tests/common`); with `CI` set a missing
-//!   binary fails them. Every loop in them is bounded in count and time.
+//! - **Tests** start their own `redis-server` (`tests/common`; `redis_cluster` starts three
+//!   `--cluster-enabled` nodes and joins them with `redis-cli --cluster create`); with `CI`
+//!   set a missing binary fails them. Every loop and wait in them is bounded in count and
+//!   time.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
