@@ -25,8 +25,8 @@
 //!
 //! Integrations: `axum` (the [`axum::GuardedUpgrade`] hand-off and extractors),
 //! `tokio-tungstenite` (the [`tungstenite::GuardedUpgrade`] hand-off for raw hyper 1),
-//! `tonic` (peers from tonic's connect info), `metrics` (counters through the `metrics`
-//! facade).
+//! `tonic` (peers from tonic's connect info), `metrics` (counters, gauges and a histogram
+//! through the `metrics` facade, all described by [`metrics::describe`](crate::metrics)).
 //!
 //! The shared vocabulary of [`wsguard_core`] is re-exported at the top: one [`Rejection`]
 //! type for every guard (an HTTP status before the upgrade, a close code after it, a gRPC
@@ -141,3 +141,7 @@ pub use wsguard_conn_limit as conn_limit;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;

@@ -472,6 +472,14 @@ enum Closed {
 }
 
 impl Closed {
+    #[cfg(feature = "metrics")]
+    const ALL: [Self; 4] = [
+        Self::PendingHeads,
+        Self::PendingHeadsPerIp,
+        Self::FirstByteTimeout,
+        Self::HeaderReadTimeout,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::PendingHeads => "pending_heads",
@@ -483,7 +491,24 @@ impl Closed {
 
     fn record(self) {
         #[cfg(feature = "metrics")]
-        metrics::counter!("wsguard_serve_closed_total", "reason" => self.as_str()).increment(1);
+        metrics::counter!(SERVE_CLOSED_TOTAL, "reason" => self.as_str()).increment(1);
+    }
+}
+
+/// `wsguard_serve_closed_total{reason}`.
+#[cfg(feature = "metrics")]
+const SERVE_CLOSED_TOTAL: &str = "wsguard_serve_closed_total";
+
+/// Describes `wsguard_serve_closed_total` and registers its series at zero.
+#[cfg(feature = "metrics")]
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        SERVE_CLOSED_TOTAL,
+        metrics::Unit::Count,
+        "Connections closed by wsguard::serve before their request head was read, by reason"
+    );
+    for closed in Closed::ALL {
+        metrics::counter!(SERVE_CLOSED_TOTAL, "reason" => closed.as_str()).increment(0);
     }
 }
 

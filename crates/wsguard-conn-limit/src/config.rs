@@ -13,7 +13,7 @@ use std::{
 
 use http::{Request, Response};
 use wsguard_core::{
-    guard::{respond, PendingRejection},
+    guard::{respond, Mode, PendingRejection},
     ClientIpKey, GlobalKey, KeyError, KeyExtractor, OnRejection, PrincipalKey, Reason, Rejection,
     RequestHead, ScopedBody,
 };
@@ -248,6 +248,9 @@ impl<St, P> Config<St, P> {
                 active: AtomicU64::new(0),
             });
         }
+        for limit in &active {
+            telemetry::register_limit(&limit.name, &[limit.reason, Reason::AtCapacity]);
+        }
         Ok(Self {
             limits: active.into_boxed_slice(),
             store,
@@ -299,7 +302,7 @@ impl<St, P> Config<St, P> {
                             Reason::Internal
                         }
                     };
-                    wsguard_core::guard::record_rejection("conn_limit", reason);
+                    wsguard_core::guard::record_rejection(telemetry::CONN_LIMIT, reason);
                     return Err(Rejection::new(reason));
                 }
             }
@@ -346,7 +349,7 @@ impl<St, P> Config<St, P> {
                 Reason::AtCapacity
             }
         };
-        telemetry::refused(name, reason);
+        telemetry::refused(name, reason, Mode::Enforce);
         Rejection::new(reason).with_retry_after(self.retry_after)
     }
 }

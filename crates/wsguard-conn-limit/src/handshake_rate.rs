@@ -72,7 +72,7 @@ use wsguard_core::{
 };
 use wsguard_msg_rate::{Budget, ConfigError, Cost, Decision, InMemoryKeyStore, KeyStore, Rate};
 
-const LAYER: &str = "handshake_rate";
+const LAYER: &str = crate::telemetry::HANDSHAKE_RATE;
 
 /// Limits how fast each key may open connections; see the [module docs](self).
 ///

@@ -80,18 +80,28 @@
 //!
 //! Refusals are `tracing` events at debug level (a key at its limit) or warn level (the key
 //! store is full), with the limit's name and the key's class (`ip`, `principal`, ...), never
-//! the key itself, which is personal data. With the `metrics` feature:
+//! the key itself, which is personal data.
 //!
-//! | metric | type | labels |
-//! |---|---|---|
-//! | `wsguard_connections_active` | gauge | `limit` |
-//! | `wsguard_conn_limit_refusals_total` | counter | `limit`, `reason` |
-//! | `wsguard_conn_limit_unclaimed_upgrades_total` | counter | |
-//! | `wsguard_rejections_total` | counter | `layer="conn_limit"`, `reason` |
+//! # Metrics
 //!
-//! [`ConnLimitLayer::active`] reads the same gauge without a metrics recorder. Handshakes
-//! over their rate count in `wsguard_rejections_total{layer="handshake_rate"}`; see
-//! [`penalty`] for the failure penalty's gauge `wsguard_penalized_keys`.
+//! With the `metrics` feature, through the `metrics` facade; the names live in one module
+//! (`telemetry.rs`). [`describe_metrics`] describes each one (help text and unit, so that a
+//! Prometheus exporter shows `HELP` and `TYPE`) and registers every series at zero; a
+//! [`ConnLimitLayer`] registers the series of its limits when it is built. Labels come from
+//! fixed sets: a limit's name, a reason, a mode, a store name; never a key.
+//!
+//! | metric | type | unit | labels | counts |
+//! |---|---|---|---|---|
+//! | `wsguard_connections_active` | gauge | count | `limit` | connections holding a slot of the limit now |
+//! | `wsguard_conn_limit_refusals_total` | counter | count | `limit`, `reason`, `mode` | connections the limit refused (`enforce`) or would have refused (`dry_run`) |
+//! | `wsguard_conn_limit_unclaimed_upgrades_total` | counter | count | none | upgrades answered without a wsguard hand-off (refused with 500) |
+//! | `wsguard_rejections_total` | counter | count | `layer` (`conn_limit`, `handshake_rate`, `failure_penalty`), `reason`, `mode` | refusals of this crate's layers (wsguard-core's counter) |
+//! | `wsguard_store_keys` | gauge | count | `store` (`connections`, `penalties`) | keys the in-memory connection store tracks, failure records of the penalty |
+//! | `wsguard_store_keys_over_limit` | gauge | count | `store` (`connections`, `penalties`) | keys whose connection count is at their limit's maximum, keys under a failure penalty |
+//!
+//! [`ConnLimitLayer::active`] reads the gauge of active connections without a metrics
+//! recorder. The handshake rate's key store is `wsguard-msg-rate`'s, counted in its
+//! `wsguard_store_keys{store="key_store"}`.
 //!
 //! # Contributor notes
 //!
@@ -135,3 +145,4 @@ pub use hygiene::{Hygiene, HygieneSocket, Shutdown};
 pub use layer::{ConnLimitBuilder, ConnLimitLayer};
 pub use service::ConnLimit;
 pub use store::{ConnectionStore, InMemoryConnectionStore, InMemoryLease, Refusal, Slot};
+pub use telemetry::describe_metrics;

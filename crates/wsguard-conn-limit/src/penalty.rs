@@ -40,9 +40,11 @@
 //!
 //! Each penalty's start (`warn`) and end (`info`) is one `tracing` event with the key's
 //! class (`ip`, `principal`, ...), never the key itself. With the `metrics` feature, the gauge
-//! `wsguard_penalized_keys` counts the keys under a penalty (the seeds' "currently rate
-//! limited IPs", as a number, never the addresses), and refusals count in
-//! `wsguard_rejections_total{layer="failure_penalty"}`.
+//! `wsguard_store_keys_over_limit{store="penalties"}` counts the keys under a penalty (the
+//! seeds' "currently rate limited IPs", as a number, never the addresses),
+//! `wsguard_store_keys{store="penalties"}` the failure records, and refusals count in
+//! `wsguard_rejections_total{layer="failure_penalty"}` (see the [crate's
+//! metrics](crate#metrics)).
 //!
 //! # Close mode
 //!
@@ -95,7 +97,9 @@ use wsguard_core::{
     Reason, Rejection, RequestHead,
 };
 
-const LAYER: &str = "failure_penalty";
+use crate::telemetry::{self, PENALTIES_STORE};
+
+const LAYER: &str = telemetry::PENALTY;
 
 /// The default cap on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -363,6 +367,14 @@ struct RecordMap {
     last_sweep: Option<Instant>,
 }
 
+impl Drop for RecordMap {
+    /// The records leave the gauges with the layer.
+    fn drop(&mut self) {
+        keys_changed(self.map.len(), 0);
+        telemetry::keys_over_limit(PENALTIES_STORE, -(self.penalized as i64));
+    }
+}
+
 impl Records {
     fn new(max_keys: usize) -> Self {
         Self {
@@ -392,7 +404,9 @@ impl Records {
     /// clock while requests arrive).
     fn penalty_left<P>(&self, key: &Key, now: Instant, config: &Config<P>) -> Option<Duration> {
         let mut map = self.lock();
+        let before = map.map.len();
         sweep_if_due(&mut map, now, config.window);
+        keys_changed(before, map.map.len());
         let record = map.map.get_mut(key)?;
         let until = record.penalized_until?;
         if now < until {
@@ -407,7 +421,12 @@ impl Records {
     /// Records a failure of `key`; starts a penalty when the window holds too many.
     fn failure<P>(&self, key: &Key, now: Instant, config: &Config<P>) {
         let mut guard = self.lock();
-        let map = &mut *guard;
+        let before = guard.map.len();
+        self.failure_locked(&mut guard, key, now, config);
+        keys_changed(before, guard.map.len());
+    }
+
+    fn failure_locked<P>(&self, map: &mut RecordMap, key: &Key, now: Instant, config: &Config<P>) {
         sweep_if_due(map, now, config.window);
         if !map.map.contains_key(key) && map.map.len() >= self.max_keys {
             sweep(map, now, config.window);
@@ -450,7 +469,14 @@ impl Records {
             backoff_seconds = backoff.as_secs_f64(),
             "penalty started: too many failed handshakes"
         );
-        gauge(1.0);
+        telemetry::keys_over_limit(PENALTIES_STORE, 1);
+    }
+}
+
+/// Moves the gauge of tracked records by the change from `before` to `after`.
+fn keys_changed(before: usize, after: usize) {
+    if before != after {
+        telemetry::store_keys(PENALTIES_STORE, after as i64 - before as i64);
     }
 }
 
@@ -499,16 +525,8 @@ fn evict(map: &mut RecordMap, n: usize) {
 
 fn penalty_ended(key: &Key) {
     tracing::info!(key = key.class(), "penalty ended");
-    gauge(-1.0);
+    telemetry::keys_over_limit(PENALTIES_STORE, -1);
 }
-
-#[cfg(feature = "metrics")]
-fn gauge(delta: f64) {
-    metrics::gauge!("wsguard_penalized_keys").increment(delta);
-}
-
-#[cfg(not(feature = "metrics"))]
-fn gauge(_: f64) {}
 
 impl<S, P> Layer<S> for FailurePenaltyLayer<P> {
     type Service = FailurePenalty<S, P>;

@@ -27,6 +27,8 @@ use std::{
 use hashbrown::HashTable;
 use wsguard_core::Key;
 
+use crate::telemetry::{self, CONNECTIONS_STORE};
+
 /// One slot a connection asks for: a key counted under one limit, and that limit's maximum.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -155,10 +157,12 @@ struct Shared {
     max_keys: usize,
 }
 
-/// A slot a lease holds: enough to find its count again without hashing.
+/// A slot a lease holds: enough to find its count again without hashing, and the limit's
+/// maximum (for the gauge of keys at their limit).
 struct Held {
     hash: u64,
     limit: u16,
+    max: u32,
     key: Key,
 }
 
@@ -234,6 +238,7 @@ impl InMemoryConnectionStore {
             held.push(Held {
                 hash,
                 limit: slot.limit,
+                max: slot.max.get(),
                 key: slot.key.clone(),
             });
         }
@@ -266,6 +271,9 @@ impl Shared {
                 return Err(Refusal::Full { slot: index });
             }
             count.holders += 1;
+            if count.holders == slot.max.get() {
+                telemetry::keys_over_limit(CONNECTIONS_STORE, 1);
+            }
             return Ok(());
         }
         // A new key: reserve room for it under the global bound first.
@@ -287,6 +295,10 @@ impl Shared {
             },
             |c| c.hash,
         );
+        telemetry::store_keys(CONNECTIONS_STORE, 1);
+        if slot.max.get() == 1 {
+            telemetry::keys_over_limit(CONNECTIONS_STORE, 1);
+        }
         Ok(())
     }
 
@@ -298,11 +310,15 @@ impl Shared {
         if let Ok(mut entry) =
             shard.find_entry(held.hash, |c| c.limit == held.limit && c.key == held.key)
         {
+            if entry.get().holders == held.max {
+                telemetry::keys_over_limit(CONNECTIONS_STORE, -1);
+            }
             if entry.get().holders > 1 {
                 entry.get_mut().holders -= 1;
             } else {
                 entry.remove();
                 self.tracked.fetch_sub(1, Ordering::AcqRel);
+                telemetry::store_keys(CONNECTIONS_STORE, -1);
             }
         }
     }

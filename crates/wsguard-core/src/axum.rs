@@ -42,7 +42,7 @@ use axum::{
 use http::{request::Parts, HeaderValue};
 
 use crate::{
-    handshake::{close_with, DEFAULT_READ_BUFFER_SIZE},
+    handshake::{close_with, run_upgraded, DEFAULT_READ_BUFFER_SIZE},
     ClientIp, Connection, Principal, Reason, Rejection, DEFAULT_MAX_MESSAGE_SIZE,
 };
 
@@ -155,13 +155,13 @@ impl<F> GuardedUpgrade<F> {
         let Self { ws, conn } = self;
         if let Some(pending) = conn.pending_rejection() {
             pending.mark_delivered();
-            let frame = close_frame(pending.rejection());
+            let rejection = *pending.rejection();
             return ws.on_upgrade(move |socket| async move {
-                close_with(socket, Message::Close(frame)).await;
+                close_with::<_, Message, _>(socket, &rejection).await;
                 drop(conn);
             });
         }
-        ws.on_upgrade(move |socket| callback(socket, conn))
+        ws.on_upgrade(move |socket| run_upgraded(callback(socket, conn)))
     }
 }
 

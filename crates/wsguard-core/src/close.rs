@@ -146,7 +146,10 @@ impl<M: WsMessage> Closing<M> {
     ///
     /// The timeout starts when the handshake is first polled (a tokio timer: poll it inside
     /// a tokio runtime with the time driver enabled).
+    ///
+    /// Counts the close in `wsguard_close_codes_total` (feature `metrics`).
     pub fn new(rejection: &Rejection) -> Self {
+        crate::telemetry::close_sent(rejection.reason());
         Self::with_frame(M::close(rejection))
     }
 

@@ -26,14 +26,27 @@ fn has_websocket_upgrade_token(headers: &HeaderMap) -> bool {
 }
 
 /// Closes a socket accepted only to be refused (close mode), through the one closing
-/// handshake ([`crate::close`]).
+/// handshake ([`crate::close`]), which counts the close code.
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub(crate) async fn close_with<S, M, E>(mut socket: S, close: M)
+pub(crate) async fn close_with<S, M, E>(mut socket: S, rejection: &crate::Rejection)
 where
     S: futures_util::Sink<M, Error = E> + futures_util::Stream<Item = Result<M, E>> + Unpin,
     M: crate::WsMessage,
 {
-    crate::close::close_with(&mut socket, crate::close::Closing::with_frame(close)).await;
+    crate::close::close_with(&mut socket, crate::close::Closing::new(rejection)).await;
+}
+
+/// Runs a hand-off's callback on an upgraded socket: counts the accepted handshake and, when
+/// the callback's future ends, the connection's duration.
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+pub(crate) async fn run_upgraded<F>(handler: F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    crate::telemetry::handshake_accepted();
+    let opened = std::time::Instant::now();
+    handler.await;
+    crate::telemetry::connection_ended(opened.elapsed());
 }
 
 /// The read buffer a guarded socket starts with: 4 KiB instead of tungstenite's 128 KiB,

@@ -70,7 +70,7 @@
 //! |---|---|
 //! | `axum` | [`axum::GuardedUpgrade`], and axum extractors for [`ClientIp`] and [`Principal`] |
 //! | `tokio-tungstenite` | [`tungstenite::GuardedUpgrade`] for raw hyper 1 + tokio-tungstenite |
-//! | `metrics` | the counters of [`guard::record_rejection`] through the `metrics` facade |
+//! | `metrics` | the counters and the histogram of [`guard`'s metrics table](guard#metrics) through the `metrics` facade |
 //! | `plane` | the message plane: per-message tower services and the `GuardedSocket` adapter |
 //! | `close` | `guard::Closing`: the closing handshake every close wsguard starts goes through (the hand-offs and the plane turn it on) |
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -44,7 +44,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    handshake::{close_with, DEFAULT_READ_BUFFER_SIZE},
+    handshake::{close_with, run_upgraded, DEFAULT_READ_BUFFER_SIZE},
     Connection, Rejection, DEFAULT_MAX_MESSAGE_SIZE,
 };
 
@@ -296,10 +296,10 @@ impl GuardedUpgrade {
             .await;
             match pending {
                 Some(rejection) => {
-                    close_with(socket, Message::Close(Some(close_frame(&rejection)))).await;
+                    close_with::<_, Message, _>(socket, &rejection).await;
                     drop(conn);
                 }
-                None => callback(socket, conn).await,
+                None => run_upgraded(callback(socket, conn)).await,
             }
         });
 

@@ -22,6 +22,7 @@ use crate::{
     clock::{read_once, PlaneClock},
     rate::Quotas,
     store::{Cost, Decision, KeyStore},
+    telemetry::LAYER,
 };
 
 /// What to do with a message over budget.
@@ -98,8 +99,6 @@ impl<K: Clone, F: Clone> Clone for Config<K, F> {
 }
 
 type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, PlaneClock, NoOpMiddleware<Nanos>>;
-
-const LAYER: &str = "msg_rate";
 
 /// The budgets of one connection, and its key once known.
 pub(crate) struct ConnState<K: KeyStore> {

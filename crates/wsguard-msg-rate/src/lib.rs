@@ -127,11 +127,26 @@
 //! front of the upgrade. A socket without that identity is closed with 1011 at its first
 //! message, and the misconfiguration is logged at `error` level.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature, through wsguard-core's counters and gauges (the labels this
+//! crate uses live in one module, `telemetry.rs`). [`describe_metrics`] describes them and
+//! registers every series below at zero. Labels come from fixed sets; never a key.
+//!
+//! | metric | type | unit | labels | counts |
+//! |---|---|---|---|---|
+//! | `wsguard_rejections_total` | counter | count | `layer="msg_rate"`, `reason` (`rate_exceeded`, `message_too_large`, `at_capacity`, `bad_request`, `internal`), `mode` (`enforce`, `dry_run`) | messages refused, or in dry-run mode let through that would have been (once per message) |
+//! | `wsguard_store_keys` | gauge | count | `store="key_store"` | keys the [`InMemoryKeyStore`]s track now (the handshake rate of `wsguard-conn-limit` uses the same store) |
+//!
+//! A GCRA store has no `wsguard_store_keys_over_limit` series: a budget refills with time
+//! alone, so "over its limit" has no event to count; watch the refusals instead. Admitted
+//! messages are counted by the plane (`wsguard_messages_admitted_total`).
+//!
 //! # Features
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `metrics` | rejection counters through the `metrics` facade |
+//! | `metrics` | the counters and gauges of [Metrics](#metrics) through the `metrics` facade |
 //!
 //! # Contributor notes
 //!
@@ -166,6 +181,7 @@ mod layer;
 mod rate;
 mod service;
 mod store;
+mod telemetry;
 
 pub use config::{OnExcess, DEFAULT_CLOSE_AFTER, DEFAULT_CLOSE_WINDOW};
 pub use future::ResponseFuture;
@@ -176,6 +192,7 @@ pub use store::{
     Cost, Decision, InMemoryKeyStore, KeyStore, PreparedKey, DEFAULT_MAX_KEYS,
     DEFAULT_SWEEP_INTERVAL,
 };
+pub use telemetry::describe_metrics;
 
 /// The GCRA implementation these limits rely on.
 pub use governor;

@@ -21,6 +21,7 @@ use wsguard_core::Key;
 use crate::{
     clock::{read_once, PlaneClock},
     rate::{Budget, ConfigError, Quotas},
+    telemetry::{self, KEY_STORE},
 };
 
 /// What one message costs: one message and its payload bytes.
@@ -543,7 +544,25 @@ impl Table {
             cell: cell.clone(),
         };
         shard.map.insert_unique(hash, entry, rehash);
+        telemetry::store_keys(KEY_STORE, 1);
         cell
+    }
+}
+
+impl Drop for Table {
+    /// The keys leave the gauge with the store.
+    fn drop(&mut self) {
+        let keys: usize = self
+            .shards
+            .iter_mut()
+            .map(|s| {
+                s.get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .map
+                    .len()
+            })
+            .sum();
+        telemetry::store_keys(KEY_STORE, -(keys as i64));
     }
 }
 
@@ -552,9 +571,11 @@ impl Shard {
     /// the past, so they would decide exactly like a key never seen.
     fn sweep(&mut self, now: u64, start: u64) {
         let horizon = now.saturating_sub(start);
+        let before = self.map.len();
         self.map
             .retain(|e| e.is_held() || e.cell.latest() > horizon);
         let len = self.map.len();
+        telemetry::store_keys(KEY_STORE, len as i64 - before as i64);
         if self.map.capacity() > 4 * len.max(64) {
             self.map.shrink_to(2 * len, rehash);
         }
@@ -582,6 +603,7 @@ impl Shard {
         let evict = (self.map.len() / 8).clamp(1, latest.len());
         let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
         let mut left = evict;
+        let before = self.map.len();
         self.map.retain(|e| {
             if e.is_held() {
                 return true;
@@ -594,6 +616,7 @@ impl Shard {
                 true
             }
         });
+        telemetry::store_keys(KEY_STORE, self.map.len() as i64 - before as i64);
     }
 }
 

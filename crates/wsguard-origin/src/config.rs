@@ -7,14 +7,14 @@ use std::{fmt, net::IpAddr};
 
 use http::{header, Request, Response};
 use wsguard_core::{
-    guard::record_rejection, is_websocket_upgrade, ClientIp, OnRejection, PeerAddr, Reason,
-    Rejection, RequestHead,
+    guard::Mode, is_websocket_upgrade, ClientIp, OnRejection, PeerAddr, Reason, Rejection,
+    RequestHead,
 };
 
 use crate::{
     origin::{header_origin, parse_origin, HeaderOrigin},
     predicate::{CheckFuture, SharedPredicate},
-    AllowList, Origin, ParseOriginError,
+    telemetry, AllowList, Origin, ParseOriginError,
 };
 
 /// Everything a layer and its services share.
@@ -157,7 +157,7 @@ pub(crate) fn log_rejection(
         error = error.map(ParseOriginError::as_str),
         "request rejected: origin not allowed"
     );
-    record_rejection("origin", Reason::OriginNotAllowed);
+    telemetry::refused(Mode::Enforce);
 }
 
 /// The client address for the log: the resolved [`ClientIp`], else the direct peer.

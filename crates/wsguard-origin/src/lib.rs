@@ -142,8 +142,17 @@
 //! forge a log line. A malformed value is never logged, only the kind of error (`error =
 //! "non_ascii"`, ...). Anyone can make a browser send a foreign `Origin`, so the rate of these
 //! events is attacker-driven: filter by target if they are too many. Each rejection is also
-//! counted with [`wsguard_core::guard::record_rejection`]`("origin", ..)`, a `metrics`
-//! counter behind the `metrics` feature.
+//! counted (see [Metrics](#metrics)).
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, through wsguard-core's counter (the label this crate uses
+//! lives in one module, `telemetry.rs`). [`describe_metrics`] describes it and registers
+//! both series at zero.
+//!
+//! | metric | type | unit | labels | counts |
+//! |---|---|---|---|---|
+//! | `wsguard_rejections_total` | counter | count | `layer="origin"`, `reason="origin_not_allowed"`, `mode` (`enforce`, `dry_run`) | handshakes refused, or in dry-run mode let through that would have been |
 //!
 //! # Compared with tower-http's `CsrfLayer`
 //!
@@ -188,7 +197,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `metrics` | the `wsguard_rejections_total{layer="origin"}` counter through the `metrics` facade |
+//! | `metrics` | the counter of [Metrics](#metrics) through the `metrics` facade |
 //!
 //! # Contributor notes
 //!
@@ -235,6 +244,7 @@ mod layer;
 mod origin;
 mod predicate;
 mod service;
+mod telemetry;
 
 pub use allow::AllowList;
 pub use domain::DomainSet;
@@ -244,6 +254,7 @@ pub use layer::OriginGuardLayer;
 pub use origin::{Origin, ParseOriginError, MAX_ORIGIN_LEN};
 pub use predicate::OriginPredicate;
 pub use service::OriginGuard;
+pub use telemetry::describe_metrics;
 
 /// Re-exported for writing [`OriginPredicate`]s: the view of a request head they receive.
 pub use wsguard_core::RequestHead;

@@ -96,7 +96,8 @@
 //! Every answer by policy is counted in `wsguard_redis_fallbacks_total{store, policy}`
 //! (feature `metrics`); each store logs one warning when it starts answering by policy and
 //! one info line when Redis answers again, never one per request. The circuit counts its
-//! transitions in `wsguard_redis_circuit_transitions_total{to}`.
+//! transitions in `wsguard_redis_circuit_transitions_total{to}`. [`describe_metrics`]
+//! describes both (help text, unit) and registers every series at zero.
 //!
 //! # Revocation that reaches live sockets
 //!
@@ -221,6 +222,7 @@ pub use fleet::{
     DEFAULT_CIRCUIT_OPEN_FOR, DEFAULT_DEADLINE, DEFAULT_PREFIX,
 };
 pub use gcra::{Gcra, GcraOutcome};
+pub use telemetry::describe_metrics;
 pub use revocation::{
     RedisRevocations, RevocationFuture, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
 };

@@ -14,9 +14,10 @@ use wsguard_core::{
     ConnectionInfo, ErrorFrame, Inbound, MessageKind, Reason, Rejection, Verdict, WsMessage,
 };
 
-use crate::scan::{self, Limits};
-
-const LAYER: &str = "schema";
+use crate::{
+    scan::{self, Limits},
+    telemetry::LAYER,
+};
 
 /// The default largest message: 64 KiB, wsguard's one default for the socket and the
 /// validator alike.

@@ -120,12 +120,22 @@
 //! UTF-8 is checked by tungstenite (an invalid text frame fails the connection with 1007);
 //! binary payloads, if [`Accept`] lets them through, are parsed as UTF-8 JSON.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature, through wsguard-core's counter (the label this crate uses
+//! lives in one module, `telemetry.rs`). [`describe_metrics`] describes it and registers
+//! every series below at zero.
+//!
+//! | metric | type | unit | labels | counts |
+//! |---|---|---|---|---|
+//! | `wsguard_rejections_total` | counter | count | `layer="schema"`, `reason` (`invalid_message`, `message_too_large`, `unsupported_data`, `forbidden`, `internal`), `mode` (`enforce`, `dry_run`) | messages refused, or in dry-run mode admitted that would have been |
+//!
 //! # Features
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | `json-schema` | [`ValidateMessageLayer::json_schema`], with the `jsonschema` crate (no HTTP or file retrieval; `regex` patterns only) |
-//! | `metrics` | rejection counters through the `metrics` facade |
+//! | `metrics` | the counter of [Metrics](#metrics) through the `metrics` facade |
 //!
 //! # Contributor notes
 //!
@@ -159,6 +169,7 @@ mod future;
 mod layer;
 mod scan;
 mod service;
+mod telemetry;
 
 pub use authorize::{Access, AllowAll, Authorize};
 pub use config::{
@@ -168,3 +179,4 @@ pub use config::{
 pub use future::ResponseFuture;
 pub use layer::ValidateMessageLayer;
 pub use service::ValidateMessage;
+pub use telemetry::describe_metrics;

@@ -484,7 +484,8 @@ where
                 self.in_flight.set(None);
                 match verdict {
                     Ok(Verdict::Admit(inbound)) => {
-                        return Poll::Ready(Some(Ok(inbound.into_admitted())))
+                        telemetry::message_admitted();
+                        return Poll::Ready(Some(Ok(inbound.into_admitted())));
                     }
                     Ok(Verdict::Reply(frame)) => {
                         if self.replies.allow() {
