@@ -39,6 +39,10 @@ struct InfoInner {
 impl ConnectionInfo {
     /// A connection's identity from its handshake's URI and extensions (a copy of them,
     /// without the [`ConnectionScope`] and the [`PendingRejection`]).
+    ///
+    /// The URI is copied into an allocation of its own: hyper parses a request's URI in
+    /// place, so the URI it hands over shares the connection's whole read buffer (8 KiB or
+    /// more), which a URI kept for the socket's life would otherwise keep alive.
     pub fn from_handshake(uri: Uri, extensions: &Extensions) -> Self {
         let mut extensions = extensions.clone();
         extensions.remove::<ConnectionScope>();
@@ -48,7 +52,7 @@ impl ConnectionInfo {
                 client_ip: extensions.get::<ClientIp>().map(|ip| ip.0),
                 principal: extensions.get::<Principal>().cloned(),
                 token_expiry: extensions.get::<TokenExpiry>().map(|e| e.0),
-                uri,
+                uri: owned_uri(uri),
                 extensions,
             }),
         }
@@ -99,6 +103,12 @@ impl ConnectionInfo {
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// `uri` in storage of its own, not a slice of the buffer it was parsed from (the same
+/// URI; kept as it is in the impossible case that its own text does not parse again).
+fn owned_uri(uri: Uri) -> Uri {
+    Uri::try_from(uri.to_string()).unwrap_or(uri)
 }
 
 impl From<&Connection> for ConnectionInfo {
@@ -190,5 +200,38 @@ impl Deref for Connection {
 
     fn deref(&self) -> &ConnectionInfo {
         &self.info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Extensions, Uri};
+
+    use super::Connection;
+
+    /// A URI parsed in place from a server's read buffer (as hyper does) must not keep that
+    /// buffer alive for the connection's life.
+    #[test]
+    fn connection_does_not_pin_the_read_buffer_of_its_uri() {
+        let head = b"/ws?token=abc&room=r1";
+        let mut buffer = vec![b' '; 16 * 1024];
+        buffer[..head.len()].copy_from_slice(head);
+        let buffer = Bytes::from(buffer);
+        let uri = Uri::from_maybe_shared(buffer.slice(..head.len())).unwrap();
+        assert!(!buffer.is_unique(), "the parsed URI shares the buffer");
+
+        let conn = Connection::new(uri, &mut Extensions::new());
+        assert!(buffer.is_unique(), "the connection still holds the read buffer");
+        assert_eq!(conn.uri(), "/ws?token=abc&room=r1");
+        assert_eq!(conn.uri().query(), Some("token=abc&room=r1"));
+    }
+
+    #[test]
+    fn absolute_uris_survive_the_copy() {
+        let uri: Uri = "http://example.com:8080/ws?x=1".parse().unwrap();
+        let conn = Connection::new(uri.clone(), &mut Extensions::new());
+        assert_eq!(conn.uri(), &uri);
+        assert_eq!(conn.uri().authority(), uri.authority());
     }
 }
