@@ -19,6 +19,10 @@
 //! arriving, per IP or in all, close new connections at once (`--max-pending-heads`,
 //! `--max-pending-heads-per-ip`).
 //!
+//! Fleet mode: with `--redis-url` the connection limits, the per-user message budgets and
+//! revocation live in Redis, shared by every instance (`--redis-failure open|closed` for
+//! outages); without it everything stays in memory and no Redis is needed.
+//!
 //! The stack, outermost first: client IP (trusted proxies only), Origin allow-list, JWT
 //! (query `?token=`, `Authorization: Bearer`, or the `bearer, <token>` subprotocol form),
 //! connection limits (per user, per IP, in all) held for the socket's life; then, on every
