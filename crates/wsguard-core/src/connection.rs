@@ -222,7 +222,10 @@ mod tests {
         assert!(!buffer.is_unique(), "the parsed URI shares the buffer");
 
         let conn = Connection::new(uri, &mut Extensions::new());
-        assert!(buffer.is_unique(), "the connection still holds the read buffer");
+        assert!(
+            buffer.is_unique(),
+            "the connection still holds the read buffer"
+        );
         assert_eq!(conn.uri(), "/ws?token=abc&room=r1");
         assert_eq!(conn.uri().query(), Some("token=abc&room=r1"));
     }
