@@ -23,6 +23,8 @@ pub(crate) struct Config<P> {
     pub(crate) allow: AllowList,
     pub(crate) allow_missing: bool,
     pub(crate) every_request: bool,
+    /// Dry-run mode: refusals are logged and counted, and the request goes through.
+    pub(crate) dry_run: bool,
     pub(crate) policy: P,
     pub(crate) predicate: Option<SharedPredicate>,
 }
@@ -33,6 +35,7 @@ impl<P> fmt::Debug for Config<P> {
             .field("allow", &self.allow)
             .field("allow_missing", &self.allow_missing)
             .field("every_request", &self.every_request)
+            .field("dry_run", &self.dry_run)
             .field("policy", &std::any::type_name::<P>())
             .field("predicate", &self.predicate.is_some())
             .finish()
@@ -51,23 +54,36 @@ pub(crate) enum Decision {
 }
 
 impl<P> Config<P> {
+    /// Whether refusals are enforced or only logged and counted.
+    pub(crate) const fn mode(&self) -> Mode {
+        Mode::from_dry_run(self.dry_run)
+    }
+
+    /// The decision on `req`; in dry-run mode a refusal (logged and counted) passes.
     pub(crate) fn decide<B>(&self, req: &Request<B>) -> Decision {
+        match self.decide_enforced(req) {
+            Decision::Reject if self.dry_run => Decision::Pass,
+            decision => decision,
+        }
+    }
+
+    fn decide_enforced<B>(&self, req: &Request<B>) -> Decision {
         if !self.every_request && !is_websocket_upgrade(req) {
             return Decision::Pass;
         }
         let value = match header_origin(req.headers()) {
             HeaderOrigin::Absent if self.allow_missing => return Decision::Pass,
             HeaderOrigin::Absent => {
-                log_rejection(peer(req), Cause::Missing, None, None);
+                log_rejection(self.mode(), peer(req), Cause::Missing, None, None);
                 return Decision::Reject;
             }
             HeaderOrigin::Null if self.allow.allows_null() => return Decision::Pass,
             HeaderOrigin::Null => {
-                log_rejection(peer(req), Cause::Null, None, None);
+                log_rejection(self.mode(), peer(req), Cause::Null, None, None);
                 return Decision::Reject;
             }
             HeaderOrigin::Invalid(error) => {
-                log_rejection(peer(req), Cause::Malformed, None, Some(error));
+                log_rejection(self.mode(), peer(req), Cause::Malformed, None, Some(error));
                 return Decision::Reject;
             }
             HeaderOrigin::Value(value) => value,
@@ -75,7 +91,7 @@ impl<P> Config<P> {
         let origin = match parse_origin(value) {
             Ok(origin) => origin,
             Err(error) => {
-                log_rejection(peer(req), Cause::Malformed, None, Some(error));
+                log_rejection(self.mode(), peer(req), Cause::Malformed, None, Some(error));
                 return Decision::Reject;
             }
         };
@@ -98,7 +114,13 @@ impl<P> Config<P> {
                 }
             }
             None => {
-                log_rejection(peer(req), Cause::NotAllowed, Some(&origin), None);
+                log_rejection(
+                    self.mode(),
+                    peer(req),
+                    Cause::NotAllowed,
+                    Some(&origin),
+                    None,
+                );
                 Decision::Reject
             }
         }
@@ -136,28 +158,43 @@ impl Cause {
     }
 }
 
-/// Logs and counts one rejection.
+/// Logs and counts one rejection (in dry-run mode, one request let through that would have
+/// been rejected).
 ///
 /// The `Origin` value is attacker-controlled: it is logged only once it parsed, in its
 /// normalised form, which holds nothing but lowercase letters, digits and `.-_:[]/+` and is
 /// at most [`MAX_ORIGIN_LEN`](crate::MAX_ORIGIN_LEN) bytes long. A malformed value is never
 /// logged, only the kind of error.
 pub(crate) fn log_rejection(
+    mode: Mode,
     peer: Option<IpAddr>,
     cause: Cause,
     origin: Option<&dyn fmt::Display>,
     error: Option<ParseOriginError>,
 ) {
-    tracing::info!(
-        target: "wsguard_origin",
-        reason = Reason::OriginNotAllowed.as_str(),
-        cause = cause.as_str(),
-        peer = peer.map(tracing::field::display),
-        origin = origin.map(tracing::field::display),
-        error = error.map(ParseOriginError::as_str),
-        "request rejected: origin not allowed"
-    );
-    telemetry::refused(Mode::Enforce);
+    if mode.is_dry_run() {
+        tracing::info!(
+            target: "wsguard_origin",
+            reason = Reason::OriginNotAllowed.as_str(),
+            mode = mode.as_str(),
+            cause = cause.as_str(),
+            peer = peer.map(tracing::field::display),
+            origin = origin.map(tracing::field::display),
+            error = error.map(ParseOriginError::as_str),
+            "dry run: request let through that would be rejected: origin not allowed"
+        );
+    } else {
+        tracing::info!(
+            target: "wsguard_origin",
+            reason = Reason::OriginNotAllowed.as_str(),
+            cause = cause.as_str(),
+            peer = peer.map(tracing::field::display),
+            origin = origin.map(tracing::field::display),
+            error = error.map(ParseOriginError::as_str),
+            "request rejected: origin not allowed"
+        );
+    }
+    telemetry::refused(mode);
 }
 
 /// The client address for the log: the resolved [`ClientIp`], else the direct peer.

@@ -135,9 +135,15 @@ where
                             future: inner.call(req),
                         }
                     } else {
-                        log_rejection(peer, Cause::Predicate, Some(&origin), None);
-                        Kind::Rejected {
-                            response: Some(config.reject()),
+                        log_rejection(config.mode(), peer, Cause::Predicate, Some(&origin), None);
+                        if config.dry_run {
+                            Kind::Inner {
+                                future: inner.call(req),
+                            }
+                        } else {
+                            Kind::Rejected {
+                                response: Some(config.reject()),
+                            }
                         }
                     }
                 }

@@ -28,6 +28,7 @@ impl OriginGuardLayer {
                 allow,
                 allow_missing: true,
                 every_request: false,
+                dry_run: false,
                 policy: HttpRejection,
                 predicate: None,
             }),
@@ -71,6 +72,19 @@ where
         })
     }
 
+    /// Dry-run mode (default `false`): a request the layer would refuse is let through, and
+    /// its refusal is logged (the same `INFO` event, with `mode = "dry_run"`) and counted in
+    /// `wsguard_rejections_total{layer="origin", reason="origin_not_allowed",
+    /// mode="dry_run"}` instead of `mode="enforce"`. Roll an allow-list out with it: watch
+    /// what it would refuse, then turn enforcement on. See [Dry run](crate#dry-run).
+    #[must_use]
+    pub fn dry_run(self, enabled: bool) -> Self {
+        self.map(|config| Config {
+            dry_run: enabled,
+            ..config
+        })
+    }
+
     /// Replaces the allow-list.
     #[must_use]
     pub fn with_allow_list(self, allow: AllowList) -> Self {
@@ -87,6 +101,7 @@ where
             allow: config.allow,
             allow_missing: config.allow_missing,
             every_request: config.every_request,
+            dry_run: config.dry_run,
             policy,
             predicate: config.predicate,
         })

@@ -144,6 +144,13 @@
 //! events is attacker-driven: filter by target if they are too many. Each rejection is also
 //! counted (see [Metrics](#metrics)).
 //!
+//! # Dry run
+//!
+//! [`OriginGuardLayer::dry_run`]`(true)` lets every request through and logs and counts what
+//! the layer would refuse: the same `INFO` event with a `mode = "dry_run"` field, and the
+//! counter with `mode="dry_run"`. Use it to roll an allow-list out on live traffic. The
+//! option has this one name, `dry_run`, on every wsguard limit.
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature, through wsguard-core's counter (the label this crate uses
