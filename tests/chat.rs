@@ -281,6 +281,41 @@ async fn refused_handshakes_get_their_status() {
 }
 
 #[tokio::test]
+async fn with_dry_run_a_foreign_origin_and_a_flood_are_let_through_and_counted() {
+    let series =
+        r#"wsguard_rejections_total{layer="origin",reason="origin_not_allowed",mode="dry_run"}"#;
+    let running = start(&["--dry-run", "--msg-rate", "5", "--msg-burst", "5"]).await;
+    let before = metric(&http_get(&running, "/metrics").await, series);
+    // Refused with 403 without --dry-run (refused_handshakes_get_their_status).
+    let mut alice = connect(
+        &running,
+        Some(&token("alice", 3600)),
+        Some("https://evil.example"),
+    )
+    .await
+    .expect("a dry run refuses no origin");
+    send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
+    let after = metric(&http_get(&running, "/metrics").await, series);
+    assert!(after >= before + 1.0, "{before} -> {after}");
+
+    // Over the message budget (a burst of 5, cut with 4429 without --dry-run): every ping is
+    // answered, and what the budget would have refused is counted.
+    let budget =
+        r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="dry_run"}"#;
+    let before = metric(&http_get(&running, "/metrics").await, budget);
+    for _ in 0..20 {
+        send(&mut alice, serde_json::json!({"type": "ping"})).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
+    }
+    let after = metric(&http_get(&running, "/metrics").await, budget);
+    assert!(after >= before + 10.0, "{before} -> {after}");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
 async fn a_fourth_connection_for_one_user_is_refused() {
     let running = start(&[]).await;
     let mut open = Vec::new();

@@ -173,6 +173,12 @@ pub struct Args {
     #[arg(long, env = "WSGUARD_REJECT_MODE", value_enum, default_value_t = RejectMode::Http)]
     pub reject_mode: RejectMode,
 
+    /// Dry run for the limits: log and count (metrics with mode="dry_run") what the Origin
+    /// check and the message budgets would refuse, and refuse nothing, to roll limits out
+    /// safely.
+    #[arg(long, env = "WSGUARD_DRY_RUN")]
+    pub dry_run: bool,
+
     /// Fleet mode: keep the connection limits (global, per IP, per user), the message
     /// budgets per user and token revocations in the Redis at this URL
     /// (redis://[:PASSWORD@]HOST[:PORT][/DB]), shared by every chat instance given the same

@@ -329,7 +329,9 @@ where
             .add_origin(pattern)
             .map_err(|e| Fatal(format!("--allow-origin {pattern}: {e}")))?;
     }
-    let origin = OriginGuardLayer::new(allow).allow_missing_origin(!args.deny_missing_origin);
+    let origin = OriginGuardLayer::new(allow)
+        .allow_missing_origin(!args.deny_missing_origin)
+        .dry_run(args.dry_run);
 
     let mut keys = keys.into_iter();
     let first = keys
@@ -363,8 +365,9 @@ where
         .store(stores.connections)
         .build()?;
 
-    let rate_limit =
-        MessageRateLimitLayer::new().per_key_store(PrincipalKey::default(), stores.messages);
+    let rate_limit = MessageRateLimitLayer::new()
+        .per_key_store(PrincipalKey::default(), stores.messages)
+        .dry_run(args.dry_run);
 
     let max = args.max_message_bytes as usize;
     let validate = ValidateMessageLayer::new()

@@ -13,7 +13,7 @@ use governor::{
     Quota, RateLimiter,
 };
 use wsguard_core::{
-    guard::{foreign_connection, record_rejection, ConnectionBinding},
+    guard::{foreign_connection, record_rejection, record_rejection_as, ConnectionBinding, Mode},
     ConnectionInfo, ErrorFrame, Inbound, KeyError, KeyExtractor, Reason, Rejection, Verdict,
     WsMessage,
 };
@@ -59,6 +59,8 @@ pub(crate) struct Config<K, F> {
     pub(crate) keyed: Option<Keyed<K>>,
     pub(crate) excess: OnExcess,
     pub(crate) abuse: Abuse,
+    /// Dry-run mode: refusals are logged and counted, and every message goes through.
+    pub(crate) dry_run: bool,
     pub(crate) frame: F,
 }
 
@@ -93,6 +95,7 @@ impl<K: Clone, F: Clone> Clone for Config<K, F> {
             keyed: self.keyed.clone(),
             excess: self.excess,
             abuse: self.abuse,
+            dry_run: self.dry_run,
             frame: self.frame.clone(),
         }
     }
@@ -213,8 +216,12 @@ impl Progress {
                 Stage::Messages => {
                     if let Some(limiter) = &conn.messages {
                         if let Err(not_until) = limiter.check() {
-                            let wait = not_until.wait_time_from(PlaneClock.now());
-                            return self.excess(config, conn, info, "connection", wait);
+                            if config.dry_run {
+                                self.would_refuse(Reason::RateExceeded, "connection");
+                            } else {
+                                let wait = not_until.wait_time_from(PlaneClock.now());
+                                return self.excess(config, conn, info, "connection", wait);
+                            }
                         }
                     }
                     self.stage = Stage::Bytes;
@@ -225,12 +232,21 @@ impl Progress {
                             Ok(None) => {}
                             Ok(Some(cells)) => match limiter.check_n(cells) {
                                 Ok(Ok(())) => {}
+                                Ok(Err(_)) if config.dry_run => {
+                                    self.would_refuse(Reason::RateExceeded, "connection");
+                                }
                                 Ok(Err(not_until)) => {
                                     let wait = not_until.wait_time_from(PlaneClock.now());
                                     return self.excess(config, conn, info, "connection", wait);
                                 }
+                                Err(_) if config.dry_run => {
+                                    self.would_refuse(Reason::MessageTooLarge, "connection");
+                                }
                                 Err(_) => return too_large(info, "connection"),
                             },
+                            Err(()) if config.dry_run => {
+                                self.would_refuse(Reason::MessageTooLarge, "connection");
+                            }
                             Err(()) => return too_large(info, "connection"),
                         }
                     }
@@ -248,6 +264,11 @@ impl Progress {
                     });
                     let key = match key {
                         Ok((key, _)) => key,
+                        Err(err) if config.dry_run => {
+                            self.would_refuse(key_reason(*err), "key");
+                            self.stage = Stage::Done;
+                            continue;
+                        }
                         Err(err) => return key_error(*err),
                     };
                     return match keyed.store.check_now(key, self.cost) {
@@ -276,6 +297,16 @@ impl Progress {
             Some(Ok((_, class))) => class,
             _ => "key",
         };
+        if config.dry_run {
+            match decision {
+                Decision::Allow => {}
+                Decision::Deny { .. } => self.would_refuse(Reason::RateExceeded, class),
+                Decision::TooLarge => self.would_refuse(Reason::MessageTooLarge, class),
+                _ => self.would_refuse(Reason::AtCapacity, class),
+            }
+            self.stage = Stage::Done;
+            return Next::Pass;
+        }
         match decision {
             Decision::Allow => {
                 self.stage = Stage::Done;
@@ -285,6 +316,23 @@ impl Progress {
             Decision::TooLarge => too_large(info, class),
             Decision::Unavailable => unavailable(info, class),
         }
+    }
+
+    /// Dry run: logs and counts (once per message) what enforce mode would do for `reason`
+    /// in `scope`, and lets the message go on.
+    fn would_refuse(&mut self, reason: Reason, scope: &'static str) {
+        if self.counted {
+            return;
+        }
+        self.counted = true;
+        record_rejection_as(LAYER, reason, Mode::DryRun);
+        tracing::info!(
+            target: "wsguard_msg_rate",
+            reason = reason.as_str(),
+            scope,
+            mode = Mode::DryRun.as_str(),
+            "dry run: message let through that would be refused"
+        );
     }
 
     /// A message over budget in `scope`: refuse it or wait, and close on sustained abuse.
@@ -363,6 +411,13 @@ fn unavailable<SF, M>(info: &ConnectionInfo, scope: &'static str) -> Next<SF, M>
     );
     record_rejection(LAYER, Reason::AtCapacity);
     Next::Verdict(Verdict::Close(Rejection::new(Reason::AtCapacity)))
+}
+
+fn key_reason(err: KeyError) -> Reason {
+    match err {
+        KeyError::Missing(_) => Reason::Internal,
+        _ => Reason::BadRequest,
+    }
 }
 
 fn key_error<SF, M>(err: KeyError) -> Next<SF, M> {

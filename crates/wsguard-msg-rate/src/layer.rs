@@ -69,6 +69,7 @@ impl MessageRateLimitLayer {
                 keyed: None,
                 excess: OnExcess::Reply,
                 abuse: tolerance,
+                dry_run: false,
                 frame: JsonErrorFrame,
             }),
         }
@@ -137,6 +138,7 @@ where
             }),
             excess: c.excess,
             abuse: c.abuse,
+            dry_run: c.dry_run,
             frame: c.frame,
         })
     }
@@ -168,6 +170,21 @@ where
         Ok(self.map(|c| Config { abuse, ..c }))
     }
 
+    /// Dry-run mode (default `false`): every message goes through, and what the layer would
+    /// refuse or close for (over a budget, too large, no key, a store failing closed) is
+    /// logged (`INFO`, target `wsguard_msg_rate`, with the scope and `mode = "dry_run"`, never
+    /// the key) and counted once per message in `wsguard_rejections_total{layer="msg_rate",
+    /// mode="dry_run"}`. A message let through is not charged to the budget it exceeded
+    /// (a GCRA check that fails changes nothing), so the budgets measure what enforce mode
+    /// would have admitted. See [Dry run](crate#dry-run).
+    #[must_use]
+    pub fn dry_run(self, enabled: bool) -> Self {
+        self.map(|c| Config {
+            dry_run: enabled,
+            ..c
+        })
+    }
+
     /// Never closes for excess: every message over budget is answered by [`OnExcess`] alone.
     ///
     /// Only for clients you trust: a flooding client then keeps its socket, and costs a
@@ -192,6 +209,7 @@ where
             keyed: c.keyed,
             excess: c.excess,
             abuse: c.abuse,
+            dry_run: c.dry_run,
             frame,
         })
     }

@@ -127,6 +127,15 @@
 //! front of the upgrade. A socket without that identity is closed with 1011 at its first
 //! message, and the misconfiguration is logged at `error` level.
 //!
+//! # Dry run
+//!
+//! [`MessageRateLimitLayer::dry_run`]`(true)` lets every message through: what the layer
+//! would refuse or close for is logged (`INFO`, target `wsguard_msg_rate`, `mode =
+//! "dry_run"`, the scope, never the key or the peer) and counted once per message with
+//! `mode="dry_run"`, and no socket is closed for excess. A message let through is not
+//! charged to the budget it exceeded. The option has this one name, `dry_run`, on every
+//! wsguard limit.
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature, through wsguard-core's counters and gauges (the labels this

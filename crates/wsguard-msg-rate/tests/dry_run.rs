@@ -1,0 +1,126 @@
+//! Dry-run mode over a real socket: the messages that enforce mode refuses are echoed, and
+//! each refusal is logged and counted once with `mode="dry_run"`.
+#![cfg(feature = "metrics")]
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{extract::ws::Message, routing::get, Router};
+use futures_util::{SinkExt, StreamExt};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_tungstenite::tungstenite;
+use tower::ServiceBuilder;
+use tracing::Level;
+use wsguard_core::{axum::GuardedUpgrade, GuardedSocket, PrincipalKey};
+use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
+use wsguard_test_kit::{
+    client::{self, Client},
+    logs::Logs,
+    server,
+    service::query_identity,
+    MAX_MESSAGES,
+};
+
+/// An echo server whose sockets go through `layer`; `?user=NAME` becomes the principal.
+async fn serve(layer: MessageRateLimitLayer) -> SocketAddr {
+    let ws = move |upgrade: GuardedUpgrade| {
+        let layer = layer.clone();
+        async move {
+            upgrade.on_upgrade(move |socket, conn| async move {
+                let mut socket =
+                    GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(u32::MAX);
+                for _ in 0..MAX_MESSAGES {
+                    let Some(Ok(msg)) = socket.next().await else {
+                        break;
+                    };
+                    if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        }
+    };
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
+    server::axum_without_connect_info(app).await
+}
+
+/// Sends `n` messages, then reads `n` answers; returns how many were echoes.
+async fn flood(client: &mut Client, n: usize) -> usize {
+    for i in 0..n {
+        client
+            .feed(tungstenite::Message::text(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut echoed = 0;
+    for _ in 0..n {
+        let text = client::next(client).await.into_text().unwrap().to_string();
+        if text.starts_with('m') {
+            echoed += 1;
+        }
+    }
+    echoed
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+const ENFORCED: &str =
+    r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="enforce"}"#;
+const DRY_RUN: &str =
+    r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="dry_run"}"#;
+
+/// A burst of 3 per user that does not refill during the test.
+fn layer() -> MessageRateLimitLayer {
+    let budget = Budget::new().messages(rate(1).per(Duration::from_secs(3600)).burst(3));
+    MessageRateLimitLayer::new()
+        .per_key(PrincipalKey::default(), budget)
+        .unwrap()
+        .never_close()
+}
+
+// A current-thread runtime: the server, the client and the thread-local recorder and log
+// subscriber share one thread, so no other test's events reach them.
+#[tokio::test]
+async fn a_dry_run_echoes_what_enforce_mode_refuses_and_counts_and_logs_it() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let logs = Logs::new();
+    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+
+    // Enforced: 3 of 8 echoed, 5 refused.
+    let enforcing = serve(layer()).await;
+    let mut alice = client::connect(enforcing, "/ws?user=alice").await;
+    assert_eq!(flood(&mut alice, 8).await, 3);
+    client::close(alice).await;
+    assert_eq!(value(&metrics.render(), ENFORCED), 5.0);
+    assert_eq!(value(&metrics.render(), DRY_RUN), 0.0);
+
+    // Dry run: all 8 echoed; the 5 it would have refused are counted and logged, once each.
+    let dry = serve(layer().dry_run(true)).await;
+    let mut alice = client::connect(dry, "/ws?user=alice").await;
+    assert_eq!(flood(&mut alice, 8).await, 8);
+    client::close(alice).await;
+    let text = metrics.render();
+    assert_eq!(value(&text, DRY_RUN), 5.0, "{text}");
+    assert_eq!(value(&text, ENFORCED), 5.0, "{text}");
+    let lines = logs.text();
+    let dry_lines: Vec<_> = lines.lines().filter(|l| l.contains("dry run")).collect();
+    assert_eq!(dry_lines.len(), 5, "{lines}");
+    assert!(dry_lines
+        .iter()
+        .all(|l| l.contains("rate_exceeded") && !l.contains("alice")));
+}
