@@ -222,7 +222,6 @@ pub use fleet::{
     DEFAULT_CIRCUIT_OPEN_FOR, DEFAULT_DEADLINE, DEFAULT_PREFIX,
 };
 pub use gcra::{Gcra, GcraOutcome};
-pub use telemetry::describe_metrics;
 pub use revocation::{
     RedisRevocations, RevocationFuture, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
 };
@@ -230,3 +229,4 @@ pub use subscriber::{
     RevocationSubscriber, SUBSCRIBER_PING_EVERY, SUBSCRIBER_RETRY_MAX, SUBSCRIBER_RETRY_MIN,
     SUBSCRIBER_TIMEOUT,
 };
+pub use telemetry::describe_metrics;
