@@ -201,8 +201,8 @@ where
 /// Each limited key is a sorted set: one member per connection holding a slot (this
 /// instance's random id and a counter, never a timestamp), scored with the lease's expiry
 /// computed from Redis's own clock. [`acquire`](ConnectionStore::acquire) takes the slots
-/// key by key, one Lua script per key, and gives back what it took when a later key is
-/// full. While a lease lives, the [`LeaseDriver`] renews it with the instance's other
+/// with one Lua script per key, the scripts of a stack of limits sent together (one round
+/// trip on a multiplexed connection), and gives back what it took when a key is full. While a lease lives, the [`LeaseDriver`] renews it with the instance's other
 /// leases, one round per renewal interval; dropping the lease hands its release to the
 /// driver and never blocks. A lease nobody renews (a crashed instance) expires within the
 /// TTL.
@@ -363,23 +363,31 @@ where
             )
         })
         .collect();
-    let mut conn = shared.fleet.conn.clone();
+    // The keys' scripts are sent together (a multiplexed connection pipelines them): one
+    // round trip for a stack of limits, not one per limit. All or nothing as before: when a
+    // key is full, every slot taken is given back.
+    let ttl_ms = shared.ttl_ms;
     let outcome = shared
         .fleet
         .call(async {
-            for (index, (slot, key)) in slots.iter().zip(&keys).enumerate() {
-                let taken: i64 = ACQUIRE
-                    .key(&**key)
-                    .arg(slot.max().get())
-                    .arg(shared.ttl_ms)
-                    .arg(&*member)
-                    .invoke_async(&mut conn)
-                    .await?;
-                if taken != 1 {
-                    return Ok(Some(index));
+            let calls = slots.iter().zip(&keys).map(|(slot, key)| {
+                let mut conn = shared.fleet.conn.clone();
+                let member = &*member;
+                async move {
+                    ACQUIRE
+                        .key(&**key)
+                        .arg(slot.max().get())
+                        .arg(ttl_ms)
+                        .arg(member)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
                 }
-            }
-            Ok(None)
+            });
+            let taken = join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(taken.iter().position(|&taken| taken != 1))
         })
         .await;
     match outcome {
@@ -396,9 +404,8 @@ where
         }
         Ok(Some(index)) => {
             shared.degraded.answered();
-            // All or nothing: give back the slots taken before the full one.
-            let mut keys = keys;
-            keys.truncate(index);
+            // All or nothing: give back the slots taken (removing a lease from the full
+            // key, which did not take it, is harmless).
             shared.release(member, keys);
             Err(Refusal::Full { slot: index })
         }
