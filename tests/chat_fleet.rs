@@ -210,10 +210,14 @@ async fn a_redis_down_at_start_is_served_by_policy_until_it_answers() {
     // The chat starts all the same; nothing waits for Redis.
     let closed = start(&redis.url(), &["--redis-failure", "closed"]).await;
     let open = start(&redis.url(), &["--redis-failure", "open"]).await;
-    // Closed: the revocation check cannot answer, the handshake is refused (500), promptly.
+    // Closed: the revocation check cannot answer, the handshake is refused (503), promptly.
     let asked = Instant::now();
     let refused = status(&closed, "alice").await;
-    assert!(refused.is_server_error(), "fail-closed answered {refused}");
+    assert_eq!(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fail-closed answered {refused}"
+    );
     assert!(asked.elapsed() < WAIT);
     // Open: this instance's memory answers.
     let _alice = connect(&open, "alice")

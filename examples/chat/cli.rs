@@ -191,7 +191,7 @@ pub struct Args {
     /// What fleet mode does while Redis cannot answer within 50 ms (down, frozen, or not
     /// reached yet), for every store: `open` answers from this instance's memory (limits
     /// per instance, revocations made here only); `closed` refuses (handshakes get 503 with
-    /// Retry-After, or 500 from the revocation check; sockets sending messages are closed
+    /// Retry-After; sockets sending messages are closed
     /// with 1013). Default: each store's own. Connection limits and budgets are `open` (a
     /// Redis outage must not take every socket down, and each instance stays bounded by its
     /// own limits); revocation is `closed` (a revoked token must not work again because

@@ -14,7 +14,10 @@
 //! Over budget, a request is refused with [`Reason::RateExceeded`]: `429 Too Many Requests`
 //! with a `Retry-After` (whole seconds, rounded up, never the limit itself), the gRPC form
 //! through [`GrpcRejection`](wsguard_core::GrpcRejection), or, in close mode, an upgrade
-//! closed at once with 4429. Every handshake that this layer lets through spends from its
+//! closed at once with 4429. A shared store that cannot answer and fails closed
+//! ([`Decision::Unavailable`](wsguard_msg_rate::Decision::Unavailable)) gets
+//! [`Reason::AtCapacity`] instead: 503 with `Retry-After: 1` (1013 in close mode), since the
+//! client did nothing wrong. Every handshake that this layer lets through spends from its
 //! key's budget, whatever the layers inside it answer (a refused attempt costs the server a
 //! handshake too); one this layer refuses spends nothing. Put the layer on the WebSocket
 //! route.
@@ -301,6 +304,10 @@ where
     }
 }
 
+/// The `Retry-After` of a refusal because the store could not answer (a shared store
+/// behind a deadline and a circuit breaker answers again within about a second).
+const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The state after the store's `decision` on `req`: call `inner`, or refuse.
 fn decide<S, K, P, ReqBody>(
     config: &Config<K, P>,
@@ -312,23 +319,37 @@ where
     S: Service<Request<ReqBody>>,
     K: KeyStore,
 {
-    let retry_after = match decision {
+    let rejection = match decision {
         Decision::Allow => {
             return State::Calling {
                 future: inner.call(req),
                 pending: None,
             }
         }
-        Decision::Deny { retry_after } => retry_after,
-        // A handshake costs no bytes: anything else means the store refuses for good.
-        _ => std::time::Duration::ZERO,
+        Decision::Unavailable => {
+            // A shared store that cannot answer and fails closed (it logs the outage once
+            // per transition): the handshake may be fine, so 503 and a retry, not 429.
+            tracing::debug!(
+                reason = Reason::AtCapacity.as_str(),
+                "handshake refused: the handshake rate's store cannot answer"
+            );
+            record_rejection(LAYER, Reason::AtCapacity);
+            Rejection::new(Reason::AtCapacity).with_retry_after(UNAVAILABLE_RETRY_AFTER)
+        }
+        // `Deny`, and `TooLarge`, which a handshake (a cost of no bytes) cannot get.
+        decision => {
+            let retry_after = match decision {
+                Decision::Deny { retry_after } => retry_after,
+                _ => std::time::Duration::ZERO,
+            };
+            tracing::debug!(
+                reason = Reason::RateExceeded.as_str(),
+                "handshake refused: over its key's handshake rate"
+            );
+            record_rejection(LAYER, Reason::RateExceeded);
+            Rejection::new(Reason::RateExceeded).with_retry_after(retry_after)
+        }
     };
-    tracing::debug!(
-        reason = Reason::RateExceeded.as_str(),
-        "handshake refused: over its key's handshake rate"
-    );
-    record_rejection(LAYER, Reason::RateExceeded);
-    let rejection = Rejection::new(Reason::RateExceeded).with_retry_after(retry_after);
     if config.close_mode && is_websocket_upgrade(&req) {
         if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {
             return State::Calling {

@@ -13,6 +13,12 @@ use wsguard_core::ClientIpKey;
 use wsguard_msg_rate::{rate, Budget, InMemoryKeyStore};
 
 async fn serve(limit: HandshakeRateLimitLayer) -> SocketAddr {
+    serve_with(limit).await
+}
+
+async fn serve_with<K: wsguard_msg_rate::KeyStore>(
+    limit: HandshakeRateLimitLayer<K>,
+) -> SocketAddr {
     spawn(ws_route().layer(ServiceBuilder::new().layer(client_ip()).layer(limit))).await
 }
 
@@ -128,4 +134,33 @@ async fn tonic_stacks_get_the_grpc_form() {
     assert_eq!(refused.status(), 200);
     assert_eq!(refused.headers()["grpc-status"], "8");
     assert!(refused.headers().contains_key("grpc-retry-pushback-ms"));
+}
+
+/// A shared store whose backend cannot answer, failing closed.
+#[derive(Clone)]
+struct Down;
+
+impl wsguard_msg_rate::KeyStore for Down {
+    type Prepared = ();
+    type Future = std::future::Ready<wsguard_msg_rate::Decision>;
+
+    fn prepare(&self, _: wsguard_core::Key) {}
+
+    fn check(&self, _: &(), _: wsguard_msg_rate::Cost) -> Self::Future {
+        std::future::ready(wsguard_msg_rate::Decision::Unavailable)
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_answer_gets_503_with_a_retry_not_429() {
+    let addr = serve_with(HandshakeRateLimitLayer::with_store(
+        ClientIpKey::default(),
+        Down,
+    ))
+    .await;
+    for i in 0..3 {
+        let (status, retry_after) = handshake(addr, ip("127.0.0.4"), None).await;
+        assert_eq!(status, 503, "attempt {i}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "attempt {i}");
+    }
 }

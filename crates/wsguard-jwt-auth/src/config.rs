@@ -141,17 +141,24 @@ impl<C, P> Config<C, P> {
         res
     }
 
-    /// The rejection of `failure`: its reason, and for keys not loaded yet, when to retry.
+    /// The rejection of `failure`: its reason, and for keys not loaded yet or a revocation
+    /// store that cannot answer, when to retry.
     pub(crate) fn rejection(&self, failure: Failure) -> Rejection {
         let rejection = Rejection::new(failure.reason());
         match failure {
             Failure::KeysUnavailable => {
                 rejection.with_retry_after(self.verifier.keys_retry_after())
             }
+            Failure::RevocationUnavailable => rejection.with_retry_after(REVOCATION_RETRY_AFTER),
             _ => rejection,
         }
     }
 }
+
+/// The `Retry-After` of a refusal because the revocation store could not answer: a store
+/// behind a deadline and a circuit breaker (wsguard-redis) answers again, or answers from its
+/// fallback, within about a second.
+const REVOCATION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Puts what the token proved into the request's extensions, and registers a WebSocket
 /// handshake in the live sessions, if configured. The registration comes before the

@@ -183,7 +183,9 @@ pub enum Failure {
     Denied,
     /// The token was revoked.
     Revoked,
-    /// The revocation store could not answer, and the layer fails closed.
+    /// The revocation store could not answer, and the layer fails closed. Answered with 503
+    /// and `Retry-After` (1 s): the token may well be valid, and the store may answer on the
+    /// next try.
     RevocationUnavailable,
     /// No loaded key verifies the token, and a key source that could hold its key (a JWKS
     /// cache or an OpenID Connect issuer whose first fetch has not succeeded yet) has no
@@ -240,8 +242,7 @@ impl Failure {
     /// | [`MultipleTokens`](Self::MultipleTokens) | [`Reason::BadRequest`] | 400 |
     /// | [`Expired`](Self::Expired) | [`Reason::TokenExpired`] | 401 |
     /// | [`SiteNotAllowed`](Self::SiteNotAllowed), [`Denied`](Self::Denied), [`Revoked`](Self::Revoked) | [`Reason::Forbidden`] | 403 |
-    /// | [`RevocationUnavailable`](Self::RevocationUnavailable) | [`Reason::Internal`] | 500 |
-    /// | [`KeysUnavailable`](Self::KeysUnavailable) | [`Reason::AtCapacity`] | 503 + `Retry-After` (1013 after an upgrade) |
+    /// | [`RevocationUnavailable`](Self::RevocationUnavailable), [`KeysUnavailable`](Self::KeysUnavailable) | [`Reason::AtCapacity`] | 503 + `Retry-After` (1013 after an upgrade) |
     /// | every other cause | [`Reason::TokenInvalid`] | 401 |
     pub const fn reason(self) -> Reason {
         match self {
@@ -249,8 +250,7 @@ impl Failure {
             Self::MultipleTokens => Reason::BadRequest,
             Self::Expired => Reason::TokenExpired,
             Self::SiteNotAllowed | Self::Denied | Self::Revoked => Reason::Forbidden,
-            Self::RevocationUnavailable => Reason::Internal,
-            Self::KeysUnavailable => Reason::AtCapacity,
+            Self::RevocationUnavailable | Self::KeysUnavailable => Reason::AtCapacity,
             _ => Reason::TokenInvalid,
         }
     }

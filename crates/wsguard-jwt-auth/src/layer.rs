@@ -312,7 +312,8 @@ where
     }
 
     /// What happens when the revocation store fails: `false` (the default) refuses the
-    /// request with 500 ([`Failure::RevocationUnavailable`](crate::Failure::RevocationUnavailable)),
+    /// request with 503 and `Retry-After: 1`
+    /// ([`Failure::RevocationUnavailable`](crate::Failure::RevocationUnavailable)),
     /// `true` lets the token through and logs a warning, trading revocation for
     /// availability while the store is down.
     #[must_use]

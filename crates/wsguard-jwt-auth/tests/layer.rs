@@ -98,7 +98,8 @@ async fn a_failing_store_fails_closed_unless_told_otherwise() {
         .layer(layer().with_revocation(down.clone()))
         .service_fn(inner);
     let res = call(&mut closed, bearer(&token)).await;
-    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(failure(&res), Some(Failure::RevocationUnavailable));
 
     let mut open = ServiceBuilder::new()
