@@ -44,8 +44,8 @@ pub const DEFAULT_BATCH_HOLD: Duration = Duration::from_millis(100);
 ///
 /// A message of a key far from its limit does not need its own round trip. Each connection
 /// keeps a local reservation: budget already debited in Redis, spent in
-/// [`check_now`](KeyStore::check_now) with atomic operations only (one clock reading, one
-/// compare-and-swap per rate, no lock, no allocation, no Redis call).
+/// [`check_now`](KeyStore::check_now) with atomic operations only (one compare-and-swap per
+/// rate: no lock, no clock reading, no allocation, no Redis call).
 ///
 /// - **Refilled ahead.** When a spend leaves the reservation at half of its last grant or
 ///   less, a refill is requested in the background (a task on the current tokio runtime: a
@@ -62,7 +62,8 @@ pub const DEFAULT_BATCH_HOLD: Duration = Duration::from_millis(100);
 ///   never more than a quarter of what the key has left (so nothing is reserved near the
 ///   limit: there every message is one Redis call).
 /// - **Held for a short time.** A reservation may be spent for `hold` (default 100 ms) after
-///   its latest grant; then what is left is dropped and the next message asks Redis.
+///   its latest grant; then a timer (tokio's, so within a millisecond or a busy runtime's
+///   scheduling delay) drops what is left, and the next message asks Redis.
 ///
 /// What it costs in accuracy:
 ///

@@ -162,8 +162,9 @@
 //! A lease is a member of the limited key's sorted set: this instance's random id and a
 //! counter (never a timestamp), scored with its expiry computed from Redis `TIME` inside the
 //! script. Acquiring drops expired members, counts, adds if under the maximum and keeps the
-//! key alive as long as its longest lease, in one script per key; stacked limits are taken
-//! key by key and what was taken is given back when a later key is full. The
+//! key alive as long as its longest lease, in one script per key; a stack of limits sends
+//! its keys' scripts together (one round trip), and what was taken is given back when a key
+//! is full. The
 //! [`LeaseDriver`] renews every live lease of the instance once per renewal interval
 //! (default 10 s) and releases dropped leases as they come: a lease's `Drop` only sends to
 //! it, never blocks. A lease that is not renewed (a crashed instance) expires within the
@@ -173,13 +174,33 @@
 //!
 //! # Measured
 //!
-//! `tests/batch.rs` (`--nocapture` prints the figures; debug build, Redis on loopback, one
-//! 2-core machine): a message of a key far from its limit costs 161 ns with the in-memory
-//! store, 189 µs with one Redis call per message (`with_batch(1)`), 29.8 µs with a batch of
-//! 8, 2.5 µs with 64 (the default: 15.6x in-memory) and 244 ns with 1024 (1.5x). Two
-//! instances flooding one key of 1000 messages/s (burst 100) for 2 s passed 2098 to 2099
-//! of the 2100 allowed with batches of 1, 8 and 64: the batch shrinks to nothing near the
-//! limit, so accuracy there is that of one call per message, and never above the budget.
+//! Release build, `redis-server` on loopback on the same 2-core machine, every figure against
+//! the in-memory store measured in the same run (`benches/fleet.rs`, paired rounds; details
+//! in the repository's BENCHMARKS.md, 2026-11-30):
+//!
+//! - **A message of a key far from its limit** ([`RedisKeyStore`], the local reservation):
+//!   116-120 ns against 117 ns in memory, **0.99x and 1.03x** in two runs (quartiles
+//!   0.95-1.08x). Before the local reservation was spent with atomics and refilled ahead,
+//!   2,475 ns (9.5x): every 64th message waited for a round trip, which is where the time
+//!   went (perf: the process mostly waiting in the kernel's socket wake-ups).
+//! - **A handshake's lease** ([`RedisConnectionStore`]): one script per limited key, sent
+//!   together. With one per-IP limit, 4.8-5.2 µs of CPU in the process and 7.6 µs in
+//!   `redis-server` per handshake; with global, per-IP and per-principal limits, 11.2 µs and
+//!   23 µs. Against a whole handshake of 80-110 µs of server CPU, a CPU-bound instance keeps
+//!   **0.87-0.90x** of its handshake throughput with one limit and **0.70-0.77x** with three
+//!   (0.95x and 0.88-0.91x when Redis runs on another machine). Added latency, one
+//!   handshake at a time: one round trip, p50 27-111 µs, p99 150-260 µs on this shared
+//!   machine.
+//!
+//! Accuracy (`tests/batch.rs`, `--nocapture` prints the figures; debug build): two instances
+//! flooding one key of 1000 messages/s (burst 100) for 2 s passed 2094 to 2099 of the 2100
+//! allowed with batch caps of 1, 8 and 64: near the limit the reservation shrinks to nothing
+//! (a quarter of what is left), so accuracy there is that of one call per message, and never
+//! above the budget. `tests/reserve.rs`: six connections on two instances flooding a budget
+//! that does not refill admit exactly its burst (5000 of 5000), 99% of them without a Redis
+//! call, never more. In the same debug build a message far from its limit costs 166 ns in
+//! memory, 230 µs with one Redis call per message (`with_batch(1)`), 2.3 µs with a cap of
+//! 64 and 359 ns with 1024 (the default cap is 4096).
 //!
 //! # Features
 //!
