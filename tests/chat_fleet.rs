@@ -271,3 +271,65 @@ async fn a_bad_redis_url_is_refused_at_start_without_echoing_it() {
     assert!(message.contains("--redis-url"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+#[tokio::test]
+async fn a_subject_revoked_anywhere_in_the_fleet_closes_its_open_socket_with_4403() {
+    let Some(redis) = redis_common::redis_server() else {
+        return;
+    };
+    let a = start(&redis.url(), &[]).await;
+    let b = start(&redis.url(), &[]).await;
+    let mut alice = connect(&b, "alice").await.expect("alice connects to B");
+    let mut bob = connect(&a, "bob").await.expect("bob connects to A");
+    // Both instances' subscribers are listening before anything is published.
+    let conn = redis.connect().await;
+    let channel = "wsguard:chat:rv:closed";
+    let subscribed = redis_common::eventually(WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            counts.first().is_some_and(|(_, n)| *n >= 2)
+        }
+    })
+    .await;
+    assert!(subscribed, "both chats subscribe to {channel}");
+    // An operator's tool on the same Redis and prefix logs alice out everywhere.
+    let fleet = wsguard_redis::Fleet::new(conn.clone()).with_prefix("wsguard:chat:");
+    let revocations = wsguard_redis::RedisRevocations::new(fleet);
+    let now = SystemTime::now();
+    revocations
+        .revoke_subject_before(
+            "alice",
+            now + Duration::from_secs(1),
+            now + Duration::from_secs(3600),
+        )
+        .await
+        .expect("the revocation is stored and published");
+    let code = timeout(WAIT, async {
+        while let Some(message) = alice.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|frame| frame.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("alice's socket on B is closed in time");
+    assert_eq!(code, Some(CloseCode::Library(4403)));
+    // Bob, on the other instance, is not affected.
+    bob.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    let answer = timeout(WAIT, bob.next()).await.expect("bob is answered");
+    assert!(
+        matches!(answer, Some(Ok(Message::Text(_)))),
+        "bob's socket still serves: {answer:?}"
+    );
+    // And alice's token is refused from now on, on either instance.
+    assert_eq!(status(&a, "alice").await, StatusCode::FORBIDDEN);
+    a.stop(WAIT).await.ok();
+    b.stop(WAIT).await.ok();
+}

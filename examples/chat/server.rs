@@ -27,7 +27,7 @@ use wsguard::{
     },
     jwt_auth::{
         jwks::{Jwks, JwksBuilder},
-        Algorithm, JwtAuthLayer, KeySource, NoClaims, TokenSource, VerifyingKey,
+        Algorithm, JwtAuthLayer, KeySource, LiveSessions, NoClaims, TokenSource, VerifyingKey,
     },
     msg_rate::{rate, Budget, InMemoryKeyStore, KeyStore, MessageRateLimitLayer},
     origin::{AllowList, OriginGuardLayer},
@@ -98,8 +98,9 @@ pub struct Stores<St, K> {
     connections: St,
     /// The message budgets per user.
     messages: K,
-    /// Revoked tokens and subjects, in fleet mode.
-    revocations: Option<RedisRevocations<ConnectionManager>>,
+    /// Revoked tokens and subjects, in fleet mode, and the open sockets a revocation closes
+    /// (on this instance directly, on the others through Redis pub/sub, with 4403).
+    revocations: Option<(RedisRevocations<ConnectionManager>, LiveSessions)>,
 }
 
 /// The message budget per user (`--msg-rate`, `--msg-burst`).
@@ -141,7 +142,7 @@ async fn fleet_stores(args: &Args, url: &str) -> Result<FleetStores, Fatal> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_max_delay(Duration::from_secs(1));
-    let conn = ConnectionManager::new_lazy_with_config(client, config)
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
         .map_err(|e| Fatal(format!("--redis-url: {e}")))?;
     // One round trip at start, only to say what happens: nothing waits for Redis.
     let mut probe = conn.clone();
@@ -165,7 +166,8 @@ async fn fleet_stores(args: &Args, url: &str) -> Result<FleetStores, Fatal> {
     let mut connections = RedisConnectionStore::builder(fleet.clone());
     let mut messages = RedisKeyStore::new(fleet.clone(), message_budget(args))
         .map_err(|e| Fatal(format!("--msg-rate: {e}")))?;
-    let mut revocations = RedisRevocations::new(fleet);
+    let sessions = LiveSessions::new();
+    let mut revocations = RedisRevocations::new(fleet).with_sessions(sessions.clone());
     if let Some(policy) = policy {
         connections = connections.with_failure_policy(policy);
         messages = messages.with_failure_policy(policy);
@@ -175,7 +177,13 @@ async fn fleet_stores(args: &Args, url: &str) -> Result<FleetStores, Fatal> {
         // The lease driver (renewals, releases) runs on this runtime.
         connections: connections.build_and_spawn()?,
         messages,
-        revocations: Some(revocations),
+        revocations: Some({
+            // Revocations published by any instance (or an operator's tool on the same Redis
+            // and prefix) close the matching sockets here; its own Pub/Sub connection,
+            // re-made with back-off, re-checking the live sockets after each reconnect.
+            revocations.spawn_subscriber(client);
+            (revocations, sessions)
+        }),
     })
 }
 
@@ -353,8 +361,8 @@ where
     if let Some(audience) = &args.jwt_audience {
         auth = auth.with_audiences([audience.as_str()]);
     }
-    if let Some(revocations) = stores.revocations {
-        auth = auth.with_revocation(revocations);
+    if let Some((revocations, sessions)) = stores.revocations {
+        auth = auth.with_revocation(revocations).with_sessions(sessions);
     }
 
     let conn_limit = ConnLimitLayer::builder()
