@@ -15,7 +15,7 @@
 //! with a `Retry-After` (whole seconds, rounded up, never the limit itself), the gRPC form
 //! through [`GrpcRejection`](wsguard_core::GrpcRejection), or, in close mode, an upgrade
 //! closed at once with 4429. A shared store that cannot answer and fails closed
-//! ([`Decision::Unavailable`](wsguard_msg_rate::Decision::Unavailable)) gets
+//! ([`Decision::Unavailable`]) gets
 //! [`Reason::AtCapacity`] instead: 503 with `Retry-After: 1` (1013 in close mode), since the
 //! client did nothing wrong. Every handshake that this layer lets through spends from its
 //! key's budget, whatever the layers inside it answer (a refused attempt costs the server a
