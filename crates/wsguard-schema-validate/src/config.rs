@@ -10,7 +10,7 @@ use std::{
 
 use serde::de::DeserializeOwned;
 use wsguard_core::{
-    guard::{foreign_connection, record_rejection, ConnectionBinding},
+    guard::{foreign_connection, record_rejection, record_rejection_as, ConnectionBinding, Mode},
     ConnectionInfo, ErrorFrame, Inbound, MessageKind, Reason, Rejection, Verdict, WsMessage,
 };
 
@@ -97,6 +97,8 @@ pub(crate) struct Config<A, F> {
     pub(crate) on_deny: OnDeny,
     pub(crate) authorize: A,
     pub(crate) frame: F,
+    /// Dry-run mode: refusals are logged and counted, and the raw message goes through.
+    pub(crate) dry_run: bool,
     #[cfg(feature = "json-schema")]
     pub(crate) schema: Option<std::sync::Arc<jsonschema::Validator>>,
 }
@@ -111,6 +113,7 @@ impl<A: Clone, F: Clone> Clone for Config<A, F> {
             on_deny: self.on_deny,
             authorize: self.authorize.clone(),
             frame: self.frame.clone(),
+            dry_run: self.dry_run,
             #[cfg(feature = "json-schema")]
             schema: self.schema.clone(),
         }
@@ -128,7 +131,8 @@ pub(crate) struct ConnState {
 
 /// What [`Config::check`] concluded about one message.
 pub(crate) enum Check<T, M> {
-    /// Not the validator's business (a control frame): straight to the inner service.
+    /// Not the validator's business (a control frame), or in dry-run mode a message it
+    /// would refuse (logged and counted): straight to the inner service, unparsed.
     Pass,
     /// Refused: this verdict, without the inner service.
     Refuse(Verdict<M>),
@@ -155,23 +159,23 @@ where
             MessageKind::Text if self.accept.text() => message.as_text().map(Json::Text),
             MessageKind::Binary if self.accept.binary() => message.as_binary().map(Json::Bytes),
             MessageKind::Text | MessageKind::Binary => {
-                return Check::Refuse(close(req.connection(), Reason::UnsupportedData))
+                return self.close(req.connection(), Reason::UnsupportedData)
             }
             // Control frames are not the validator's business.
             _ => return Check::Pass,
         };
         let Some(json) = json else {
-            return Check::Refuse(close(req.connection(), Reason::UnsupportedData));
+            return self.close(req.connection(), Reason::UnsupportedData);
         };
         if json.bytes().len() > self.max_size {
-            return Check::Refuse(close(req.connection(), Reason::MessageTooLarge));
+            return self.close(req.connection(), Reason::MessageTooLarge);
         }
         if let Err(exceeded) = scan::check(json.bytes(), &self.limits) {
-            return Check::Refuse(self.invalid(conn, req.connection(), exceeded.as_str()));
+            return self.invalid(conn, req.connection(), exceeded.as_str());
         }
         let parsed: T = match parse(json, self) {
             Ok(parsed) => parsed,
-            Err(why) => return Check::Refuse(self.invalid(conn, req.connection(), why)),
+            Err(why) => return self.invalid(conn, req.connection(), why),
         };
         conn.invalid.store(0, Ordering::Relaxed);
         Check::Parsed(parsed)
@@ -182,13 +186,18 @@ impl<A, F> Config<A, F>
 where
     F: ErrorFrame,
 {
-    /// An invalid message: a generic error frame, or 1007 when too many came in a row.
-    fn invalid<M: WsMessage>(
+    /// An invalid message: a generic error frame, or 1007 when too many came in a row; in
+    /// dry-run mode, logged and counted, and let through unparsed.
+    fn invalid<T, M: WsMessage>(
         &self,
         conn: &ConnState,
         info: &ConnectionInfo,
         why: &'static str,
-    ) -> Verdict<M> {
+    ) -> Check<T, M> {
+        if self.dry_run {
+            would_refuse(Reason::InvalidMessage, why);
+            return Check::Pass;
+        }
         record_rejection(LAYER, Reason::InvalidMessage);
         let in_a_row = conn
             .invalid
@@ -202,7 +211,7 @@ where
                 peer = info.client_ip().map(tracing::field::display),
                 "too many invalid messages in a row, closing the socket"
             );
-            return Verdict::Close(Rejection::new(Reason::InvalidMessage));
+            return Check::Refuse(Verdict::Close(Rejection::new(Reason::InvalidMessage)));
         }
         tracing::debug!(
             reason = Reason::InvalidMessage.as_str(),
@@ -210,8 +219,38 @@ where
             peer = info.client_ip().map(tracing::field::display),
             "invalid message refused"
         );
-        reply(&self.frame, Rejection::new(Reason::InvalidMessage))
+        Check::Refuse(reply(&self.frame, Rejection::new(Reason::InvalidMessage)))
     }
+
+    /// A message refused with a close (wrong frame type, too large); in dry-run mode,
+    /// logged and counted, and let through unparsed.
+    fn close<T, M>(&self, info: &ConnectionInfo, reason: Reason) -> Check<T, M> {
+        if self.dry_run {
+            would_refuse(reason, reason.as_str());
+            return Check::Pass;
+        }
+        tracing::debug!(
+            reason = reason.as_str(),
+            peer = info.client_ip().map(tracing::field::display),
+            "message refused, closing the socket"
+        );
+        record_rejection(LAYER, reason);
+        Check::Refuse(Verdict::Close(Rejection::new(reason)))
+    }
+}
+
+/// Dry run: logs (`INFO`, `mode = "dry_run"`, the reason and its category, never the
+/// message or the peer) and counts with `mode="dry_run"` a message that enforce mode would
+/// refuse for `reason`.
+fn would_refuse(reason: Reason, why: &'static str) {
+    record_rejection_as(LAYER, reason, Mode::DryRun);
+    tracing::info!(
+        target: "wsguard_schema_validate",
+        reason = reason.as_str(),
+        why,
+        mode = Mode::DryRun.as_str(),
+        "dry run: message let through unparsed that would be refused"
+    );
 }
 
 /// The error frame for `rejection`, or a silent drop.
@@ -222,21 +261,16 @@ fn reply<M: WsMessage, F: ErrorFrame>(frame: &F, rejection: Rejection) -> Verdic
     }
 }
 
-fn close<M>(info: &ConnectionInfo, reason: Reason) -> Verdict<M> {
-    tracing::debug!(
-        reason = reason.as_str(),
-        peer = info.client_ip().map(tracing::field::display),
-        "message refused, closing the socket"
-    );
-    record_rejection(LAYER, reason);
-    Verdict::Close(Rejection::new(reason))
-}
-
-/// A denied message: a `forbidden` error frame, or 4403.
+/// A denied message: a `forbidden` error frame, or 4403; in dry-run mode `None` (logged
+/// and counted): the message goes on to the inner service, unparsed.
 pub(crate) fn denied<M: WsMessage, A, F: ErrorFrame>(
     config: &Config<A, F>,
     info: &ConnectionInfo,
-) -> Verdict<M> {
+) -> Option<Verdict<M>> {
+    if config.dry_run {
+        would_refuse(Reason::Forbidden, "authorize");
+        return None;
+    }
     record_rejection(LAYER, Reason::Forbidden);
     tracing::info!(
         reason = Reason::Forbidden.as_str(),
@@ -244,10 +278,10 @@ pub(crate) fn denied<M: WsMessage, A, F: ErrorFrame>(
         peer = info.client_ip().map(tracing::field::display),
         "message denied by the authorization hook"
     );
-    match config.on_deny {
+    Some(match config.on_deny {
         OnDeny::Reply => reply(&config.frame, Rejection::new(Reason::Forbidden)),
         OnDeny::Close => Verdict::Close(Rejection::new(Reason::Forbidden)),
-    }
+    })
 }
 
 /// A message's JSON: text frames are UTF-8 already (tungstenite checked), so the parser

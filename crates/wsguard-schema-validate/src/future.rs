@@ -142,9 +142,15 @@ where
                                 future: inner.call(req),
                             });
                         }
-                        Access::Deny => this.kind.set(Kind::Done {
-                            verdict: Some(denied(&config, req.connection())),
-                        }),
+                        Access::Deny => match denied(&config, req.connection()) {
+                            Some(verdict) => this.kind.set(Kind::Done {
+                                verdict: Some(verdict),
+                            }),
+                            // Dry run: the raw message goes on, without its parsed value.
+                            None => this.kind.set(Kind::Inner {
+                                future: inner.call(req),
+                            }),
+                        },
                     }
                 }
             }

@@ -46,7 +46,8 @@ impl<T, A, F> fmt::Debug for ValidateMessageLayer<T, A, F> {
             .field("max_depth", &c.limits.max_depth)
             .field("max_string_len", &c.limits.max_string_len)
             .field("max_invalid", &c.max_invalid)
-            .field("on_deny", &c.on_deny);
+            .field("on_deny", &c.on_deny)
+            .field("dry_run", &c.dry_run);
         #[cfg(feature = "json-schema")]
         d.field("json_schema", &c.schema.is_some());
         d.finish_non_exhaustive()
@@ -75,6 +76,7 @@ impl ValidateMessageLayer {
                 on_deny: OnDeny::Reply,
                 authorize: AllowAll,
                 frame: JsonErrorFrame,
+                dry_run: false,
                 #[cfg(feature = "json-schema")]
                 schema: None,
             }),
@@ -181,8 +183,29 @@ where
             on_deny: c.on_deny,
             authorize: hook,
             frame: c.frame,
+            dry_run: c.dry_run,
             #[cfg(feature = "json-schema")]
             schema: c.schema,
+        })
+    }
+
+    /// Dry-run mode (default `false`): a message the layer would refuse (wrong frame type,
+    /// too large, invalid, or denied by the [`Authorize`] hook) goes on to the application
+    /// as the raw message, unparsed, and is logged (`INFO`, target
+    /// `wsguard_schema_validate`, with the reason, its category and `mode = "dry_run"`,
+    /// never the message or the peer) and counted in `wsguard_rejections_total{layer="schema",
+    /// mode="dry_run"}`. No error frame is sent and no socket is closed for invalid
+    /// messages in a row.
+    ///
+    /// The application then gets **no parsed value** for such a message:
+    /// [`take_parsed`](wsguard_core::Admitted::take_parsed) returns `None`, as for a control
+    /// frame, and the application must read (or skip) the raw message itself. See
+    /// [Dry run](crate#dry-run).
+    #[must_use]
+    pub fn dry_run(self, enabled: bool) -> Self {
+        self.map(|c| Config {
+            dry_run: enabled,
+            ..c
         })
     }
 
@@ -208,6 +231,7 @@ where
             on_deny: c.on_deny,
             authorize: c.authorize,
             frame,
+            dry_run: c.dry_run,
             #[cfg(feature = "json-schema")]
             schema: c.schema,
         })

@@ -120,6 +120,20 @@
 //! UTF-8 is checked by tungstenite (an invalid text frame fails the connection with 1007);
 //! binary payloads, if [`Accept`] lets them through, are parsed as UTF-8 JSON.
 //!
+//! # Dry run
+//!
+//! [`ValidateMessageLayer::dry_run`]`(true)` refuses nothing: a message of the wrong frame
+//! type, too large, invalid or denied by the [`Authorize`] hook is handed on to the
+//! application as the raw message, **without a parsed value**
+//! ([`take_parsed`](wsguard_core::Admitted::take_parsed) returns `None` for it, so an
+//! application that only acts on parsed values ignores it, and one that reads the raw
+//! message gets it unchecked). What enforce mode would have done is logged (`INFO`, target
+//! `wsguard_schema_validate`, `mode = "dry_run"`, the reason and its category, never the
+//! message or the peer) and counted with `mode="dry_run"`; no error frame is sent and no
+//! socket is closed for invalid messages in a row. A message from another connection than
+//! the service's own (a misconfiguration) is still closed with 1011. The option has this
+//! one name, `dry_run`, on every wsguard limit.
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature, through wsguard-core's counter (the label this crate uses
