@@ -188,6 +188,9 @@ pub(crate) struct Config<St, P> {
     pub(crate) policy: P,
     pub(crate) close_mode: bool,
     pub(crate) retry_after: Duration,
+    /// Dry-run mode: refusals are logged and counted, and the connection goes through
+    /// without holding a slot.
+    pub(crate) dry_run: bool,
 }
 
 impl<St: fmt::Debug, P: fmt::Debug> fmt::Debug for Config<St, P> {
@@ -203,6 +206,7 @@ impl<St: fmt::Debug, P: fmt::Debug> fmt::Debug for Config<St, P> {
             .field("policy", &self.policy)
             .field("close_mode", &self.close_mode)
             .field("retry_after", &self.retry_after)
+            .field("dry_run", &self.dry_run)
             .finish()
     }
 }
@@ -220,6 +224,7 @@ impl<St, P> Config<St, P> {
         policy: P,
         close_mode: bool,
         retry_after: Duration,
+        dry_run: bool,
     ) -> Result<Self, ConfigError> {
         if limits.is_empty() {
             return Err(ConfigError::NoLimits);
@@ -257,6 +262,7 @@ impl<St, P> Config<St, P> {
             policy,
             close_mode,
             retry_after,
+            dry_run,
         })
     }
 
@@ -268,9 +274,15 @@ impl<St, P> Config<St, P> {
             .map(|l| l.active.load(Ordering::Acquire))
     }
 
+    /// Whether refusals are enforced or only logged and counted.
+    pub(crate) const fn mode(&self) -> Mode {
+        Mode::from_dry_run(self.dry_run)
+    }
+
     /// The slots `req` takes, one per limit with a key, and the bit set of the limits it is
-    /// counted under; or the rejection (logged and counted) when a limit has no usable key.
-    pub(crate) fn slots<B>(&self, req: &Request<B>) -> Result<(Vec<Slot>, u64), Rejection> {
+    /// counted under; or, when a limit has no usable key (logged and counted), the
+    /// rejection, or in dry-run mode `None`: the request goes through holding no slot.
+    pub(crate) fn slots<B>(&self, req: &Request<B>) -> Result<(Vec<Slot>, u64), Option<Rejection>> {
         let head = RequestHead::from_request(req);
         // An outer layer already refused this handshake in close mode (for example the
         // authentication layer, so there is no principal): the socket will only be closed.
@@ -302,8 +314,21 @@ impl<St, P> Config<St, P> {
                             Reason::Internal
                         }
                     };
-                    wsguard_core::guard::record_rejection(telemetry::CONN_LIMIT, reason);
-                    return Err(Rejection::new(reason));
+                    wsguard_core::guard::record_rejection_as(
+                        telemetry::CONN_LIMIT,
+                        reason,
+                        self.mode(),
+                    );
+                    if self.dry_run {
+                        tracing::info!(
+                            limit = %limit.name,
+                            reason = reason.as_str(),
+                            mode = Mode::DryRun.as_str(),
+                            "dry run: connection let through, holding no slot, that would be refused"
+                        );
+                        return Err(None);
+                    }
+                    return Err(Some(Rejection::new(reason)));
                 }
             }
         }
@@ -318,7 +343,8 @@ impl<St, P> Config<St, P> {
         ScopedBody::wrap(respond(&self.policy, rejection), None)
     }
 
-    /// The rejection for a store's refusal; logs and counts it.
+    /// The rejection for a store's refusal; logs and counts it (in dry-run mode as a
+    /// refusal that was not made).
     pub(crate) fn refused(&self, refusal: Refusal, slots: &[Slot]) -> Rejection {
         let slot = match refusal {
             Refusal::Full { slot } | Refusal::TooManyKeys { slot } => slots.get(slot),
@@ -349,7 +375,16 @@ impl<St, P> Config<St, P> {
                 Reason::AtCapacity
             }
         };
-        telemetry::refused(name, reason, Mode::Enforce);
+        if self.dry_run {
+            tracing::info!(
+                limit = name,
+                key_class = class,
+                reason = reason.as_str(),
+                mode = Mode::DryRun.as_str(),
+                "dry run: connection let through, holding no slot, that would be refused"
+            );
+        }
+        telemetry::refused(name, reason, self.mode());
         Rejection::new(reason).with_retry_after(self.retry_after)
     }
 }

@@ -109,6 +109,17 @@ where
         }
     }
 
+    /// Dry run: the inner service's `future`, for a request let through that holds no slot.
+    pub(crate) const fn uncounted(future: S::Future, config: Arc<Config<St, P>>) -> Self {
+        Self {
+            state: State::Calling {
+                future,
+                scope: None,
+            },
+            config,
+        }
+    }
+
     pub(crate) const fn rejected(rejection: Rejection, config: Arc<Config<St, P>>) -> Self {
         Self {
             state: State::Rejected {
@@ -224,6 +235,15 @@ where
             State::Calling {
                 future: inner.call(req),
                 scope: Some(scope),
+            }
+        }
+        Err(refusal) if config.dry_run => {
+            // Logged and counted as a refusal not made; no lease, so nothing to give back
+            // and nothing held against anyone else.
+            config.refused(refusal, slots);
+            State::Calling {
+                future: inner.call(req),
+                scope: None,
             }
         }
         Err(refusal) => {

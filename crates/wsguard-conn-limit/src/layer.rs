@@ -40,6 +40,7 @@ impl<St: fmt::Debug, P: fmt::Debug> fmt::Debug for ConnLimitLayer<St, P> {
             .field("policy", &self.config.policy)
             .field("close_mode", &self.config.close_mode)
             .field("retry_after", &self.config.retry_after)
+            .field("dry_run", &self.config.dry_run)
             .finish()
     }
 }
@@ -53,6 +54,7 @@ impl ConnLimitLayer {
             policy: HttpRejection,
             close_mode: false,
             retry_after: DEFAULT_RETRY_AFTER,
+            dry_run: false,
         }
     }
 }
@@ -86,6 +88,7 @@ pub struct ConnLimitBuilder<St = InMemoryConnectionStore, P = HttpRejection> {
     policy: P,
     close_mode: bool,
     retry_after: Duration,
+    dry_run: bool,
 }
 
 impl<St: fmt::Debug, P: fmt::Debug> fmt::Debug for ConnLimitBuilder<St, P> {
@@ -96,6 +99,7 @@ impl<St: fmt::Debug, P: fmt::Debug> fmt::Debug for ConnLimitBuilder<St, P> {
             .field("policy", &self.policy)
             .field("close_mode", &self.close_mode)
             .field("retry_after", &self.retry_after)
+            .field("dry_run", &self.dry_run)
             .finish()
     }
 }
@@ -145,6 +149,26 @@ impl<St, P> ConnLimitBuilder<St, P> {
         self
     }
 
+    /// Dry-run mode (default `false`): a connection the layer would refuse (a limit full,
+    /// the store tracking as many keys as it may or unavailable, a limit without a usable
+    /// key) is let through **without holding a slot**, and logged (`INFO`, with the limit,
+    /// the reason and `mode = "dry_run"`, never a key, user or address) and counted in
+    /// `wsguard_conn_limit_refusals_total{mode="dry_run"}` and
+    /// `wsguard_rejections_total{layer="conn_limit",mode="dry_run"}`.
+    ///
+    /// Since it holds no slot, a connection let through is in no count and in no
+    /// `wsguard_connections_active` gauge: the limits count exactly the connections enforce
+    /// mode would have admitted, dry run never leaks a slot, and the connections over a
+    /// limit never keep anyone else out. Each handshake that finds its limit full while
+    /// the admitted connections stay open is counted again, so the counter says how many
+    /// handshakes enforce mode would refuse, not how many sockets would be missing.
+    /// [`close_mode`](Self::close_mode) plays no part: nothing is refused. See
+    /// [Dry run](crate#dry-run).
+    pub fn dry_run(mut self, enabled: bool) -> Self {
+        self.dry_run = enabled;
+        self
+    }
+
     /// Keeps the counts in `store` instead of this process's memory.
     pub fn store<St2>(self, store: St2) -> ConnLimitBuilder<St2, P> {
         ConnLimitBuilder {
@@ -153,6 +177,7 @@ impl<St, P> ConnLimitBuilder<St, P> {
             policy: self.policy,
             close_mode: self.close_mode,
             retry_after: self.retry_after,
+            dry_run: self.dry_run,
         }
     }
 
@@ -165,6 +190,7 @@ impl<St, P> ConnLimitBuilder<St, P> {
             policy,
             close_mode: self.close_mode,
             retry_after: self.retry_after,
+            dry_run: self.dry_run,
         }
     }
 
@@ -181,6 +207,7 @@ impl<St, P> ConnLimitBuilder<St, P> {
             self.policy,
             self.close_mode,
             self.retry_after,
+            self.dry_run,
         )?;
         Ok(ConnLimitLayer {
             config: Arc::new(config),

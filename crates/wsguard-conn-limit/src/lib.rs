@@ -76,11 +76,25 @@
 //! key (client IP with IPv6 per /64, principal, header, or in all), answered 429 with
 //! `Retry-After` (4429 in close mode), in a bounded store shared with `wsguard-msg-rate`.
 //!
+//! # Dry run
+//!
+//! [`ConnLimitBuilder::dry_run`]`(true)` refuses no connection: one that enforce mode would
+//! refuse (a limit full, the store full or unavailable, a limit without a usable key) is
+//! let through **holding no slot** in any limit, and logged (`INFO`, `mode = "dry_run"`)
+//! and counted with `mode="dry_run"`. The limits and the `wsguard_connections_active`
+//! gauges therefore count exactly the connections enforce mode would have admitted; a
+//! connection let through has nothing to give back when it closes, so dry run never leaks
+//! a slot, and it never keeps another connection out. The counter counts handshakes that
+//! would be refused (a client retrying is counted at each try), not sockets. The option
+//! has this one name, `dry_run`, on every wsguard limit.
+//!
 //! # What is logged and measured
 //!
 //! Refusals are `tracing` events at debug level (a key at its limit) or warn level (the key
 //! store is full), with the limit's name and the key's class (`ip`, `principal`, ...), never
 //! the key itself, which is personal data.
+//! In dry-run mode the would-be refusals are `INFO` events, with the same fields and
+//! `mode = "dry_run"`.
 //!
 //! # Metrics
 //!

@@ -85,7 +85,9 @@ where
             Ok((slots, counted)) => {
                 ResponseFuture::new(&mut self.inner, req, slots, counted, config)
             }
-            Err(rejection) => ResponseFuture::rejected(rejection, config),
+            Err(Some(rejection)) => ResponseFuture::rejected(rejection, config),
+            // Dry run: through, holding no slot.
+            Err(None) => ResponseFuture::uncounted(self.inner.call(req), config),
         }
     }
 }
