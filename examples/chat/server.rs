@@ -172,6 +172,14 @@ async fn fleet_stores(args: &Args, url: &str) -> Result<FleetStores, Fatal> {
         connections = connections.with_failure_policy(policy);
         messages = messages.with_failure_policy(policy);
         revocations = revocations.with_failure_policy(policy);
+        if policy == FailurePolicy::Open {
+            // Said once, at start: during an outage a token revoked on another instance
+            // works here again until Redis answers.
+            tracing::warn!(
+                "--redis-failure open: while Redis cannot answer, tokens revoked on other \
+                 instances are accepted here (revocation falls back to this instance's memory)"
+            );
+        }
     }
     Ok(Stores {
         // The lease driver (renewals, releases) runs on this runtime.
