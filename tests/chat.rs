@@ -281,10 +281,19 @@ async fn refused_handshakes_get_their_status() {
 }
 
 #[tokio::test]
-async fn with_dry_run_a_foreign_origin_and_a_flood_are_let_through_and_counted() {
+async fn with_dry_run_nothing_is_refused_and_what_would_be_is_counted() {
     let series =
         r#"wsguard_rejections_total{layer="origin",reason="origin_not_allowed",mode="dry_run"}"#;
-    let running = start(&["--dry-run", "--msg-rate", "5", "--msg-burst", "5"]).await;
+    let running = start(&[
+        "--dry-run",
+        "--msg-rate",
+        "5",
+        "--msg-burst",
+        "5",
+        "--max-conns-per-user",
+        "1",
+    ])
+    .await;
     let before = metric(&http_get(&running, "/metrics").await, series);
     // Refused with 403 without --dry-run (refused_handshakes_get_their_status).
     let mut alice = connect(
@@ -312,6 +321,33 @@ async fn with_dry_run_a_foreign_origin_and_a_flood_are_let_through_and_counted()
     }
     let after = metric(&http_get(&running, "/metrics").await, budget);
     assert!(after >= before + 10.0, "{before} -> {after}");
+
+    // A second socket of alice's, over --max-conns-per-user 1 (refused with 429 without
+    // --dry-run): served, and counted.
+    let over = r#"wsguard_conn_limit_refusals_total{limit="principal",reason="too_many_connections",mode="dry_run"}"#;
+    let before = metric(&http_get(&running, "/metrics").await, over);
+    let mut again = connect(
+        &running,
+        Some(&token("alice", 3600)),
+        Some(&own_origin(&running)),
+    )
+    .await
+    .expect("a dry run refuses no connection");
+    send(&mut again, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut again).await, serde_json::json!({"type": "pong"}));
+    let after = metric(&http_get(&running, "/metrics").await, over);
+    assert!(after >= before + 1.0, "{before} -> {after}");
+
+    // An unknown command (answered with an invalid_message frame without --dry-run): no
+    // answer, it is ignored, the next ping gets its pong, and it is counted.
+    let invalid =
+        r#"wsguard_rejections_total{layer="schema",reason="invalid_message",mode="dry_run"}"#;
+    let before = metric(&http_get(&running, "/metrics").await, invalid);
+    send(&mut again, serde_json::json!({"type": "no_such_command"})).await;
+    send(&mut again, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut again).await, serde_json::json!({"type": "pong"}));
+    let after = metric(&http_get(&running, "/metrics").await, invalid);
+    assert!(after >= before + 1.0, "{before} -> {after}");
     running.stop(WAIT).await.ok();
 }
 

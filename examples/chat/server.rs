@@ -378,6 +378,7 @@ where
         .per_ip(args.max_conns_per_ip)
         .per_principal(args.max_conns_per_user)
         .close_mode(close_mode)
+        .dry_run(args.dry_run)
         .store(stores.connections)
         .build()?;
 
@@ -389,7 +390,8 @@ where
     let validate = ValidateMessageLayer::new()
         .typed::<ClientMsg>()
         .max_message_size(max)
-        .authorize(Members(Arc::clone(hub)));
+        .authorize(Members(Arc::clone(hub)))
+        .dry_run(args.dry_run);
 
     let mut hygiene = Hygiene::new()
         .max_lifetime(Some(Duration::from_secs(args.max_lifetime)))

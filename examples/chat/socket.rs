@@ -32,7 +32,8 @@ where
         tokio::select! {
             next = socket.next_admitted() => {
                 let Some(Ok(mut admitted)) = next else { break };
-                // Control frames carry no command.
+                // Control frames carry no command, nor (with --dry-run) a message the
+                // validation would refuse: it comes unparsed, and is ignored.
                 let Some(command) = admitted.take_parsed::<ClientMsg>() else { continue };
                 if let Some(answer) = session.handle(command) {
                     if socket.send(Message::text(answer.to_json())).await.is_err() {
