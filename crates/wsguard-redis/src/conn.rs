@@ -363,6 +363,13 @@ where
             )
         })
         .collect();
+    // Gives the slots back if this future is dropped once the scripts may have been sent
+    // (client gone, an outer timeout): otherwise they would be held for the whole TTL.
+    let pending = Unreleased {
+        member,
+        keys,
+        releases: shared.releases.clone(),
+    };
     // The keys' scripts are sent together (a multiplexed connection pipelines them): one
     // round trip for a stack of limits, not one per limit. All or nothing as before: when a
     // key is full, every slot taken is given back.
@@ -370,9 +377,9 @@ where
     let outcome = shared
         .fleet
         .call(async {
-            let calls = slots.iter().zip(&keys).map(|(slot, key)| {
+            let calls = slots.iter().zip(&pending.keys).map(|(slot, key)| {
                 let mut conn = shared.fleet.conn.clone();
-                let member = &*member;
+                let member = &*pending.member;
                 async move {
                     ACQUIRE
                         .key(&**key)
@@ -393,6 +400,7 @@ where
     match outcome {
         Ok(None) => {
             shared.degraded.answered();
+            let (member, keys) = pending.disarm();
             shared.registry.add(&member, &keys);
             Ok(RedisLease {
                 kind: LeaseKind::Redis {
@@ -406,14 +414,41 @@ where
             shared.degraded.answered();
             // All or nothing: give back the slots taken (removing a lease from the full
             // key, which did not take it, is harmless).
-            shared.release(member, keys);
+            drop(pending);
             Err(Refusal::Full { slot: index })
         }
         Err(failure) => {
             // Some slots may have been taken before the failure: give every one back
             // (removing a lease that is not there is harmless).
-            shared.release(member, keys);
+            drop(pending);
             shared.unavailable(&slots, &failure)
+        }
+    }
+}
+
+/// The slots of an acquire not (yet) handed over as a [`RedisLease`]: dropped armed, it
+/// sends their release to the driver.
+struct Unreleased {
+    member: Arc<str>,
+    keys: Vec<Arc<[u8]>>,
+    releases: mpsc::UnboundedSender<Release>,
+}
+
+impl Unreleased {
+    /// The member and keys, now the lease's to release.
+    fn disarm(mut self) -> (Arc<str>, Vec<Arc<[u8]>>) {
+        (Arc::clone(&self.member), std::mem::take(&mut self.keys))
+    }
+}
+
+impl Drop for Unreleased {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            // The driver may be gone (not spawned, or shut down): the leases then expire.
+            let _ = self.releases.send(Release {
+                member: Arc::clone(&self.member),
+                keys: std::mem::take(&mut self.keys),
+            });
         }
     }
 }

@@ -58,9 +58,11 @@
 //!
 //! Every key starts with the [`Fleet`]'s prefix (default `wsguard:`): `cl:<limit>:<class>:<value>`
 //! for connection leases, `mr:<class>:<value>` for budgets, `rv:jti:<sha-256 of the jti, 128
-//! bits>` and `rv:sub:<subject>` for revocation. User ids and addresses appear only inside
-//! key names, never in an error text, a metric label or a log line above debug level; no key
-//! holds a token. Each script touches exactly one key, so every store works on Redis Cluster
+//! bits>` and `rv:sub:<subject>` for revocation. The `<value>` of an address, a network or a
+//! principal is readable; that of a header key (an API key id, say) or a custom key is the
+//! SHA-256 of the value, 128 bits in hex, so a secret never shows in `KEYS` or `MONITOR`.
+//! User ids and addresses appear only inside key names, never in an error text, a metric
+//! label or a log line above debug level; no key holds a token. Each script touches exactly one key, so every store works on Redis Cluster
 //! without hash tags (the lease renewals and releases of several keys are separate commands
 //! sent together); `tests/cluster.rs` runs the three stores' shared limits on a three-node
 //! cluster through redis's cluster connection (`cluster-async`, enabled by the application).

@@ -6,7 +6,10 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, LazyLock, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, LazyLock, Mutex, MutexGuard, PoisonError,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -91,9 +94,7 @@ pub(crate) struct Inner<C> {
     degraded: Degraded,
     fallback: InMemoryRevocations,
     grace: Duration,
-    cache_ttl: Duration,
-    cache_capacity: usize,
-    cache: Mutex<Cache>,
+    cache: AnswerCache,
     pub(crate) sessions: Option<LiveSessions>,
     /// The channel revocations are published on.
     pub(crate) channel: Vec<u8>,
@@ -137,14 +138,90 @@ impl Published {
 /// Cached answers by key name: the value (`None`: no such key) and when it goes stale.
 type Cache = HashMap<Vec<u8>, (Option<u64>, Instant)>;
 
+/// The answers this instance reuses, and a generation counted up by every forget: an
+/// answer asked for before a forget (possibly older than the revocation that caused it)
+/// is not cached.
+struct AnswerCache {
+    ttl: Duration,
+    capacity: usize,
+    answers: Mutex<Cache>,
+    generation: AtomicU64,
+}
+
+impl AnswerCache {
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            answers: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.answers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn off(&self) -> bool {
+        self.ttl.is_zero() || self.capacity == 0
+    }
+
+    /// The generation to give [`remember`](Self::remember): read before asking Redis.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn forget(&self, key: &[u8]) {
+        let mut answers = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        answers.remove(key);
+    }
+
+    fn forget_all(&self) {
+        let mut answers = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        answers.clear();
+    }
+
+    /// A fresh cached answer: `Some(value)` (a value of `None`: no such key in Redis).
+    fn get(&self, key: &[u8]) -> Option<Option<u64>> {
+        if self.off() {
+            return None;
+        }
+        self.lock()
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(value, _)| *value)
+    }
+
+    /// Caches `value`, asked for at `generation`, unless something was forgotten since.
+    fn remember(&self, key: Vec<u8>, value: Option<u64>, generation: u64) {
+        if self.off() {
+            return;
+        }
+        let now = Instant::now();
+        let mut answers = self.lock();
+        if self.generation() != generation {
+            return;
+        }
+        if answers.len() >= self.capacity {
+            answers.retain(|_, (_, until)| *until > now);
+            if answers.len() >= self.capacity {
+                answers.clear();
+            }
+        }
+        answers.insert(key, (value, now + self.ttl));
+    }
+}
+
 impl<C> fmt::Debug for RedisRevocations<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRevocations")
             .field("fleet", &self.inner.fleet)
             .field("policy", &self.inner.degraded.policy())
             .field("grace", &self.inner.grace)
-            .field("cache_ttl", &self.inner.cache_ttl)
-            .field("cache_capacity", &self.inner.cache_capacity)
+            .field("cache_ttl", &self.inner.cache.ttl)
+            .field("cache_capacity", &self.inner.cache.capacity)
             .field("sessions", &self.inner.sessions.is_some())
             .finish_non_exhaustive()
     }
@@ -190,9 +267,7 @@ where
                 degraded: Degraded::new("revocation", policy),
                 fallback: fallback.with_grace(grace),
                 grace,
-                cache_ttl,
-                cache_capacity,
-                cache: Mutex::default(),
+                cache: AnswerCache::new(cache_ttl, cache_capacity),
                 sessions,
                 channel,
                 alive: watch::Sender::new(()),
@@ -211,7 +286,7 @@ where
     #[must_use]
     pub fn with_failure_policy(self, policy: FailurePolicy) -> Self {
         let i = &self.inner;
-        self.rebuild(policy, i.grace, i.cache_ttl, i.cache_capacity)
+        self.rebuild(policy, i.grace, i.cache.ttl, i.cache.capacity)
     }
 
     /// Replaces how long a revoked `jti` is kept after the token's expiry (default 60 s);
@@ -219,7 +294,7 @@ where
     #[must_use]
     pub fn with_grace(self, grace: Duration) -> Self {
         let i = &self.inner;
-        self.rebuild(i.degraded.policy(), grace, i.cache_ttl, i.cache_capacity)
+        self.rebuild(i.degraded.policy(), grace, i.cache.ttl, i.cache.capacity)
     }
 
     /// Replaces the cache: answers reused for `ttl`, at most `capacity` of them. A zero
@@ -241,8 +316,8 @@ where
             i.degraded.policy(),
             fallback,
             i.grace,
-            i.cache_ttl,
-            i.cache_capacity,
+            i.cache.ttl,
+            i.cache.capacity,
             i.sessions.clone(),
         )
     }
@@ -261,8 +336,8 @@ where
             i.degraded.policy(),
             i.fallback.clone(),
             i.grace,
-            i.cache_ttl,
-            i.cache_capacity,
+            i.cache.ttl,
+            i.cache.capacity,
             Some(sessions),
         )
     }
@@ -329,6 +404,8 @@ where
             )
             .await;
         stored.map_err(RevocationError::new)?;
+        // Again: a check whose GET was answered before the SET may have cached "active".
+        self.forget(&key);
         self.publish(&Published::Token(TokenId::of(jti))).await
     }
 
@@ -393,6 +470,8 @@ where
             )
             .await;
         stored.map_err(RevocationError::new)?;
+        // Again: a check whose GET was answered before the cutoff may have cached it.
+        self.forget(&key);
         self.publish(&Published::Subject {
             cutoff_ms: millis(issued_before),
             subject: subject.to_owned(),
@@ -409,12 +488,15 @@ where
         let inner = &*self.inner;
         let jti_key = query.jti().map(|jti| self.jti_key(jti));
         let subject_key = self.subject_key(query.subject().as_str());
-        let cached = |key: &[u8]| inner.cached(key);
+        let cached = |key: &[u8]| inner.cache.get(key);
         let jti_cached = jti_key.as_deref().map(cached);
         let subject_cached = cached(&subject_key);
         let (jti_value, subject_value) = match (jti_cached, subject_cached) {
             (None | Some(Some(_)), Some(subject)) => (jti_cached.flatten().flatten(), subject),
             _ => {
+                // Read before asking: answers are cached only if nothing was forgotten
+                // meanwhile (a revocation while the GET was in flight).
+                let generation = inner.cache.generation();
                 let get = |key: Vec<u8>| {
                     let mut conn = inner.fleet.conn.clone();
                     let mut cmd = redis::cmd("GET");
@@ -444,9 +526,9 @@ where
                     Ok((jti, subject)) => {
                         inner.degraded.answered();
                         if let Some(key) = jti_key {
-                            inner.remember(key, jti);
+                            inner.cache.remember(key, jti, generation);
                         }
-                        inner.remember(subject_key, subject);
+                        inner.cache.remember(subject_key, subject, generation);
                         (jti, subject)
                     }
                     Err(failure) => return inner.unavailable(&query, &failure),
@@ -466,45 +548,12 @@ where
 
 impl<C> Inner<C> {
     pub(crate) fn forget(&self, key: &[u8]) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        self.cache.forget(key);
     }
 
     /// Drops every cached answer (after revocations may have been missed).
     pub(crate) fn forget_all(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-
-    /// A fresh cached answer: `Some(value)` (a value of `None`: no such key in Redis).
-    fn cached(&self, key: &[u8]) -> Option<Option<u64>> {
-        if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
-            return None;
-        }
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(value, _)| *value)
-    }
-
-    fn remember(&self, key: Vec<u8>, value: Option<u64>) {
-        if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= self.cache_capacity {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= self.cache_capacity {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (value, now + self.cache_ttl));
+        self.cache.forget_all();
     }
 
     fn unavailable(
@@ -534,5 +583,39 @@ where
         let store = self.clone();
         let query = query.clone();
         Box::pin(async move { store.status(query).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_asked_for_before_a_forget_is_not_cached() {
+        let cache = AnswerCache::new(Duration::from_secs(60), 10);
+        // A check reads the generation and sends its GET; the revocation forgets the key
+        // before the answer ("not revoked", read before the SET) comes back.
+        let asked = cache.generation();
+        cache.forget(b"k");
+        cache.remember(b"k".to_vec(), None, asked);
+        assert_eq!(cache.get(b"k"), None, "a stale 'active' was cached");
+        // Same with the subscriber's forget_all.
+        let asked = cache.generation();
+        cache.forget_all();
+        cache.remember(b"k".to_vec(), None, asked);
+        assert_eq!(cache.get(b"k"), None);
+        // With nothing forgotten meanwhile the answer is cached.
+        let asked = cache.generation();
+        cache.remember(b"k".to_vec(), Some(7), asked);
+        assert_eq!(cache.get(b"k"), Some(Some(7)));
+    }
+
+    #[test]
+    fn a_forget_drops_the_cached_answer() {
+        let cache = AnswerCache::new(Duration::from_secs(60), 10);
+        cache.remember(b"k".to_vec(), None, cache.generation());
+        assert_eq!(cache.get(b"k"), Some(None));
+        cache.forget(b"k");
+        assert_eq!(cache.get(b"k"), None);
     }
 }
