@@ -83,6 +83,9 @@ fn unix_now() -> u64 {
 
 /// A token of `sub` with `jti`, issued 10 s ago, valid for an hour.
 fn token(sub: &str, jti: &str) -> String {
+    // With both of jsonwebtoken's backends on (the workspace's `--all-features`), `encode`
+    // cannot pick one by itself.
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let now = unix_now();
     let claims = serde_json::json!({
         "sub": sub, "jti": jti, "iat": now - 10, "exp": now + 3600,
