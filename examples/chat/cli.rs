@@ -174,10 +174,11 @@ pub struct Args {
     pub reject_mode: RejectMode,
 
     /// Dry run for the limits: log and count (metrics with mode="dry_run") what the Origin
-    /// check, the connection limits, the message budgets and the message validation would
-    /// refuse, and refuse nothing, to roll limits out safely. A connection over a limit
-    /// holds no slot; an invalid or unauthorized message reaches the chat unparsed and is
-    /// ignored.
+    /// check, the handshake rate, the failure penalty, the connection limits, the message
+    /// budgets and the message validation would refuse, and refuse nothing, to roll limits
+    /// out safely. A handshake over its rate spends nothing from it; a penalised address's
+    /// failures still count; a connection over a limit holds no slot; an invalid or
+    /// unauthorized message reaches the chat unparsed and is ignored.
     #[arg(long, env = "WSGUARD_DRY_RUN")]
     pub dry_run: bool,
 

@@ -324,14 +324,16 @@ where
             .burst(args.handshake_burst),
     )
     .map_err(|e| Fatal(format!("--handshake-rate: {e}")))?
-    .close_mode(close_mode);
+    .close_mode(close_mode)
+    .dry_run(args.dry_run);
     let penalty = FailurePenaltyLayer::per_ip()
         .max_failures(
             args.auth_failure_limit,
             Duration::from_secs(args.auth_failure_window),
         )
         .map_err(|e| Fatal(format!("--auth-failure-limit: {e}")))?
-        .close_mode(close_mode);
+        .close_mode(close_mode)
+        .dry_run(args.dry_run);
 
     let mut allow = AllowList::new();
     if args.allow_origins.is_empty() {

@@ -26,6 +26,18 @@
 //! before any signature is checked, and a per-principal budget after it (the principal is
 //! known only then): two layers of this type, one per key.
 //!
+//! # Dry run
+//!
+//! [`HandshakeRateLimitLayer::dry_run`]`(true)` refuses no handshake: one that enforce mode
+//! would refuse (over its key's budget, the store unavailable, no usable key) goes on to the
+//! inner service, and is logged (`INFO`, the reason and `mode = "dry_run"`, never the key or
+//! the address) and counted in `wsguard_rejections_total{layer="handshake_rate",mode="dry_run"}`.
+//! The budgets are kept exactly as in enforce mode: the store is asked the same question, a
+//! handshake over budget spends nothing from it (a refusal spends nothing in enforce mode
+//! either), and only the handshakes enforce mode would admit spend. The budgets therefore say
+//! what enforce mode would have done, and a client over its budget is counted at each try,
+//! without pushing its next admitted handshake further away.
+//!
 //! # Example
 //!
 //! ```
@@ -69,7 +81,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 use wsguard_core::{
-    guard::{finish_deferred, record_rejection, respond, PendingRejection},
+    guard::{finish_deferred, record_rejection_as, respond, Mode, PendingRejection},
     is_websocket_upgrade, ClientIpKey, HttpRejection, KeyError, KeyExtractor, OnRejection, Reason,
     Rejection, RequestHead,
 };
@@ -90,6 +102,13 @@ struct Config<K, P> {
     store: K,
     policy: P,
     close_mode: bool,
+    dry_run: bool,
+}
+
+impl<K, P> Config<K, P> {
+    const fn mode(&self) -> Mode {
+        Mode::from_dry_run(self.dry_run)
+    }
 }
 
 impl<K, P> Clone for HandshakeRateLimitLayer<K, P> {
@@ -106,6 +125,7 @@ impl<K: fmt::Debug, P: fmt::Debug> fmt::Debug for HandshakeRateLimitLayer<K, P> 
             .field("store", &self.config.store)
             .field("policy", &self.config.policy)
             .field("close_mode", &self.config.close_mode)
+            .field("dry_run", &self.config.dry_run)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +171,7 @@ impl<K: KeyStore> HandshakeRateLimitLayer<K> {
                 store,
                 policy: HttpRejection,
                 close_mode: false,
+                dry_run: false,
             }),
         }
     }
@@ -174,6 +195,7 @@ impl<K: Clone, P: Clone> HandshakeRateLimitLayer<K, P> {
             store: c.store,
             policy,
             close_mode: c.close_mode,
+            dry_run: c.dry_run,
         })
     }
 
@@ -183,6 +205,23 @@ impl<K: Clone, P: Clone> HandshakeRateLimitLayer<K, P> {
     pub fn close_mode(self, enabled: bool) -> Self {
         self.map(|c| Config {
             close_mode: enabled,
+            ..c
+        })
+    }
+
+    /// Dry-run mode (default `false`): a handshake the layer would refuse (over its key's
+    /// budget, the store unavailable, no usable key) goes through, and is logged (`INFO`,
+    /// with the reason and `mode = "dry_run"`, never the key or the address) and counted in
+    /// `wsguard_rejections_total{layer="handshake_rate",mode="dry_run"}`.
+    ///
+    /// The budgets stay what enforce mode would make them: a handshake over budget spends
+    /// nothing (as a refused one spends nothing), so only the handshakes enforce mode would
+    /// admit spend from them, and the counter says how many handshakes enforce mode would
+    /// refuse. [`close_mode`](Self::close_mode) plays no part: nothing is refused. See
+    /// [Dry run](self#dry-run).
+    pub fn dry_run(self, enabled: bool) -> Self {
+        self.map(|c| Config {
+            dry_run: enabled,
             ..c
         })
     }
@@ -200,6 +239,7 @@ impl<K: Clone, P: Clone> Clone for Config<K, P> {
             store: self.store.clone(),
             policy: self.policy.clone(),
             close_mode: self.close_mode,
+            dry_run: self.dry_run,
         }
     }
 }
@@ -278,7 +318,14 @@ where
             Err(KeyError::Missing(_)) if req.extensions().get::<PendingRejection>().is_some() => {
                 return ResponseFuture::calling(self.inner.call(req), &self.config);
             }
-            Err(error) => return ResponseFuture::rejected(key_error(error), &self.config),
+            Err(error) => {
+                let reason = key_error(error, config.mode());
+                if config.dry_run {
+                    would_refuse(reason, "no usable key for its handshake rate");
+                    return ResponseFuture::calling(self.inner.call(req), &self.config);
+                }
+                return ResponseFuture::rejected(Rejection::new(reason), &self.config);
+            }
         };
         let prepared = config.store.prepare(key);
         match config.store.check_now(&prepared, Cost::message(0)) {
@@ -329,11 +376,19 @@ where
         Decision::Unavailable => {
             // A shared store that cannot answer and fails closed (it logs the outage once
             // per transition): the handshake may be fine, so 503 and a retry, not 429.
+            const WHY: &str = "the handshake rate's store cannot answer";
+            record_rejection_as(LAYER, Reason::AtCapacity, config.mode());
+            if config.dry_run {
+                would_refuse(Reason::AtCapacity, WHY);
+                return State::Calling {
+                    future: inner.call(req),
+                    pending: None,
+                };
+            }
             tracing::debug!(
                 reason = Reason::AtCapacity.as_str(),
-                "handshake refused: the handshake rate's store cannot answer"
+                "handshake refused: {WHY}"
             );
-            record_rejection(LAYER, Reason::AtCapacity);
             Rejection::new(Reason::AtCapacity).with_retry_after(UNAVAILABLE_RETRY_AFTER)
         }
         // `Deny`, and `TooLarge`, which a handshake (a cost of no bytes) cannot get.
@@ -342,11 +397,21 @@ where
                 Decision::Deny { retry_after } => retry_after,
                 _ => std::time::Duration::ZERO,
             };
+            const WHY: &str = "over its key's handshake rate";
+            record_rejection_as(LAYER, Reason::RateExceeded, config.mode());
+            if config.dry_run {
+                // The store spent nothing on it (a `Deny` never does): the budget stays
+                // what enforce mode makes it.
+                would_refuse(Reason::RateExceeded, WHY);
+                return State::Calling {
+                    future: inner.call(req),
+                    pending: None,
+                };
+            }
             tracing::debug!(
                 reason = Reason::RateExceeded.as_str(),
-                "handshake refused: over its key's handshake rate"
+                "handshake refused: {WHY}"
             );
-            record_rejection(LAYER, Reason::RateExceeded);
             Rejection::new(Reason::RateExceeded).with_retry_after(retry_after)
         }
     };
@@ -363,7 +428,18 @@ where
     }
 }
 
-fn key_error(error: KeyError) -> Rejection {
+/// Logs a handshake let through in dry-run mode that enforce mode would refuse for `reason`
+/// (`why`); never the key or the address.
+fn would_refuse(reason: Reason, why: &str) {
+    tracing::info!(
+        reason = reason.as_str(),
+        mode = Mode::DryRun.as_str(),
+        "dry run: handshake let through that would be refused: {why}"
+    );
+}
+
+/// Logs and counts (in `mode`) a request without a usable key; its reason.
+fn key_error(error: KeyError, mode: Mode) -> Reason {
     let reason = match error {
         KeyError::Invalid(what) => {
             tracing::debug!(
@@ -382,8 +458,8 @@ fn key_error(error: KeyError) -> Rejection {
         }
         _ => Reason::Internal,
     };
-    record_rejection(LAYER, reason);
-    Rejection::new(reason)
+    record_rejection_as(LAYER, reason, mode);
+    reason
 }
 
 pin_project! {

@@ -46,6 +46,19 @@
 //! `wsguard_rejections_total{layer="failure_penalty"}` (see the [crate's
 //! metrics](crate#metrics)).
 //!
+//! # Dry run
+//!
+//! [`FailurePenaltyLayer::dry_run`]`(true)` refuses no handshake: a request from a key under
+//! a penalty (or without a usable key) goes on to the layers inside, and is logged (`INFO`,
+//! the reason, the key's class and `mode = "dry_run"`, never the key) and counted in
+//! `wsguard_rejections_total{layer="failure_penalty",mode="dry_run"}`. Failures are recorded
+//! and penalties started and ended exactly as in enforce mode (the `penalty started` and
+//! `penalty ended` events and the gauges follow them), so the operator sees which addresses
+//! enforce mode would penalise and for how long. One difference follows from letting the
+//! requests through: a penalised key's attempts reach the layers inside and their failures
+//! count (enforce mode refuses them before they can fail), towards the key's next penalty,
+//! which then starts as soon as the current one ends if its failures went on.
+//!
 //! # Close mode
 //!
 //! An inner layer in close mode answers a refused browser handshake with `101` and closes
@@ -92,7 +105,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 use wsguard_core::{
-    guard::{finish_deferred, record_rejection, respond, PendingRejection},
+    guard::{finish_deferred, record_rejection_as, respond, Mode, PendingRejection},
     is_websocket_upgrade, ClientIpKey, HttpRejection, Key, KeyError, KeyExtractor, OnRejection,
     Reason, Rejection, RequestHead,
 };
@@ -161,7 +174,14 @@ struct Config<P> {
     counted: Vec<StatusCode>,
     policy: P,
     close_mode: bool,
+    dry_run: bool,
     records: Arc<Records>,
+}
+
+impl<P> Config<P> {
+    const fn mode(&self) -> Mode {
+        Mode::from_dry_run(self.dry_run)
+    }
 }
 
 impl<P> Clone for FailurePenaltyLayer<P> {
@@ -183,6 +203,7 @@ impl<P: fmt::Debug> fmt::Debug for FailurePenaltyLayer<P> {
             .field("counted", &c.counted)
             .field("policy", &c.policy)
             .field("close_mode", &c.close_mode)
+            .field("dry_run", &c.dry_run)
             .field("penalized", &self.penalized())
             .finish_non_exhaustive()
     }
@@ -211,6 +232,7 @@ impl FailurePenaltyLayer {
                 counted: DEFAULT_COUNTED.to_vec(),
                 policy: HttpRejection,
                 close_mode: false,
+                dry_run: false,
                 records: Arc::new(Records::new(DEFAULT_MAX_KEYS)),
             }),
         }
@@ -297,6 +319,7 @@ impl<P: Clone> FailurePenaltyLayer<P> {
             counted: c.counted,
             policy,
             close_mode: c.close_mode,
+            dry_run: c.dry_run,
             records: c.records,
         })
     }
@@ -306,6 +329,23 @@ impl<P: Clone> FailurePenaltyLayer<P> {
     pub fn close_mode(self, enabled: bool) -> Self {
         self.map(|c| Config {
             close_mode: enabled,
+            ..c
+        })
+    }
+
+    /// Dry-run mode (default `false`): a request the layer would refuse (its key under a
+    /// penalty, or no usable key) goes on to the layers inside, and is logged (`INFO`, with
+    /// the reason, the key's class and `mode = "dry_run"`, never the key) and counted in
+    /// `wsguard_rejections_total{layer="failure_penalty",mode="dry_run"}`.
+    ///
+    /// Failures are still recorded and penalties still start and end (their events and the
+    /// gauges with them), so the records show what enforce mode would do; the attempts of a
+    /// penalised key, let through, count as failures too when they fail. See
+    /// [Dry run](self#dry-run). [`close_mode`](Self::close_mode) plays no part: nothing is
+    /// refused.
+    pub fn dry_run(self, enabled: bool) -> Self {
+        self.map(|c| Config {
+            dry_run: enabled,
             ..c
         })
     }
@@ -335,6 +375,7 @@ impl<P: Clone> Clone for Config<P> {
             counted: self.counted.clone(),
             policy: self.policy.clone(),
             close_mode: self.close_mode,
+            dry_run: self.dry_run,
             records: Arc::clone(&self.records),
         }
     }
@@ -467,6 +508,7 @@ impl Records {
         tracing::warn!(
             key = key.class(),
             backoff_seconds = backoff.as_secs_f64(),
+            mode = config.mode().as_str(),
             "penalty started: too many failed handshakes"
         );
         telemetry::keys_over_limit(PENALTIES_STORE, 1);
@@ -607,17 +649,52 @@ where
                         Reason::Internal
                     }
                 };
-                record_rejection(LAYER, reason);
+                record_rejection_as(LAYER, reason, config.mode());
+                if config.dry_run {
+                    tracing::info!(
+                        reason = reason.as_str(),
+                        mode = Mode::DryRun.as_str(),
+                        "dry run: handshake let through that would be refused: no usable key \
+                         for the failure penalty"
+                    );
+                    return ResponseFuture {
+                        state: State::Calling {
+                            future: self.inner.call(req),
+                            key: None,
+                            pending: None,
+                        },
+                        config: Arc::clone(config),
+                    };
+                }
                 return ResponseFuture::rejected(Rejection::new(reason), config);
             }
         };
         if let Some(left) = config.records.penalty_left(&key, Instant::now(), config) {
+            record_rejection_as(LAYER, Reason::RateExceeded, config.mode());
+            if config.dry_run {
+                tracing::info!(
+                    reason = Reason::RateExceeded.as_str(),
+                    key = key.class(),
+                    mode = Mode::DryRun.as_str(),
+                    retry_after_seconds = left.as_secs_f64(),
+                    "dry run: handshake let through that would be refused: its key is \
+                     penalised for failed attempts"
+                );
+                // Its failure still counts, so the records show what enforce mode would do.
+                return ResponseFuture {
+                    state: State::Calling {
+                        future: self.inner.call(req),
+                        key: Some(key),
+                        pending: None,
+                    },
+                    config: Arc::clone(config),
+                };
+            }
             tracing::debug!(
                 reason = Reason::RateExceeded.as_str(),
                 key = key.class(),
                 "handshake refused: its key is penalised for failed attempts"
             );
-            record_rejection(LAYER, Reason::RateExceeded);
             let rejection = Rejection::new(Reason::RateExceeded).with_retry_after(left);
             if config.close_mode && is_websocket_upgrade(&req) {
                 if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {

@@ -64,9 +64,23 @@ pub fn describe_metrics() {
         ],
         Mode::ALL,
     );
-    let rate = [Reason::RateExceeded, Reason::BadRequest, Reason::Internal];
-    describe_rejections(HANDSHAKE_RATE, &rate, Mode::ALL);
-    describe_rejections(PENALTY, &rate, Mode::ALL);
+    // Both modes: each layer has a dry run. The handshake rate answers a store that cannot
+    // answer with `at_capacity`.
+    describe_rejections(
+        HANDSHAKE_RATE,
+        &[
+            Reason::RateExceeded,
+            Reason::AtCapacity,
+            Reason::BadRequest,
+            Reason::Internal,
+        ],
+        Mode::ALL,
+    );
+    describe_rejections(
+        PENALTY,
+        &[Reason::RateExceeded, Reason::BadRequest, Reason::Internal],
+        Mode::ALL,
+    );
     #[cfg(feature = "metrics")]
     {
         metrics::describe_gauge!(

@@ -1,6 +1,8 @@
 //! Dry-run mode over real sockets: the connections that enforce mode refuses are upgraded
 //! and served, holding no slot (so nothing leaks and nobody is kept out), and each
-//! would-be refusal is logged and counted once with `mode="dry_run"`.
+//! would-be refusal is logged and counted once with `mode="dry_run"`. The same for the
+//! handshake rate (a handshake over budget is served and spends nothing) and the failure
+//! penalty (a penalised address is served, and its failures still count).
 #![cfg(feature = "metrics")]
 
 use std::{
@@ -14,8 +16,11 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower::ServiceBuilder;
 use tracing::Level;
-use wsguard_conn_limit::ConnLimitLayer;
-use wsguard_core::{axum::GuardedUpgrade, ClientIp, Principal};
+use wsguard_conn_limit::{
+    handshake_rate::HandshakeRateLimitLayer, penalty::FailurePenaltyLayer, ConnLimitLayer,
+};
+use wsguard_core::{axum::GuardedUpgrade, ClientIp, ClientIpKey, Principal};
+use wsguard_msg_rate::{rate, Budget, InMemoryKeyStore};
 use wsguard_test_kit::{
     client::{self, Client, Refusal},
     handoff::{Echo, SocketHandler},
@@ -39,21 +44,24 @@ fn identity(mut req: Request<Body>) -> Request<Body> {
     req
 }
 
+/// The echo route.
+fn echo_route() -> Router {
+    Router::new().route(
+        "/ws",
+        get(|upgrade: GuardedUpgrade| async move {
+            upgrade.on_upgrade(|socket, conn| Echo.handle(socket, conn))
+        }),
+    )
+}
+
 /// An echo server behind `layer`.
 async fn serve(layer: ConnLimitLayer) -> SocketAddr {
-    let app = Router::new()
-        .route(
-            "/ws",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|socket, conn| Echo.handle(socket, conn))
-            }),
-        )
-        .layer(
-            ServiceBuilder::new()
-                .map_request(identity)
-                .layer(layer)
-                .map_response(|res: Response<_>| res.map(Body::new)),
-        );
+    let app = echo_route().layer(
+        ServiceBuilder::new()
+            .map_request(identity)
+            .layer(layer)
+            .map_response(|res: Response<_>| res.map(Body::new)),
+    );
     server::axum_without_connect_info(app).await
 }
 
@@ -212,4 +220,205 @@ async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_lo
         && l.contains("principal")
         && !l.contains("alice")
         && !l.contains("192.0.2.1")));
+}
+
+/// An echo server behind a handshake rate `layer` (on a store of its own or shared).
+async fn serve_rate(layer: HandshakeRateLimitLayer) -> SocketAddr {
+    let app = echo_route().layer(ServiceBuilder::new().map_request(identity).layer(layer));
+    server::axum_without_connect_info(app).await
+}
+
+/// Stands in for an authentication layer inside the penalty: a handshake without `x-user`
+/// gets 401, as jwt-auth answers a forged token.
+async fn stand_in_auth(req: Request<Body>, next: axum::middleware::Next) -> Response {
+    if req.headers().contains_key("x-user") {
+        next.run(req).await
+    } else {
+        axum::response::IntoResponse::into_response(StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// An echo server behind `penalty`, with the stand-in authentication inside it.
+async fn serve_penalty(penalty: FailurePenaltyLayer) -> SocketAddr {
+    let app = echo_route()
+        .layer(axum::middleware::from_fn(stand_in_auth))
+        .layer(ServiceBuilder::new().map_request(identity).layer(penalty));
+    server::axum_without_connect_info(app).await
+}
+
+fn layer_rejections(layer: &str, reason: &str, mode: &str) -> String {
+    format!(r#"wsguard_rejections_total{{layer="{layer}",reason="{reason}",mode="{mode}"}}"#)
+}
+
+/// The lines of `logs` about a dry run, each checked to carry the mode and neither the
+/// address nor the user.
+fn dry_run_lines(logs: &Logs) -> Vec<String> {
+    let text = logs.text();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("dry run"))
+        .map(str::to_owned)
+        .collect();
+    for line in &lines {
+        assert!(line.contains("dry_run"), "{line}");
+        assert!(!line.contains("192.0.2.1"), "{line}");
+        assert!(!line.contains("alice"), "{line}");
+    }
+    lines
+}
+
+#[tokio::test]
+async fn a_dry_run_handshake_rate_serves_handshakes_over_budget_and_spends_nothing_on_them() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let logs = Logs::new();
+    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    wsguard_conn_limit::describe_metrics();
+    let text = metrics.render();
+    // Every would-be refusal of the layer has its series from the start.
+    for reason in ["rate_exceeded", "at_capacity", "bad_request", "internal"] {
+        let series = layer_rejections("handshake_rate", reason, "dry_run");
+        assert!(text.contains(&format!("{series} 0")), "{series}: {text}");
+    }
+
+    // Enforced: a burst of 2, then 429.
+    let budget = || rate(1).per(Duration::from_secs(60)).burst(2);
+    let enforcing = HandshakeRateLimitLayer::per_ip(budget()).unwrap();
+    let addr = serve_rate(enforcing).await;
+    let _a = connect(addr, "alice").await.unwrap();
+    let _b = connect(addr, "alice").await.unwrap();
+    let (status, _) = connect(addr, "alice").await.err().unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Dry run: all five are served, the three over the burst counted and logged once each.
+    let dry = HandshakeRateLimitLayer::per_ip(budget())
+        .unwrap()
+        .dry_run(true);
+    let addr = serve_rate(dry).await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(connect(addr, "alice").await.unwrap());
+    }
+    let text = metrics.render();
+    let series = |mode| layer_rejections("handshake_rate", "rate_exceeded", mode);
+    assert_eq!(value(&text, &series("dry_run")), 3.0, "{text}");
+    assert_eq!(value(&text, &series("enforce")), 1.0, "{text}");
+    assert_eq!(dry_run_lines(&logs).len(), 3, "{}", logs.text());
+    for socket in sockets {
+        client::close(socket).await;
+    }
+
+    // The handshakes let through over budget spent nothing: one period after the one
+    // admitted handshake, an enforcing layer on the same store admits the next (had each
+    // of the three over-budget handshakes been charged, the budget would be spent for three
+    // periods more).
+    let period = Duration::from_millis(400);
+    let store =
+        InMemoryKeyStore::new(Budget::new().messages(rate(1).per(period).burst(1))).unwrap();
+    let dry =
+        HandshakeRateLimitLayer::with_store(ClientIpKey::default(), store.clone()).dry_run(true);
+    let enforcing = HandshakeRateLimitLayer::with_store(ClientIpKey::default(), store);
+    let (dry_addr, enforcing_addr) = (serve_rate(dry).await, serve_rate(enforcing).await);
+    let admitted = connect(dry_addr, "alice").await.unwrap();
+    for _ in 0..3 {
+        client::close(connect(dry_addr, "alice").await.unwrap()).await;
+    }
+    let (status, _) = connect(enforcing_addr, "alice").await.err().unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the burst is spent");
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    let next = connect(enforcing_addr, "alice").await;
+    assert!(next.is_ok(), "over-budget dry-run handshakes were charged");
+    let text = metrics.render();
+    assert_eq!(value(&text, &series("dry_run")), 6.0, "{text}");
+    assert_eq!(value(&text, &series("enforce")), 2.0, "{text}");
+    client::close(admitted).await;
+}
+
+#[tokio::test]
+async fn a_dry_run_penalty_serves_a_penalised_address_and_still_records_its_failures() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let logs = Logs::new();
+    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    wsguard_conn_limit::describe_metrics();
+    let text = metrics.render();
+    for reason in ["rate_exceeded", "bad_request", "internal"] {
+        let series = layer_rejections("failure_penalty", reason, "dry_run");
+        assert!(text.contains(&format!("{series} 0")), "{series}: {text}");
+    }
+    let series = |mode| layer_rejections("failure_penalty", "rate_exceeded", mode);
+    let backoff = Duration::from_millis(500);
+    let penalty = || {
+        FailurePenaltyLayer::per_ip()
+            .max_failures(3, Duration::from_secs(60))
+            .unwrap()
+            .backoff(backoff, Duration::from_secs(60))
+            .unwrap()
+    };
+
+    // Enforced: three failures, then even a valid handshake is refused with 429.
+    let enforcing = penalty();
+    let addr = serve_penalty(enforcing.clone()).await;
+    for _ in 0..3 {
+        let (status, _) = connect(addr, "").await.err().unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(enforcing.penalized(), 1);
+    let (status, _) = connect(addr, "alice").await.err().unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(value(&metrics.render(), &series("enforce")), 1.0);
+
+    // Dry run: the same three failures start the same penalty, ...
+    let dry = penalty().dry_run(true);
+    let addr = serve_penalty(dry.clone()).await;
+    for _ in 0..3 {
+        let (status, _) = connect(addr, "").await.err().unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(dry.penalized(), 1);
+    // ... but the penalised address is served: a valid handshake upgrades and echoes, and
+    // failed ones reach the authentication (401, not 429). Each is counted and logged.
+    let mut served = connect(addr, "alice").await.unwrap();
+    client::round_trip(&mut served, "let through").await;
+    for _ in 0..3 {
+        let (status, _) = connect(addr, "").await.err().unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let text = metrics.render();
+    assert_eq!(value(&text, &series("dry_run")), 4.0, "{text}");
+    assert_eq!(value(&text, &series("enforce")), 1.0, "{text}");
+    assert_eq!(
+        value(&text, r#"wsguard_store_keys_over_limit{store="penalties"}"#),
+        2.0,
+        "both layers' penalties: {text}"
+    );
+    assert_eq!(dry_run_lines(&logs).len(), 4, "{}", logs.text());
+
+    // The failures let through were recorded: once the penalty is over, the next failure
+    // starts the next penalty at once (enforce mode, having refused them, would need three
+    // new failures).
+    tokio::time::sleep(backoff + Duration::from_millis(100)).await;
+    let (status, _) = connect(addr, "").await.err().unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        dry.penalized(),
+        1,
+        "penalised again by the recorded failures"
+    );
+    let starts: Vec<_> = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("penalty started"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert_eq!(
+        starts.iter().filter(|l| l.contains("dry_run")).count(),
+        2,
+        "{starts:?}"
+    );
+    assert!(starts.iter().all(|l| !l.contains("192.0.2.1")));
+    client::close(served).await;
 }
