@@ -19,12 +19,17 @@
 
 use std::{convert::Infallible, fmt, future::Future, net::SocketAddr, sync::Arc};
 
-use axum::{routing::get, Router};
+use axum::{
+    routing::{get, MethodRouter},
+    Router,
+};
 use futures_util::{SinkExt, StreamExt};
 use http::{Extensions, Request, Response};
 use hyper::body::Incoming;
 use tokio::{sync::watch, time::timeout};
 use tower::{service_fn, ServiceBuilder};
+#[cfg(feature = "plane")]
+use wsguard_core::{Admit, GuardedSocket};
 use wsguard_core::{Connection, WsMessage, WsSocket};
 
 use crate::{server, MAX_MESSAGES, WAIT};
@@ -109,16 +114,64 @@ impl SocketHandler for Echo {
         S: WsSocket + Send + 'static,
         S::SocketError: Send + fmt::Debug,
     {
-        for _ in 0..MAX_MESSAGES {
-            let Some(Ok(msg)) = socket.next().await else {
-                break;
-            };
-            if msg.kind().is_data() && socket.send(msg).await.is_err() {
-                break;
-            }
-        }
+        echo(&mut socket).await;
         drop(conn);
     }
+}
+
+/// Echoes text and binary messages through the message plane (feature `plane`): a
+/// [`GuardedSocket`](wsguard_core::GuardedSocket) over [`Admit`], which closes the socket when
+/// its connection is asked to close (a revoked token: 4403) or its token expires (4440).
+#[cfg(feature = "plane")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlaneEcho;
+
+#[cfg(feature = "plane")]
+impl SocketHandler for PlaneEcho {
+    async fn handle<S>(self, socket: S, conn: Connection)
+    where
+        S: WsSocket + Send + 'static,
+        S::SocketError: Send + fmt::Debug,
+    {
+        echo(&mut GuardedSocket::new(socket, conn, Admit)).await;
+    }
+}
+
+/// Sends back each text and binary message `socket` yields, until it ends.
+async fn echo<S: WsSocket>(socket: &mut S) {
+    for _ in 0..MAX_MESSAGES {
+        let Some(Ok(msg)) = socket.next().await else {
+            break;
+        };
+        if msg.kind().is_data() && socket.send(msg).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// An axum route (`GET`) that hands each socket off to `handler` through
+/// [`wsguard_core::axum::GuardedUpgrade`], with the limits `upgrade` sets: mount it at any path,
+/// behind any layer.
+///
+/// ```
+/// use axum::Router;
+/// use wsguard_test_kit::{client, handoff::{self, Echo, Upgrade}, server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new().route("/chat", handoff::route(Upgrade::default(), Echo));
+/// let addr = server::axum(app).await;
+/// let mut ws = client::connect(addr, "/chat").await;
+/// client::round_trip(&mut ws, "hello").await;
+/// client::close(ws).await;
+/// # }
+/// ```
+pub fn route<H: SocketHandler>(upgrade: Upgrade, handler: H) -> MethodRouter {
+    get(move |up: wsguard_core::axum::GuardedUpgrade| async move {
+        upgrade
+            .axum(up)
+            .on_upgrade(move |socket, conn| handler.handle(socket, conn))
+    })
 }
 
 /// Serves `handler` at `/ws` through `hand_off` on a free loopback port. `before` sees each
@@ -131,21 +184,12 @@ where
 {
     match hand_off {
         HandOff::Axum => {
-            let app = Router::new()
-                .route(
-                    "/ws",
-                    get(move |up: wsguard_core::axum::GuardedUpgrade| async move {
-                        upgrade
-                            .axum(up)
-                            .on_upgrade(move |socket, conn| handler.handle(socket, conn))
-                    }),
-                )
-                .layer(ServiceBuilder::new().map_request(
-                    move |mut req: Request<axum::body::Body>| {
-                        before(req.extensions_mut());
-                        req
-                    },
-                ));
+            let app = Router::new().route("/ws", route(upgrade, handler)).layer(
+                ServiceBuilder::new().map_request(move |mut req: Request<axum::body::Body>| {
+                    before(req.extensions_mut());
+                    req
+                }),
+            );
             server::axum(app).await
         }
         HandOff::Hyper => {

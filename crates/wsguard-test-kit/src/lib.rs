@@ -2,11 +2,12 @@
 //!
 //! Every crate of the workspace tests its layers the same ways: alone, driven as a tower
 //! service with built requests; over real sockets, with a real server on `127.0.0.1:0` and a
-//! real tokio-tungstenite client; with its `tracing` events captured; and, for the stores,
-//! with a counting allocator. This crate holds those pieces, so that each crate's `tests/`
-//! holds only what it tests:
+//! real tokio-tungstenite client; with its `tracing` events and its metrics captured; and,
+//! for the stores, with a counting allocator. This crate holds those pieces, so that each
+//! crate's `tests/` holds only what it tests:
 //!
 //! - [`logs`]: a `tracing` subscriber that captures formatted events in memory;
+//! - [`metrics`]: a `metrics` recorder, and reads of its counters by name and labels;
 //! - [`service`]: request builders and counting inner services;
 //! - [`server`]: real axum and hyper 1 servers on `127.0.0.1:0`;
 //! - [`client`]: a real tokio-tungstenite client and a raw HTTP/1.1 client;
@@ -47,6 +48,7 @@ pub mod alloc;
 pub mod client;
 pub mod handoff;
 pub mod logs;
+pub mod metrics;
 pub mod poll;
 pub mod server;
 pub mod service;
