@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
 use http::{header, HeaderValue, StatusCode};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tracing::Level;
 use wsguard_core::axum::GuardedUpgrade;
@@ -15,6 +14,7 @@ use wsguard_test_kit::{
     client,
     handoff::{Echo, SocketHandler},
     logs::Logs,
+    metrics::Metrics,
     server,
 };
 
@@ -37,33 +37,17 @@ fn request(addr: SocketAddr, origin: &str) -> http::Request<()> {
     req
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-const ENFORCED: &str =
-    r#"wsguard_rejections_total{layer="origin",reason="origin_not_allowed",mode="enforce"}"#;
-const DRY_RUN: &str =
-    r#"wsguard_rejections_total{layer="origin",reason="origin_not_allowed",mode="dry_run"}"#;
+const LAYER: &str = "origin";
+const REASON: &str = "origin_not_allowed";
 
 // A current-thread runtime: the server, the client and the thread-local recorder and log
 // subscriber share one thread, so no other test's events reach them.
 #[tokio::test]
 async fn a_dry_run_lets_a_foreign_origin_upgrade_and_counts_and_logs_it() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
 
     let layer = OriginGuardLayer::new(AllowList::new().add_origin("https://chat.example").unwrap())
         .allow_missing_origin(false);
@@ -74,8 +58,8 @@ async fn a_dry_run_lets_a_foreign_origin_upgrade_and_counts_and_logs_it() {
         Err((status, _)) => assert_eq!(status, StatusCode::FORBIDDEN),
         Ok(_) => panic!("expected 403, got an upgrade"),
     }
-    assert_eq!(value(&metrics.render(), ENFORCED), 1.0);
-    assert_eq!(value(&metrics.render(), DRY_RUN), 0.0);
+    assert_eq!(metrics.rejections(LAYER, REASON, "enforce"), 1, "{metrics}");
+    assert_eq!(metrics.rejections(LAYER, REASON, "dry_run"), 0, "{metrics}");
 
     // Dry run: the same handshake upgrades and the socket works; the refusal it would have
     // had is counted as dry_run and logged, and nothing more is counted as enforced.
@@ -85,16 +69,14 @@ async fn a_dry_run_lets_a_foreign_origin_upgrade_and_counts_and_logs_it() {
         .expect("a dry run refuses nothing");
     client::round_trip(&mut ws, "through").await;
     client::close(ws).await;
-    let text = metrics.render();
-    assert_eq!(value(&text, DRY_RUN), 1.0, "{text}");
-    assert_eq!(value(&text, ENFORCED), 1.0, "{text}");
-    let lines = logs.text();
-    let dry_lines: Vec<_> = lines.lines().filter(|l| l.contains("dry run")).collect();
-    assert_eq!(dry_lines.len(), 1, "{lines}");
-    assert!(dry_lines[0].contains("dry_run"), "{lines}");
+    assert_eq!(metrics.rejections(LAYER, REASON, "dry_run"), 1, "{metrics}");
+    assert_eq!(metrics.rejections(LAYER, REASON, "enforce"), 1, "{metrics}");
+    let dry_lines = logs.lines_containing("dry run");
+    assert_eq!(dry_lines.len(), 1, "{logs}");
+    assert!(dry_lines[0].contains("dry_run"), "{logs}");
     assert!(
         dry_lines[0].contains("origin=https://evil.example"),
-        "{lines}"
+        "{logs}"
     );
 
     // An allowed origin is neither refused nor counted in either mode.
@@ -103,5 +85,5 @@ async fn a_dry_run_lets_a_foreign_origin_upgrade_and_counts_and_logs_it() {
         .unwrap();
     client::round_trip(&mut ws, "allowed").await;
     client::close(ws).await;
-    assert_eq!(value(&metrics.render(), DRY_RUN), 1.0);
+    assert_eq!(metrics.rejections(LAYER, REASON, "dry_run"), 1, "{metrics}");
 }

@@ -14,14 +14,21 @@
 //!     tracing::debug!("not captured above INFO");
 //! });
 //! assert_eq!(logs.text().lines().count(), 1);
+//!
+//! // For the test's thread, as long as the guard lives:
+//! let _local = logs.set_local(tracing::Level::INFO);
+//! tracing::info!(mode = "dry_run", "dry run: would refuse");
+//! let dry = logs.lines_containing("dry run");
+//! assert_eq!(dry.len(), 1, "{logs}");
+//! assert!(dry[0].contains("mode=dry_run"), "{logs}");
 //! ```
 
 use std::{
-    io,
+    fmt, io,
     sync::{Arc, Mutex, PoisonError},
 };
 
-use tracing::{Level, Subscriber};
+use tracing::{subscriber::DefaultGuard, Level, Subscriber};
 
 /// Formatted log lines, kept in memory; clones share them.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +51,27 @@ impl Logs {
             .finish()
     }
 
+    /// Sets [`subscriber`](Self::subscriber) as the current thread's default until the guard
+    /// drops: for tests on tokio's `current_thread` runtime (the `#[tokio::test]` default),
+    /// whose servers and clients run on the test's thread.
+    #[must_use = "the subscriber is the thread's only while the guard lives"]
+    pub fn set_local(&self, max_level: Level) -> DefaultGuard {
+        tracing::subscriber::set_default(self.subscriber(max_level))
+    }
+
+    /// The captured lines that contain `needle`.
+    ///
+    /// # Panics
+    ///
+    /// As [`text`](Self::text).
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Everything captured so far.
     ///
     /// # Panics
@@ -56,6 +84,13 @@ impl Logs {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         String::from_utf8(bytes).expect("formatted events are UTF-8")
+    }
+}
+
+/// Everything captured so far ([`Logs::text`]), for failure messages.
+impl fmt::Display for Logs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 
