@@ -6,7 +6,6 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{extract::ws::Message, routing::get, Router};
 use futures_util::{SinkExt, StreamExt};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_tungstenite::tungstenite;
 use tower::ServiceBuilder;
 use tracing::Level;
@@ -15,6 +14,7 @@ use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 use wsguard_test_kit::{
     client::{self, Client},
     logs::Logs,
+    metrics::Metrics,
     server,
     service::query_identity,
     MAX_MESSAGES,
@@ -64,23 +64,8 @@ async fn flood(client: &mut Client, n: usize) -> usize {
     echoed
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-const ENFORCED: &str =
-    r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="enforce"}"#;
-const DRY_RUN: &str =
-    r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="dry_run"}"#;
+const LAYER: &str = "msg_rate";
+const REASON: &str = "rate_exceeded";
 
 /// A burst of 3 per user that does not refill during the test.
 fn layer() -> MessageRateLimitLayer {
@@ -95,32 +80,32 @@ fn layer() -> MessageRateLimitLayer {
 // subscriber share one thread, so no other test's events reach them.
 #[tokio::test]
 async fn a_dry_run_echoes_what_enforce_mode_refuses_and_counts_and_logs_it() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
 
     // Enforced: 3 of 8 echoed, 5 refused.
     let enforcing = serve(layer()).await;
     let mut alice = client::connect(enforcing, "/ws?user=alice").await;
     assert_eq!(flood(&mut alice, 8).await, 3);
     client::close(alice).await;
-    assert_eq!(value(&metrics.render(), ENFORCED), 5.0);
-    assert_eq!(value(&metrics.render(), DRY_RUN), 0.0);
+    assert_eq!(metrics.rejections(LAYER, REASON, "enforce"), 5, "{metrics}");
+    assert_eq!(metrics.rejections(LAYER, REASON, "dry_run"), 0, "{metrics}");
 
     // Dry run: all 8 echoed; the 5 it would have refused are counted and logged, once each.
     let dry = serve(layer().dry_run(true)).await;
     let mut alice = client::connect(dry, "/ws?user=alice").await;
     assert_eq!(flood(&mut alice, 8).await, 8);
     client::close(alice).await;
-    let text = metrics.render();
-    assert_eq!(value(&text, DRY_RUN), 5.0, "{text}");
-    assert_eq!(value(&text, ENFORCED), 5.0, "{text}");
-    let lines = logs.text();
-    let dry_lines: Vec<_> = lines.lines().filter(|l| l.contains("dry run")).collect();
-    assert_eq!(dry_lines.len(), 5, "{lines}");
-    assert!(dry_lines
-        .iter()
-        .all(|l| l.contains("rate_exceeded") && !l.contains("alice")));
+    assert_eq!(metrics.rejections(LAYER, REASON, "dry_run"), 5, "{metrics}");
+    assert_eq!(metrics.rejections(LAYER, REASON, "enforce"), 5, "{metrics}");
+    let dry_lines = logs.lines_containing("dry run");
+    assert_eq!(dry_lines.len(), 5, "{logs}");
+    assert!(
+        dry_lines
+            .iter()
+            .all(|l| l.contains("rate_exceeded") && !l.contains("alice")),
+        "{logs}"
+    );
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 
 use axum::{extract::ws::Message, routing::get, Router};
 use futures_util::SinkExt;
-use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite;
 use tower::ServiceBuilder;
@@ -17,6 +16,7 @@ use wsguard_schema_validate::ValidateMessageLayer;
 use wsguard_test_kit::{
     client::{self, Client},
     logs::Logs,
+    metrics::Metrics,
     server,
     service::query_identity,
     MAX_MESSAGES,
@@ -70,32 +70,15 @@ async fn ask(client: &mut Client, text: &str) -> String {
     client::next(client).await.into_text().unwrap().to_string()
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-fn series(reason: &str, mode: &str) -> String {
-    format!(r#"wsguard_rejections_total{{layer="schema",reason="{reason}",mode="{mode}"}}"#)
-}
-
 // A current-thread runtime: the server, the client and the thread-local recorder and log
 // subscriber share one thread, so no other test's events reach them.
 #[tokio::test]
 async fn a_dry_run_hands_on_raw_what_enforce_mode_refuses_and_counts_and_logs_it() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
+    let rejections = |reason, mode| metrics.rejections("schema", reason, mode);
 
     // Enforced: the invalid and the denied message are answered with error frames.
     let enforcing = serve(false).await;
@@ -104,18 +87,9 @@ async fn a_dry_run_hands_on_raw_what_enforce_mode_refuses_and_counts_and_logs_it
     assert_eq!(ask(&mut alice, "not json").await, INVALID);
     assert_eq!(ask(&mut alice, r#"{"admin":true}"#).await, FORBIDDEN);
     client::close(alice).await;
-    let text = metrics.render();
-    assert_eq!(
-        value(&text, &series("invalid_message", "enforce")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(value(&text, &series("forbidden", "enforce")), 1.0, "{text}");
-    assert_eq!(
-        value(&text, &series("invalid_message", "dry_run")),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(rejections("invalid_message", "enforce"), 1, "{metrics}");
+    assert_eq!(rejections("forbidden", "enforce"), 1, "{metrics}");
+    assert_eq!(rejections("invalid_message", "dry_run"), 0, "{metrics}");
 
     // Dry run: both reach the application raw, without a parsed value; the valid message is
     // still parsed. Each would-be refusal is counted and logged once.
@@ -132,28 +106,21 @@ async fn a_dry_run_hands_on_raw_what_enforce_mode_refuses_and_counts_and_logs_it
         assert_eq!(ask(&mut alice, &format!("[{i}")).await, format!("raw [{i}"));
     }
     client::close(alice).await;
-    let text = metrics.render();
-    assert_eq!(
-        value(&text, &series("invalid_message", "dry_run")),
-        7.0,
-        "{text}"
+    assert_eq!(rejections("invalid_message", "dry_run"), 7, "{metrics}");
+    assert_eq!(rejections("forbidden", "dry_run"), 1, "{metrics}");
+    assert_eq!(rejections("invalid_message", "enforce"), 1, "{metrics}");
+    assert_eq!(rejections("forbidden", "enforce"), 1, "{metrics}");
+    let dry_lines = logs.lines_containing("dry run");
+    assert_eq!(dry_lines.len(), 8, "{logs}");
+    assert!(
+        dry_lines
+            .iter()
+            .all(|l| l.contains("dry_run") && !l.contains("alice") && !l.contains("not json")),
+        "{logs}"
     );
-    assert_eq!(value(&text, &series("forbidden", "dry_run")), 1.0, "{text}");
-    assert_eq!(
-        value(&text, &series("invalid_message", "enforce")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(value(&text, &series("forbidden", "enforce")), 1.0, "{text}");
-    let lines = logs.text();
-    let dry_lines: Vec<_> = lines.lines().filter(|l| l.contains("dry run")).collect();
-    assert_eq!(dry_lines.len(), 8, "{lines}");
-    assert!(dry_lines
-        .iter()
-        .all(|l| l.contains("dry_run") && !l.contains("alice") && !l.contains("not json")));
     assert_eq!(
         dry_lines.iter().filter(|l| l.contains("forbidden")).count(),
         1,
-        "{lines}"
+        "{logs}"
     );
 }
