@@ -20,7 +20,7 @@ use wsguard_core::{
 
 use crate::{
     store::{Refusal, Slot},
-    telemetry,
+    telemetry::{self, ActiveGauge},
 };
 
 /// The most limits one layer holds.
@@ -180,6 +180,8 @@ pub(crate) struct ActiveLimit {
     pub(crate) optional: bool,
     /// Connections currently counted under this limit.
     pub(crate) active: AtomicU64,
+    /// Its `wsguard_connections_active` gauge.
+    pub(crate) gauge: ActiveGauge,
 }
 
 pub(crate) struct Config<St, P> {
@@ -245,6 +247,7 @@ impl<St, P> Config<St, P> {
                 });
             };
             active.push(ActiveLimit {
+                gauge: ActiveGauge::new(&limit.name),
                 name: limit.name,
                 extractor: limit.extractor,
                 max,
@@ -351,12 +354,12 @@ impl<St, P> Config<St, P> {
             _ => None,
         };
         let limit = slot.and_then(|s| self.limits.get(usize::from(s.limit())));
-        let name = limit.map_or("", |l| l.name.as_ref());
+        let name = limit.map_or(Cow::Borrowed(""), |l| l.name.clone());
         let class = slot.map_or("", |s| s.key().class());
         let reason = match refusal {
             Refusal::Full { .. } => {
                 tracing::debug!(
-                    limit = name,
+                    limit = &*name,
                     key_class = class,
                     "connection refused: limit reached"
                 );
@@ -364,7 +367,7 @@ impl<St, P> Config<St, P> {
             }
             Refusal::TooManyKeys { .. } => {
                 tracing::warn!(
-                    limit = name,
+                    limit = &*name,
                     key_class = class,
                     "connection refused: the store tracks as many keys as it may"
                 );
@@ -377,7 +380,7 @@ impl<St, P> Config<St, P> {
         };
         if self.dry_run {
             tracing::info!(
-                limit = name,
+                limit = &*name,
                 key_class = class,
                 reason = reason.as_str(),
                 mode = Mode::DryRun.as_str(),

@@ -278,7 +278,7 @@ impl<L, St, P> Held<L, St, P> {
         for_each_bit(counted, |index| {
             if let Some(limit) = config.limits.get(index) {
                 limit.active.fetch_add(1, Ordering::AcqRel);
-                telemetry::opened(&limit.name);
+                limit.gauge.opened();
             }
         });
         Self {
@@ -296,7 +296,7 @@ impl<L, St, P> Drop for Held<L, St, P> {
         for_each_bit(self.counted, |index| {
             if let Some(limit) = self.config.limits.get(index) {
                 limit.active.fetch_sub(1, Ordering::AcqRel);
-                telemetry::closed(&limit.name);
+                limit.gauge.closed();
             }
         });
     }
