@@ -15,9 +15,12 @@ use axum::{extract::ws::Message as AxumMessage, routing::get, Router};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
-use wsguard_core::{axum::GuardedUpgrade, Admit, GuardedSocket, Hygiene};
+use wsguard_core::{axum::GuardedUpgrade, Hygiene};
 use wsguard_jwt_auth::{InMemoryRevocations, JwtAuthLayer, LiveSessions, NoClaims, TokenSource};
-use wsguard_test_kit::client::{self, Client};
+use wsguard_test_kit::{
+    client::{self, Client},
+    handoff::{self, PlaneEcho, Upgrade},
+};
 
 /// The safety bound of a close that should take milliseconds.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -33,19 +36,7 @@ async fn serve() -> (SocketAddr, InMemoryRevocations, LiveSessions) {
         .with_revocation(revocations.clone())
         .with_sessions(sessions.clone());
     let app = Router::new()
-        .route(
-            "/plane",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|socket, conn| async move {
-                    let mut socket = GuardedSocket::new(socket, conn, Admit);
-                    while let Some(Ok(msg)) = socket.next().await {
-                        if matches!(msg, AxumMessage::Text(_)) && socket.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-            }),
-        )
+        .route("/plane", handoff::route(Upgrade::default(), PlaneEcho))
         .route(
             "/hygiene",
             get(|upgrade: GuardedUpgrade| async move {

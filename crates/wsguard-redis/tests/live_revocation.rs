@@ -12,17 +12,18 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{extract::ws::Message, routing::get, Router};
+use axum::Router;
 use common::eventually;
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
 use tokio::time::timeout;
-use wsguard_core::{axum::GuardedUpgrade, Admit, GuardedSocket};
 use wsguard_jwt_auth::{
     Algorithm, JwtAuthLayer, LiveSessions, NoClaims, TokenSource, VerifyingKey,
 };
 use wsguard_redis::{Fleet, RedisRevocations};
-use wsguard_test_kit::client::{self, Client};
+use wsguard_test_kit::{
+    client::{self, Client},
+    handoff::{self, PlaneEcho, Upgrade},
+};
 
 type Conn = redis::aio::ConnectionManager;
 
@@ -53,19 +54,7 @@ async fn instance(server: &common::RedisServer) -> Instance {
             .with_revocation(revocations.clone())
             .with_sessions(sessions.clone());
     let app = Router::new()
-        .route(
-            "/ws",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|socket, conn| async move {
-                    let mut socket = GuardedSocket::new(socket, conn, Admit);
-                    while let Some(Ok(msg)) = socket.next().await {
-                        if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-            }),
-        )
+        .route("/ws", handoff::route(Upgrade::default(), PlaneEcho))
         .layer(layer);
     Instance {
         revocations,
