@@ -36,17 +36,48 @@ where
     crate::close::close_with(&mut socket, crate::close::Closing::new(rejection)).await;
 }
 
-/// Runs a hand-off's callback on an upgraded socket: counts the accepted handshake and, when
-/// the callback's future ends, the connection's duration.
+/// Runs a hand-off's callback on an upgraded socket: counts the accepted handshake now and,
+/// when the callback's future ends, the connection's duration.
 #[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
-pub(crate) async fn run_upgraded<F>(handler: F)
+pub(crate) fn run_upgraded<F>(handler: F) -> Upgraded<F>
 where
     F: std::future::Future<Output = ()>,
 {
     crate::telemetry::handshake_accepted();
-    let opened = std::time::Instant::now();
-    handler.await;
-    crate::telemetry::connection_ended(opened.elapsed());
+    Upgraded {
+        handler,
+        opened: std::time::Instant::now(),
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+pin_project_lite::pin_project! {
+    /// The future of [`run_upgraded`]: the callback's future, inline and only once (an
+    /// `async fn` taking it would keep it twice for the socket's whole life,
+    /// rust-lang/rust#62958), and when the connection opened.
+    pub(crate) struct Upgraded<F> {
+        #[pin]
+        handler: F,
+        opened: std::time::Instant,
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "tokio-tungstenite"))]
+impl<F> std::future::Future for Upgraded<F>
+where
+    F: std::future::Future<Output = ()>,
+{
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        std::task::ready!(this.handler.poll(cx));
+        crate::telemetry::connection_ended(this.opened.elapsed());
+        std::task::Poll::Ready(())
+    }
 }
 
 /// The read buffer a guarded socket starts with: 4 KiB instead of tungstenite's 128 KiB,

@@ -305,8 +305,8 @@ struct Heartbeat {
 
 enum Phase<M> {
     Open,
-    /// The closing handshake is under way.
-    Closing(Closing<M>),
+    /// The closing handshake is under way (boxed: it is needed only at the end).
+    Closing(Box<Closing<M>>),
     Done,
 }
 
@@ -401,7 +401,7 @@ impl<S: WsSocket> HygieneSocket<S> {
         );
         self.closed_by = Some(reason);
         self.ping = false;
-        self.phase = Phase::Closing(Closing::new(&rejection));
+        self.phase = Phase::Closing(Box::new(Closing::new(&rejection)));
     }
 
     /// Applies the rules whose deadline passed; queues a ping when one is due.

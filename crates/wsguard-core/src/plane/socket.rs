@@ -183,11 +183,23 @@ where
     S: WsSocket,
     Svc: Service<Inbound<S::Message>>,
 {
+    // One allocation per socket: the adapter is one pointer wide, so the futures that hold
+    // it (an async handler keeps its arguments twice, rust-lang/rust#62958) stay small.
+    plane: Box<Plane<S, Svc>>,
+}
+
+/// The state of a [`GuardedSocket`].
+struct Plane<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>>,
+{
     socket: S,
     service: Svc,
-    // Allocated once per socket and reused for every message: no allocation per message,
-    // and the adapter stays `Unpin` whatever the service's future is.
-    in_flight: Pin<Box<Option<Svc::Future>>>,
+    // Allocated by the first message and reused for every later one: no allocation per
+    // message, none for a socket that stays idle, and the adapter stays `Unpin` whatever the
+    // service's future is.
+    in_flight: Option<Pin<Box<Option<Svc::Future>>>>,
     outbox: Option<S::Message>,
     needs_flush: bool,
     /// The token's expiry.
@@ -197,7 +209,8 @@ where
     close_timeout: Duration,
     replies: ReplyWindow,
     /// The closing handshake, once the plane started one.
-    closing: Option<Closing<S::Message>>,
+    /// (Boxed: it is needed only at the end.)
+    closing: Option<Box<Closing<S::Message>>>,
     /// The stream ended (or the closing handshake is over).
     done: bool,
     rejection: Option<Rejection>,
@@ -223,12 +236,16 @@ where
     Svc: Service<Inbound<S::Message>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plane = &*self.plane;
         f.debug_struct("GuardedSocket")
-            .field("closing", &self.closing)
-            .field("done", &self.done)
-            .field("deciding", &self.in_flight.is_some())
-            .field("rejection", &self.rejection)
-            .field("connection", &self.info)
+            .field("closing", &plane.closing)
+            .field("done", &plane.done)
+            .field(
+                "deciding",
+                &plane.in_flight.as_ref().is_some_and(|f| f.is_some()),
+            )
+            .field("rejection", &plane.rejection)
+            .field("connection", &plane.info)
             .finish_non_exhaustive()
     }
 }
@@ -272,10 +289,10 @@ where
     /// token expiry (the plane's timers are tokio timers).
     pub fn new(socket: S, conn: Connection, service: Svc) -> Self {
         let info = ConnectionInfo::new(&conn);
-        let mut this = Self {
+        let mut plane = Plane {
             socket,
             service,
-            in_flight: Box::pin(None),
+            in_flight: None,
             outbox: None,
             needs_flush: false,
             timer: None,
@@ -290,28 +307,31 @@ where
             info,
             conn,
         };
-        if let Some(expiry) = this.info.token_expiry() {
+        if let Some(expiry) = plane.info.token_expiry() {
             // The remaining lifetime is measured once against the wall clock, then kept by
             // a monotonic tokio timer (which also follows tokio's paused test clock).
             match expiry.duration_since(SystemTime::now()) {
                 Ok(left) => {
                     if let Some(deadline) = Instant::now().checked_add(left) {
-                        this.timer = Some(Box::pin(sleep_until(deadline)));
+                        plane.timer = Some(Box::pin(sleep_until(deadline)));
                     }
                 }
-                Err(_) => this.expire(),
+                Err(_) => plane.expire(),
             }
         }
-        this
+        Self {
+            plane: Box::new(plane),
+        }
     }
 
     /// How long to wait for the peer's close frame after the plane closed the socket
     /// (default [`CLOSE_TIMEOUT`]); see [`Closing`](crate::guard::Closing).
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
-        if let Some(closing) = self.closing.take() {
-            self.closing = Some(closing.timeout(timeout));
+        let plane = &mut *self.plane;
+        plane.close_timeout = timeout;
+        if let Some(closing) = plane.closing.take() {
+            plane.closing = Some(Box::new(closing.timeout(timeout)));
         }
         self
     }
@@ -321,55 +341,56 @@ where
     /// `0` answers no refusal.
     #[must_use]
     pub fn max_replies_per_second(mut self, replies: u32) -> Self {
-        self.replies = ReplyWindow::new(replies);
+        self.plane.replies = ReplyWindow::new(replies);
         self
     }
 
     /// The connection this socket belongs to.
-    pub const fn connection(&self) -> &Connection {
-        &self.conn
+    pub fn connection(&self) -> &Connection {
+        &self.plane.conn
     }
 
     /// The shared handle on the connection that every [`Inbound`] carries.
-    pub const fn info(&self) -> &ConnectionInfo {
-        &self.info
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.plane.info
     }
 
     /// The wrapped socket.
-    pub const fn get_ref(&self) -> &S {
-        &self.socket
+    pub fn get_ref(&self) -> &S {
+        &self.plane.socket
     }
 
     /// The wrapped socket, mutably. Reading from it directly bypasses the plane.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.socket
+        &mut self.plane.socket
     }
 
     /// The service messages go through.
-    pub const fn service(&self) -> &Svc {
-        &self.service
+    pub fn service(&self) -> &Svc {
+        &self.plane.service
     }
 
     /// Why the plane closed the socket, once it did.
-    pub const fn rejection(&self) -> Option<&Rejection> {
-        self.rejection.as_ref()
+    pub fn rejection(&self) -> Option<&Rejection> {
+        self.plane.rejection.as_ref()
     }
 
     /// The parsed form of the data message the `Stream` interface yielded last, if it is a
     /// `T` (`None` after a control frame).
     pub fn take_parsed<T: 'static>(&mut self) -> Option<T> {
-        take_parsed(&mut self.last_parsed)
+        take_parsed(&mut self.plane.last_parsed)
     }
 
     /// The extensions of the data message the `Stream` interface yielded last (empty for
     /// control frames), leaving empty extensions behind.
     pub fn take_extensions(&mut self) -> Extensions {
-        std::mem::take(&mut self.last)
+        std::mem::take(&mut self.plane.last)
     }
 
     /// The socket, the service and the connection.
     pub fn into_parts(self) -> (S, Svc, Connection) {
-        (self.socket, self.service, self.conn)
+        let plane = *self.plane;
+        (plane.socket, plane.service, plane.conn)
     }
 
     /// The next admitted message with its extensions; `None` when the socket is done.
@@ -377,9 +398,26 @@ where
     where
         Svc::Error: fmt::Display,
     {
-        poll_fn(move |cx| self.poll_next_admitted(cx))
+        poll_fn(move |cx| self.plane.poll_next_admitted(cx))
     }
 
+    /// Polls for the next admitted message: the core of the adapter.
+    ///
+    /// Every message but the peer's close frame is returned only once the service admitted
+    /// it; the peer's close frame is returned as it is, with empty extensions.
+    pub fn poll_next_admitted(&mut self, cx: &mut Context<'_>) -> Poll<NextAdmitted<S>>
+    where
+        Svc::Error: fmt::Display,
+    {
+        self.plane.poll_next_admitted(cx)
+    }
+}
+
+impl<S, Svc> Plane<S, Svc>
+where
+    S: WsSocket,
+    Svc: Service<Inbound<S::Message>, Response = Verdict<S::Message>>,
+{
     fn expire(&mut self) {
         tracing::debug!("token expired, closing the socket");
         telemetry::record_rejection("plane", Reason::TokenExpired);
@@ -408,16 +446,18 @@ where
         if self.closing.is_some() || self.done {
             return;
         }
-        self.in_flight.set(None);
+        if let Some(in_flight) = &mut self.in_flight {
+            in_flight.set(None);
+        }
         self.timer = None;
         let closing = Closing::new(&rejection)
             .timeout(self.close_timeout)
             .after(self.outbox.take());
-        self.closing = Some(if readable {
+        self.closing = Some(Box::new(if readable {
             closing
         } else {
             closing.unreadable()
-        });
+        }));
         self.rejection = Some(rejection);
     }
 
@@ -433,11 +473,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Polls for the next admitted message: the core of the adapter.
-    ///
-    /// Every message but the peer's close frame is returned only once the service admitted
-    /// it; the peer's close frame is returned as it is, with empty extensions.
-    pub fn poll_next_admitted(&mut self, cx: &mut Context<'_>) -> Poll<NextAdmitted<S>>
+    fn poll_next_admitted(&mut self, cx: &mut Context<'_>) -> Poll<NextAdmitted<S>>
     where
         Svc::Error: fmt::Display,
     {
@@ -479,9 +515,15 @@ where
                 }
             }
 
-            if let Some(future) = self.in_flight.as_mut().as_pin_mut() {
+            if let Some(future) = self
+                .in_flight
+                .as_mut()
+                .and_then(|f| f.as_mut().as_pin_mut())
+            {
                 let verdict = ready!(future.poll(cx));
-                self.in_flight.set(None);
+                if let Some(in_flight) = &mut self.in_flight {
+                    in_flight.set(None);
+                }
                 match verdict {
                     Ok(Verdict::Admit(inbound)) => {
                         telemetry::message_admitted();
@@ -535,7 +577,10 @@ where
                 }
                 Some(Ok(msg)) => {
                     let future = self.service.call(Inbound::new(msg, self.info.clone()));
-                    self.in_flight.set(Some(future));
+                    match &mut self.in_flight {
+                        Some(in_flight) => in_flight.set(Some(future)),
+                        None => self.in_flight = Some(Box::pin(Some(future))),
+                    }
                 }
             }
         }
@@ -551,7 +596,7 @@ where
     type Item = Result<S::Message, S::SocketError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().plane;
         match ready!(this.poll_next_admitted(cx)) {
             Some(Ok(admitted)) => {
                 this.last_parsed = admitted.parsed;
@@ -572,11 +617,11 @@ where
     type Error = S::SocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.get_mut().poll_send_queued(cx)
+        self.get_mut().plane.poll_send_queued(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: S::Message) -> Result<(), Self::Error> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().plane;
         if let Some(earlier) = this.outbox.replace(item) {
             // `start_send` without a ready `poll_ready` first: keep the order anyway.
             Pin::new(&mut this.socket).start_send(earlier)?;
@@ -586,7 +631,7 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().plane;
         ready!(this.poll_send_queued(cx))?;
         ready!(Pin::new(&mut this.socket).poll_flush(cx))?;
         this.needs_flush = false;
@@ -594,7 +639,7 @@ where
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().plane;
         ready!(this.poll_send_queued(cx))?;
         Pin::new(&mut this.socket).poll_close(cx)
     }
