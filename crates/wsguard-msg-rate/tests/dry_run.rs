@@ -4,45 +4,32 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{extract::ws::Message, routing::get, Router};
+use axum::extract::ws::Message;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
-use tower::ServiceBuilder;
 use tracing::Level;
-use wsguard_core::{axum::GuardedUpgrade, GuardedSocket, PrincipalKey};
+use wsguard_core::PrincipalKey;
 use wsguard_msg_rate::{rate, Budget, MessageRateLimitLayer};
 use wsguard_test_kit::{
     client::{self, Client},
     logs::Logs,
     metrics::Metrics,
-    server,
-    service::query_identity,
-    MAX_MESSAGES,
+    server, MAX_MESSAGES,
 };
 
 /// An echo server whose sockets go through `layer`; `?user=NAME` becomes the principal.
 async fn serve(layer: MessageRateLimitLayer) -> SocketAddr {
-    let ws = move |upgrade: GuardedUpgrade| {
-        let layer = layer.clone();
-        async move {
-            upgrade.on_upgrade(move |socket, conn| async move {
-                let mut socket =
-                    GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(u32::MAX);
-                for _ in 0..MAX_MESSAGES {
-                    let Some(Ok(msg)) = socket.next().await else {
-                        break;
-                    };
-                    if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-            })
+    server::axum_plane(layer, |mut socket| async move {
+        for _ in 0..MAX_MESSAGES {
+            let Some(Ok(msg)) = socket.next().await else {
+                break;
+            };
+            if matches!(msg, Message::Text(_)) && socket.send(msg).await.is_err() {
+                break;
+            }
         }
-    };
-    let app = Router::new()
-        .route("/ws", get(ws))
-        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
-    server::axum_without_connect_info(app).await
+    })
+    .await
 }
 
 /// Sends `n` messages, then reads `n` answers; returns how many were echoes.

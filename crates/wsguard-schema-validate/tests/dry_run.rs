@@ -5,21 +5,18 @@
 
 use std::net::SocketAddr;
 
-use axum::{extract::ws::Message, routing::get, Router};
+use axum::extract::ws::Message;
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite;
-use tower::ServiceBuilder;
 use tracing::Level;
-use wsguard_core::{axum::GuardedUpgrade, Access, ConnectionInfo, GuardedSocket};
+use wsguard_core::{Access, ConnectionInfo};
 use wsguard_schema_validate::ValidateMessageLayer;
 use wsguard_test_kit::{
     client::{self, Client},
     logs::Logs,
     metrics::Metrics,
-    server,
-    service::query_identity,
-    MAX_MESSAGES,
+    server, MAX_MESSAGES,
 };
 
 const INVALID: &str = r#"{"type":"error","code":"invalid_message"}"#;
@@ -34,32 +31,22 @@ async fn serve(dry_run: bool) -> SocketAddr {
             async move { Access::from(!denied) }
         })
         .dry_run(dry_run);
-    let ws = move |upgrade: GuardedUpgrade| {
-        let plane = plane.clone();
-        async move {
-            upgrade.on_upgrade(move |socket, conn| async move {
-                let mut socket =
-                    GuardedSocket::layered(socket, conn, &plane).max_replies_per_second(u32::MAX);
-                for _ in 0..MAX_MESSAGES {
-                    let Some(Ok(mut msg)) = socket.next_admitted().await else {
-                        break;
-                    };
-                    let answer = match (msg.take_parsed::<Value>(), msg.message()) {
-                        (Some(value), _) => format!("parsed {value}"),
-                        (None, Message::Text(text)) => format!("raw {}", text.as_str()),
-                        (None, _) => continue, // a control frame
-                    };
-                    if socket.send(Message::text(answer)).await.is_err() {
-                        break;
-                    }
-                }
-            })
+    server::axum_plane(plane, |mut socket| async move {
+        for _ in 0..MAX_MESSAGES {
+            let Some(Ok(mut msg)) = socket.next_admitted().await else {
+                break;
+            };
+            let answer = match (msg.take_parsed::<Value>(), msg.message()) {
+                (Some(value), _) => format!("parsed {value}"),
+                (None, Message::Text(text)) => format!("raw {}", text.as_str()),
+                (None, _) => continue, // a control frame
+            };
+            if socket.send(Message::text(answer)).await.is_err() {
+                break;
+            }
         }
-    };
-    let app = Router::new()
-        .route("/ws", get(ws))
-        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
-    server::axum_without_connect_info(app).await
+    })
+    .await
 }
 
 async fn ask(client: &mut Client, text: &str) -> String {

@@ -20,7 +20,7 @@
 //! tracing::info!(mode = "dry_run", "dry run: would refuse");
 //! let dry = logs.lines_containing("dry run");
 //! assert_eq!(dry.len(), 1, "{logs}");
-//! assert!(dry[0].contains("mode=dry_run"), "{logs}");
+//! assert!(dry[0].contains("dry_run"), "{logs}");
 //! ```
 
 use std::{

@@ -23,6 +23,17 @@ use hyper::{
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Service;
+#[cfg(feature = "plane")]
+use {
+    crate::service::query_identity,
+    axum::{
+        extract::ws::{Message, WebSocket},
+        routing::get,
+    },
+    std::future::Future,
+    tower::{Layer, ServiceBuilder},
+    wsguard_core::{axum::GuardedUpgrade, Admit, GuardedSocket, Inbound, Verdict},
+};
 
 /// A listener on a free loopback port, and its address.
 ///
@@ -56,6 +67,50 @@ pub async fn axum_without_connect_info(app: Router) -> SocketAddr {
     let (listener, addr) = listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// Serves `/ws` with axum on a free loopback port (without connect info), each socket guarded
+/// by the message plane `layer` builds for it (feature `plane`) and run by `run`. The query's
+/// `user=NAME` becomes the principal ([`query_identity`](crate::service::query_identity)),
+/// and the plane answers every refusal (`max_replies_per_second(u32::MAX)`), so a test that
+/// floods sees every answer.
+///
+/// ```
+/// use futures_util::{SinkExt, StreamExt};
+/// use wsguard_test_kit::{client, server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let addr = server::axum_plane(tower::layer::util::Identity::new(), |mut socket| async move {
+///     while let Some(Ok(msg)) = socket.next().await {
+///         if socket.send(msg).await.is_err() {
+///             break;
+///         }
+///     }
+/// })
+/// .await;
+/// let mut ws = client::connect(addr, "/ws?user=alice").await;
+/// client::round_trip(&mut ws, "hello").await;
+/// client::close(ws).await;
+/// # }
+/// ```
+#[cfg(feature = "plane")]
+pub async fn axum_plane<L, F, Fut>(layer: L, run: F) -> SocketAddr
+where
+    L: Layer<Admit> + Clone + Send + Sync + 'static,
+    L::Service: Service<Inbound<Message>, Response = Verdict<Message>> + Send + 'static,
+    F: Fn(GuardedSocket<WebSocket, L::Service>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ws = move |upgrade: GuardedUpgrade| async move {
+        upgrade.on_upgrade(move |socket, conn| {
+            run(GuardedSocket::layered(socket, conn, &layer).max_replies_per_second(u32::MAX))
+        })
+    };
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .layer(ServiceBuilder::new().map_request(query_identity::<axum::body::Body>));
+    axum_without_connect_info(app).await
 }
 
 /// Serves HTTP/1.1 with upgrades on a free loopback port, each connection with the tower
