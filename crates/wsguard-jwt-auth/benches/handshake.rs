@@ -6,14 +6,17 @@
 
 use std::{
     convert::Infallible,
+    fmt::Debug,
     hint::black_box,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{
+    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
+};
 use futures_util::FutureExt;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use tower::{Service, ServiceBuilder};
 use wsguard_core::{Access, RequestHead};
@@ -53,6 +56,50 @@ fn token(alg: Algorithm, key: &EncodingKey) -> String {
     format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
+/// A handshake request bearing `authorization`.
+fn request(authorization: &str) -> Request<()> {
+    Request::builder()
+        .uri("/ws")
+        .header("authorization", black_box(authorization))
+        .body(())
+        .unwrap()
+}
+
+/// The inner service behind the layer: 200 once the layer has put the claims in.
+async fn claims_required(req: Request<()>) -> Result<Response<String>, Infallible> {
+    let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
+    assert!(ok);
+    Ok(Response::new(String::from(req.uri().path())))
+}
+
+/// `svc`'s answer to `req`, which it gives at once.
+fn call_now<S>(svc: &mut S, req: Request<()>) -> Response<String>
+where
+    S: Service<Request<()>, Response = Response<String>>,
+    S::Error: Debug,
+{
+    svc.call(req).now_or_never().unwrap().unwrap()
+}
+
+/// Benchmarks `svc`'s answer (200) to a request bearing `authorization`, as `id`.
+fn bench_request<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    svc: &mut S,
+    authorization: &str,
+) where
+    S: Service<Request<()>, Response = Response<String>>,
+    S::Error: Debug,
+{
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let res = call_now(svc, request(authorization));
+            assert_eq!(res.status(), 200);
+            black_box(res);
+        })
+    });
+}
+
 fn bench_alg(
     c: &mut Criterion,
     name: &str,
@@ -77,36 +124,22 @@ fn bench_alg(
     let mut bare = ServiceBuilder::new().service_fn(|req: Request<()>| async move {
         Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
     });
-    group.bench_function("request_without_layer", |b| {
-        b.iter(|| {
-            let req = Request::builder()
-                .uri("/ws")
-                .header("authorization", black_box(authorization.as_str()))
-                .body(())
-                .unwrap();
-            black_box(bare.call(req).now_or_never().unwrap().unwrap());
-        })
-    });
+    bench_request(
+        &mut group,
+        "request_without_layer",
+        &mut bare,
+        &authorization,
+    );
 
     let mut svc = ServiceBuilder::new()
         .layer(JwtAuthLayer::<ChatClaims>::new(key.clone()))
-        .service_fn(|req: Request<()>| async move {
-            let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
-            assert!(ok);
-            Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
-        });
-    group.bench_function("request_through_layer", |b| {
-        b.iter(|| {
-            let req = Request::builder()
-                .uri("/ws")
-                .header("authorization", black_box(authorization.as_str()))
-                .body(())
-                .unwrap();
-            let res = svc.call(req).now_or_never().unwrap().unwrap();
-            assert_eq!(res.status(), 200);
-            black_box(res);
-        })
-    });
+        .service_fn(claims_required);
+    bench_request(
+        &mut group,
+        "request_through_layer",
+        &mut svc,
+        &authorization,
+    );
 
     // The same layer with the two per-handshake hooks configured: an in-memory revocation
     // store and an asynchronous claims predicate that allows (both answer at once).
@@ -118,23 +151,13 @@ fn bench_alg(
                     std::future::ready(Access::Allow)
                 }),
         )
-        .service_fn(|req: Request<()>| async move {
-            let ok = req.extensions().get::<Claims<ChatClaims>>().is_some();
-            assert!(ok);
-            Ok::<_, Infallible>(Response::new(String::from(req.uri().path())))
-        });
-    group.bench_function("request_through_layer_with_hooks", |b| {
-        b.iter(|| {
-            let req = Request::builder()
-                .uri("/ws")
-                .header("authorization", black_box(authorization.as_str()))
-                .body(())
-                .unwrap();
-            let res = hooked.call(req).now_or_never().unwrap().unwrap();
-            assert_eq!(res.status(), 200);
-            black_box(res);
-        })
-    });
+        .service_fn(claims_required);
+    bench_request(
+        &mut group,
+        "request_through_layer_with_hooks",
+        &mut hooked,
+        &authorization,
+    );
     group.finish();
 
     // A paired measurement, robust to the drift of a shared machine (criterion measures
@@ -152,25 +175,19 @@ fn bench_alg(
         }
         start.elapsed().as_secs_f64()
     };
-    let request = || {
-        Request::builder()
-            .uri("/ws")
-            .header("authorization", black_box(authorization.as_str()))
-            .body(())
-            .unwrap()
-    };
     // Live sessions: the same hooked layer on WebSocket handshakes, with and without a
     // registry (each handshake registers, and its entry leaves with the request's scope).
     let upgrade = || {
-        Request::builder()
-            .uri("/ws")
-            .header("authorization", black_box(authorization.as_str()))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap()
+        let mut req = request(&authorization);
+        let headers = req.headers_mut();
+        headers.insert("connection", HeaderValue::from_static("upgrade"));
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        headers.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        req
     };
     let sessions = LiveSessions::new();
     let hooked_layer = |sessions: Option<LiveSessions>| {
@@ -191,16 +208,10 @@ fn bench_alg(
     let mut added_ns: Vec<f64> = (0..41)
         .map(|_| {
             let without = time(&mut || {
-                black_box(
-                    unregistered
-                        .call(upgrade())
-                        .now_or_never()
-                        .unwrap()
-                        .unwrap(),
-                );
+                black_box(call_now(&mut unregistered, upgrade()));
             });
             let with = time(&mut || {
-                black_box(registered.call(upgrade()).now_or_never().unwrap().unwrap());
+                black_box(call_now(&mut registered, upgrade()));
             });
             (with - without) / f64::from(batch) * 1e9
         })
@@ -226,13 +237,13 @@ fn bench_alg(
                 );
             });
             let plain = time(&mut || {
-                black_box(bare.call(request()).now_or_never().unwrap().unwrap());
+                black_box(call_now(&mut bare, request(&authorization)));
             });
             let layered = time(&mut || {
-                black_box(svc.call(request()).now_or_never().unwrap().unwrap());
+                black_box(call_now(&mut svc, request(&authorization)));
             });
             let with_hooks = time(&mut || {
-                black_box(hooked.call(request()).now_or_never().unwrap().unwrap());
+                black_box(call_now(&mut hooked, request(&authorization)));
             });
             hooked_ratios.push((with_hooks - plain) / decode);
             (layered - plain) / decode
