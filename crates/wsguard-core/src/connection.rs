@@ -9,7 +9,11 @@ use std::{
     time::SystemTime,
 };
 
-use http::{request::Parts, Extensions, HeaderMap, Uri};
+use http::{
+    request::Parts,
+    uri::{Authority, PathAndQuery, Scheme},
+    Extensions, HeaderMap, Uri,
+};
 
 use crate::{
     close_mode::PendingRejection, key::RequestHead, ClientIp, ConnectionScope, Principal,
@@ -106,9 +110,26 @@ impl ConnectionInfo {
 }
 
 /// `uri` in storage of its own, not a slice of the buffer it was parsed from (the same
-/// URI; kept as it is in the impossible case that its own text does not parse again).
+/// URI; kept as it is in the impossible case that its own parts do not parse again). Each
+/// part is copied as it is, without formatting and parsing the whole URI again.
 fn owned_uri(uri: Uri) -> Uri {
-    Uri::try_from(uri.to_string()).unwrap_or(uri)
+    let mut parts = uri.clone().into_parts();
+    let copied = (|| -> Result<(), http::Error> {
+        if let Some(scheme) = &parts.scheme {
+            parts.scheme = Some(Scheme::try_from(scheme.as_str())?);
+        }
+        if let Some(authority) = &parts.authority {
+            parts.authority = Some(Authority::try_from(authority.as_str())?);
+        }
+        if let Some(path_and_query) = &parts.path_and_query {
+            parts.path_and_query = Some(PathAndQuery::try_from(path_and_query.as_str())?);
+        }
+        Ok(())
+    })();
+    match copied {
+        Ok(()) => Uri::from_parts(parts).unwrap_or(uri),
+        Err(_) => uri,
+    }
 }
 
 impl From<&Connection> for ConnectionInfo {
@@ -231,10 +252,28 @@ mod tests {
     }
 
     #[test]
-    fn absolute_uris_survive_the_copy() {
-        let uri: Uri = "http://example.com:8080/ws?x=1".parse().unwrap();
+    fn absolute_uris_survive_the_copy_and_do_not_pin_the_buffer_either() {
+        let head = b"http://example.com:8080/ws?x=1";
+        let mut buffer = vec![b' '; 16 * 1024];
+        buffer[..head.len()].copy_from_slice(head);
+        let buffer = Bytes::from(buffer);
+        let uri = Uri::from_maybe_shared(buffer.slice(..head.len())).unwrap();
+        assert!(!buffer.is_unique(), "the parsed URI shares the buffer");
+
         let conn = Connection::new(uri.clone(), &mut Extensions::new());
-        assert_eq!(conn.uri(), &uri);
-        assert_eq!(conn.uri().authority(), uri.authority());
+        drop(uri);
+        assert!(
+            buffer.is_unique(),
+            "the connection still holds the read buffer"
+        );
+        assert_eq!(conn.uri(), "http://example.com:8080/ws?x=1");
+        assert_eq!(conn.uri().authority().unwrap(), "example.com:8080");
+        assert_eq!(conn.uri().scheme_str(), Some("http"));
+
+        let other: Uri = "wss+custom://h/p".parse().unwrap();
+        assert_eq!(
+            Connection::new(other.clone(), &mut Extensions::new()).uri(),
+            &other
+        );
     }
 }
