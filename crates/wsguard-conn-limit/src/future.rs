@@ -18,7 +18,7 @@ use wsguard_core::{
 };
 
 use crate::{
-    config::Config,
+    config::{ActiveLimit, Config},
     store::{ConnectionStore, Refusal, Slot},
     telemetry,
 };
@@ -275,12 +275,10 @@ struct Held<L, St, P> {
 
 impl<L, St, P> Held<L, St, P> {
     fn new(lease: L, config: Arc<Config<St, P>>, counted: u64) -> Self {
-        for_each_bit(counted, |index| {
-            if let Some(limit) = config.limits.get(index) {
-                limit.active.fetch_add(1, Ordering::AcqRel);
-                limit.gauge.opened();
-            }
-        });
+        for limit in limits(&config, counted) {
+            limit.active.fetch_add(1, Ordering::AcqRel);
+        }
+        telemetry::opened(limits(&config, counted).map(|limit| &limit.gauge));
         Self {
             lease: Some(lease),
             config,
@@ -293,18 +291,23 @@ impl<L, St, P> Drop for Held<L, St, P> {
     fn drop(&mut self) {
         // Give the slots back first, then say so.
         drop(self.lease.take());
-        for_each_bit(self.counted, |index| {
-            if let Some(limit) = self.config.limits.get(index) {
-                limit.active.fetch_sub(1, Ordering::AcqRel);
-                limit.gauge.closed();
-            }
-        });
+        for limit in limits(&self.config, self.counted) {
+            limit.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        telemetry::closed(limits(&self.config, self.counted).map(|limit| &limit.gauge));
     }
 }
 
-fn for_each_bit(mut bits: u64, mut f: impl FnMut(usize)) {
-    while bits != 0 {
-        f(bits.trailing_zeros() as usize);
-        bits &= bits - 1;
-    }
+/// The limits of `config` whose bits are set in `counted`.
+fn limits<St, P>(config: &Config<St, P>, mut counted: u64) -> impl Iterator<Item = &ActiveLimit> {
+    std::iter::from_fn(move || {
+        while counted != 0 {
+            let index = counted.trailing_zeros() as usize;
+            counted &= counted - 1;
+            if let Some(limit) = config.limits.get(index) {
+                return Some(limit);
+            }
+        }
+        None
+    })
 }

@@ -36,11 +36,8 @@ const STORE_KEYS_OVER_LIMIT: &str = "wsguard_store_keys_over_limit";
 
 /// What the `metrics` macros give a registration as metadata, built once.
 #[cfg(feature = "metrics")]
-static METADATA: metrics::Metadata<'static> = metrics::Metadata::new(
-    module_path!(),
-    metrics::Level::INFO,
-    Some(module_path!()),
-);
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// A store of this crate, with the metric keys of its gauges (static: no allocation and no
 /// hashing per call).
@@ -120,20 +117,31 @@ impl ActiveGauge {
             Self {}
         }
     }
+}
 
-    /// One more connection holds a slot of the limit.
-    #[inline]
-    pub(crate) fn opened(&self) {
-        #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| r.register_gauge(&self.key, &METADATA).increment(1.0));
-    }
+/// One more connection holds a slot of each limit of `gauges` (one look-up of the recorder
+/// for all of them).
+pub(crate) fn opened<'a>(gauges: impl Iterator<Item = &'a ActiveGauge>) {
+    #[cfg(feature = "metrics")]
+    metrics::with_recorder(|r| {
+        for gauge in gauges {
+            r.register_gauge(&gauge.key, &METADATA).increment(1.0);
+        }
+    });
+    #[cfg(not(feature = "metrics"))]
+    let _ = gauges;
+}
 
-    /// One connection fewer holds a slot of the limit.
-    #[inline]
-    pub(crate) fn closed(&self) {
-        #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| r.register_gauge(&self.key, &METADATA).decrement(1.0));
-    }
+/// One connection fewer holds a slot of each limit of `gauges`.
+pub(crate) fn closed<'a>(gauges: impl Iterator<Item = &'a ActiveGauge>) {
+    #[cfg(feature = "metrics")]
+    metrics::with_recorder(|r| {
+        for gauge in gauges {
+            r.register_gauge(&gauge.key, &METADATA).decrement(1.0);
+        }
+    });
+    #[cfg(not(feature = "metrics"))]
+    let _ = gauges;
 }
 
 /// The layer labels of this crate's refusals in `wsguard_rejections_total`.
