@@ -120,8 +120,8 @@ impl SocketHandler for Echo {
 }
 
 /// Echoes text and binary messages through the message plane (feature `plane`): a
-/// [`GuardedSocket`](wsguard_core::GuardedSocket) over [`Admit`], which closes the socket when
-/// its connection is asked to close (a revoked token: 4403) or its token expires (4440).
+/// [`GuardedSocket`] over [`Admit`], which closes the socket when its connection is asked to
+/// close (a revoked token: 4403) or its token expires (4440).
 #[cfg(feature = "plane")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlaneEcho;

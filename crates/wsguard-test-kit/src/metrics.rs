@@ -268,10 +268,17 @@ fn unescape_until_quote(text: &str) -> Option<(String, &str)> {
 mod tests {
     use super::*;
 
+    /// A sample expected: name, labels, value.
+    type Expected = Option<(
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    )>;
+
     #[test]
     fn samples_are_parsed_with_their_labels_unescaped() {
         // Lines of metrics-exporter-prometheus's exposition (and the format's escapes).
-        let cases: &[(&str, Option<(&str, &[(&str, &str)], &str)>)] = &[
+        let cases: &[(&str, Expected)] = &[
             ("# TYPE wsguard_rejections_total counter", None),
             ("", None),
             ("up 1", Some(("up", &[], "1"))),

@@ -71,9 +71,8 @@ pub async fn axum_without_connect_info(app: Router) -> SocketAddr {
 
 /// Serves `/ws` with axum on a free loopback port (without connect info), each socket guarded
 /// by the message plane `layer` builds for it (feature `plane`) and run by `run`. The query's
-/// `user=NAME` becomes the principal ([`query_identity`](crate::service::query_identity)),
-/// and the plane answers every refusal (`max_replies_per_second(u32::MAX)`), so a test that
-/// floods sees every answer.
+/// `user=NAME` becomes the principal ([`query_identity`]), and the plane answers every
+/// refusal (`max_replies_per_second(u32::MAX)`), so a test that floods sees every answer.
 ///
 /// ```
 /// use futures_util::{SinkExt, StreamExt};
