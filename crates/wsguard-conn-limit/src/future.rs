@@ -48,10 +48,7 @@ pin_project! {
         Acquiring {
             #[pin]
             acquire: St::Future,
-            inner: Option<S>,
-            req: Option<Request<ReqBody>>,
-            slots: Vec<Slot>,
-            counted: u64,
+            waiting: Option<Box<Waiting<S, ReqBody>>>,
         },
         Calling {
             #[pin]
@@ -67,6 +64,16 @@ pin_project! {
             rejection: Option<Rejection>,
         },
     }
+}
+
+/// What waits for a store that answers later. Boxed: only such a store (one across the
+/// network) needs it, and it would make the future, which the server moves, as large as
+/// the request for every connection.
+struct Waiting<S, ReqBody> {
+    inner: S,
+    req: Request<ReqBody>,
+    slots: Vec<Slot>,
+    counted: u64,
 }
 
 impl<S, ReqBody, St, P> ResponseFuture<S, ReqBody, St, P>
@@ -100,10 +107,12 @@ where
         Self {
             state: State::Acquiring {
                 acquire,
-                inner: Some(inner),
-                req: Some(req),
-                slots,
-                counted,
+                waiting: Some(Box::new(Waiting {
+                    inner,
+                    req,
+                    slots,
+                    counted,
+                })),
             },
             config,
         }
@@ -161,17 +170,15 @@ where
         let config = &**this.config;
         loop {
             match this.state.as_mut().project() {
-                StateProj::Acquiring {
-                    acquire,
-                    inner,
-                    req,
-                    slots,
-                    counted,
-                } => {
+                StateProj::Acquiring { acquire, waiting } => {
                     let acquired = ready!(acquire.poll(cx));
-                    let mut inner = inner.take().expect(DONE);
-                    let req = req.take().expect(DONE);
-                    let next = start(acquired, &mut inner, req, slots, *counted, this.config);
+                    let Waiting {
+                        mut inner,
+                        req,
+                        slots,
+                        counted,
+                    } = *waiting.take().expect(DONE);
+                    let next = start(acquired, &mut inner, req, &slots, counted, this.config);
                     this.state.set(next);
                 }
                 StateProj::Calling { future, scope } => {

@@ -342,7 +342,7 @@ where
                 ResponseFuture {
                     state: State::Checking {
                         check,
-                        inner: Some((inner, req)),
+                        inner: Some(Box::new((inner, req))),
                     },
                     config: Arc::clone(&self.config),
                 }
@@ -488,7 +488,10 @@ pin_project! {
         Checking {
             #[pin]
             check: K::Future,
-            inner: Option<(S, Request<ReqBody>)>,
+            // Boxed: only a store that answers later (across the network) needs it, and
+            // inline it would make the future, which the server moves, as large as the
+            // request for every handshake.
+            inner: Option<Box<(S, Request<ReqBody>)>>,
         },
         Calling {
             #[pin]
@@ -550,9 +553,10 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Checking { check, inner } => {
                     let decision = ready!(check.poll(cx));
-                    let Some((mut inner, req)) = inner.take() else {
+                    let Some(waiting) = inner.take() else {
                         return Poll::Pending;
                     };
+                    let (mut inner, req) = *waiting;
                     decide(this.config, decision, &mut inner, req)
                 }
                 StateProj::Calling { future, pending } => {
