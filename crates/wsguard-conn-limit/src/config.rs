@@ -247,7 +247,7 @@ impl<St, P> Config<St, P> {
                 });
             };
             active.push(ActiveLimit {
-                gauge: ActiveGauge::new(&limit.name),
+                gauge: ActiveGauge::new(limit.name.clone()),
                 name: limit.name,
                 extractor: limit.extractor,
                 max,
@@ -257,7 +257,7 @@ impl<St, P> Config<St, P> {
             });
         }
         for limit in &active {
-            telemetry::register_limit(&limit.name, &[limit.reason, Reason::AtCapacity]);
+            telemetry::register_limit(limit.name.clone(), &[limit.reason, Reason::AtCapacity]);
         }
         Ok(Self {
             limits: active.into_boxed_slice(),

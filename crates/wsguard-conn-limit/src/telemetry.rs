@@ -103,10 +103,10 @@ pub(crate) struct ActiveGauge {
 }
 
 impl ActiveGauge {
-    pub(crate) fn new(limit: &Cow<'static, str>) -> Self {
+    pub(crate) fn new(limit: Cow<'static, str>) -> Self {
         #[cfg(feature = "metrics")]
         {
-            let labels = vec![metrics::Label::new("limit", limit.clone())];
+            let labels = vec![metrics::Label::new("limit", limit)];
             Self {
                 key: metrics::Key::from_parts(CONNECTIONS_ACTIVE, labels),
             }
@@ -220,7 +220,7 @@ pub fn describe_metrics() {
 }
 
 /// Registers the series of one limit at zero (when a layer is built).
-pub(crate) fn register_limit(limit: &Cow<'static, str>, reasons: &[Reason]) {
+pub(crate) fn register_limit(limit: Cow<'static, str>, reasons: &[Reason]) {
     #[cfg(feature = "metrics")]
     {
         metrics::gauge!(CONNECTIONS_ACTIVE, "limit" => limit.clone()).increment(0.0);
