@@ -86,7 +86,11 @@
 //! connection let through has nothing to give back when it closes, so dry run never leaks
 //! a slot, and it never keeps another connection out. The counter counts handshakes that
 //! would be refused (a client retrying is counted at each try), not sockets. The option
-//! has this one name, `dry_run`, on every wsguard limit.
+//! has this one name, `dry_run`, on every wsguard limit: the handshake rate's
+//! ([`HandshakeRateLimitLayer::dry_run`](handshake_rate::HandshakeRateLimitLayer::dry_run):
+//! a handshake over budget goes through and spends nothing) and the failure penalty's
+//! ([`FailurePenaltyLayer::dry_run`](penalty::FailurePenaltyLayer::dry_run): a penalised
+//! address goes through, and its failures still count) are described in their modules.
 //!
 //! # What is logged and measured
 //!

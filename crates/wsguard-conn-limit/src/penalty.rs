@@ -38,8 +38,8 @@
 //!
 //! # What is logged and measured
 //!
-//! Each penalty's start (`warn`) and end (`info`) is one `tracing` event with the key's
-//! class (`ip`, `principal`, ...), never the key itself. With the `metrics` feature, the gauge
+//! Each penalty's start (`warn`, with the mode: `enforce` or `dry_run`) and end (`info`) is
+//! one `tracing` event with the key's class (`ip`, `principal`, ...), never the key itself. With the `metrics` feature, the gauge
 //! `wsguard_store_keys_over_limit{store="penalties"}` counts the keys under a penalty (the
 //! seeds' "currently rate limited IPs", as a number, never the addresses),
 //! `wsguard_store_keys{store="penalties"}` the failure records, and refusals count in
