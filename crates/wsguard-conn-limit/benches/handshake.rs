@@ -22,9 +22,9 @@
 //! connection limit's cost per handshake. Without valgrind, it prints the time per
 //! handshake of each (a rough figure; the instruction count is the repeatable one).
 //!
-//! Measured (2026-12-01): bare 803 instructions per handshake; with the connection limit
-//! 11,323 before the metrics keys, hashing and future changes of issue 16, 5,381 after
-//! (10,520 -> 4,578 net).
+//! Measured (2026-12-01): bare 803 and 796 instructions per handshake (the two builds); with
+//! the connection limit 11,323 before the metrics keys, hashing and future changes of issue
+//! 16, 5,381 after (10,520 -> 4,585 net).
 
 use std::{
     convert::Infallible,
