@@ -269,6 +269,12 @@ impl CloseHandle {
         }
     }
 
+    /// Whether a request was made and not taken yet: one atomic load.
+    #[cfg(feature = "plane")]
+    pub(crate) fn is_requested(&self) -> bool {
+        self.signal.state.load(Ordering::Acquire) == REQUESTED
+    }
+
     /// Whether two handles belong to the same connection.
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.signal, &other.signal)

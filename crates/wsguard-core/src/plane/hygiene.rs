@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use super::armed::Armed;
 use crate::{
     close::{Closing, WsSocket},
     CloseHandle, Connection, MessageKind, Reason, Rejection, WsMessage,
@@ -190,6 +191,7 @@ impl Hygiene {
             needs_flush: false,
             phase: Phase::Open,
             closed_by: None,
+            armed: Armed::default(),
         };
         this.reset_timer();
         this
@@ -286,6 +288,12 @@ struct ShutdownWatch {
     inner: Arc<ShutdownInner>,
 }
 
+impl ShutdownWatch {
+    fn is_triggered(&self) -> bool {
+        *self.inner.signal.borrow()
+    }
+}
+
 impl Drop for ShutdownWatch {
     fn drop(&mut self) {
         if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -326,6 +334,8 @@ pub struct HygieneSocket<S: WsSocket> {
     needs_flush: bool,
     phase: Phase<S::Message>,
     closed_by: Option<Reason>,
+    /// The timer, the shutdown signal and the close request are registered with the task.
+    armed: Armed,
 }
 
 impl<S: fmt::Debug + WsSocket> fmt::Debug for HygieneSocket<S> {
@@ -386,6 +396,14 @@ impl<S: WsSocket> HygieneSocket<S> {
     fn reset_timer(&mut self) {
         let next = self.next_deadline();
         self.timer.as_mut().reset(next);
+        self.armed.disarm();
+    }
+
+    /// Whether a wake-up source may have fired since it was registered.
+    fn may_have_fired(&self) -> bool {
+        self.timer.is_elapsed()
+            || self.shutdown.as_ref().is_some_and(|w| w.is_triggered())
+            || self.close.as_ref().is_some_and(CloseHandle::is_requested)
     }
 
     fn start_close(&mut self, reason: Reason) {
@@ -471,22 +489,25 @@ impl<S: WsSocket> Stream for HygieneSocket<S> {
                     this.phase = Phase::Done;
                 }
                 Phase::Open => {
-                    if let Some(watch) = &mut this.shutdown {
-                        if watch.signal.as_mut().poll(cx).is_ready() {
-                            this.start_close(Reason::ShuttingDown);
+                    if !this.armed.holds(cx) || this.may_have_fired() {
+                        if let Some(watch) = &mut this.shutdown {
+                            if watch.signal.as_mut().poll(cx).is_ready() {
+                                this.start_close(Reason::ShuttingDown);
+                                continue;
+                            }
+                        }
+                        if let Some(close) = &this.close {
+                            if let Poll::Ready(rejection) = close.poll_take(cx) {
+                                this.start_close_with(rejection);
+                                continue;
+                            }
+                        }
+                        if this.timer.as_mut().poll(cx).is_ready() {
+                            this.on_timer();
+                            // Poll the new deadline (or the close) so that it wakes us.
                             continue;
                         }
-                    }
-                    if let Some(close) = &this.close {
-                        if let Poll::Ready(rejection) = close.poll_take(cx) {
-                            this.start_close_with(rejection);
-                            continue;
-                        }
-                    }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        this.on_timer();
-                        // Poll the new deadline (or the close) so that it wakes us.
-                        continue;
+                        this.armed.arm(cx);
                     }
                     if let Poll::Ready(Err(error)) = this.poll_outgoing(cx) {
                         this.phase = Phase::Done;

@@ -1,5 +1,6 @@
 // The message plane: every inbound data frame of an upgraded socket goes through a tower
 
+mod armed;
 mod connection;
 mod error_frame;
 mod hygiene;

@@ -15,6 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
+    armed::Armed,
     message::{take_parsed, Parsed},
     Admit, Admitted, Inbound, Verdict,
 };
@@ -219,6 +220,8 @@ where
     last: Extensions,
     info: ConnectionInfo,
     conn: Connection,
+    /// The token's timer and the close request are registered with the task.
+    armed: Armed,
 }
 
 // No field is ever pinned in place (the service's future lives in its own box), so the
@@ -306,6 +309,7 @@ where
             last: Extensions::new(),
             info,
             conn,
+            armed: Armed::default(),
         };
         if let Some(expiry) = plane.info.token_expiry() {
             // The remaining lifetime is measured once against the wall clock, then kept by
@@ -486,15 +490,20 @@ where
             if self.done {
                 return Poll::Ready(None);
             }
-            if let Some(timer) = &mut self.timer {
-                if timer.as_mut().poll(cx).is_ready() {
-                    self.expire();
+            let may_have_fired = self.close.is_requested()
+                || self.timer.as_ref().is_some_and(|timer| timer.is_elapsed());
+            if !self.armed.holds(cx) || may_have_fired {
+                if let Some(timer) = &mut self.timer {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.expire();
+                        continue;
+                    }
+                }
+                if let Poll::Ready(rejection) = self.close.poll_take(cx) {
+                    self.close_on_request(rejection);
                     continue;
                 }
-            }
-            if let Poll::Ready(rejection) = self.close.poll_take(cx) {
-                self.close_on_request(rejection);
-                continue;
+                self.armed.arm(cx);
             }
 
             // Outbound first: a frame that cannot be sent stops the reading (a client that

@@ -679,3 +679,75 @@ async fn hygiene_alone_obeys_the_connection_close_request() {
         Msg::text("still open".into())
     );
 }
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl CountingWaker {
+    fn woken(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The adapters skip re-registering their wake-ups while the task's waker stays the same;
+/// a poll from another task (another waker) must register them again, so that the timers
+/// and the close request wake the task that polls now.
+#[tokio::test(start_paused = true)]
+async fn wake_ups_follow_the_waker_of_the_latest_poll() {
+    fn poll_with<St: Stream + Unpin>(stream: &mut St, waker: &Arc<CountingWaker>) -> bool {
+        let waker = Waker::from(Arc::clone(waker));
+        stream
+            .poll_next_unpin(&mut Context::from_waker(&waker))
+            .is_pending()
+    }
+
+    // Hygiene: the idle timer.
+    let (sock, mut peer) = socket();
+    let mut hygienic = Hygiene::new()
+        .idle_timeout(Duration::from_secs(10))
+        .wrap(sock);
+    let (first, second) = (Arc::default(), Arc::default());
+    assert!(poll_with(&mut hygienic, &first));
+    assert!(poll_with(&mut hygienic, &first), "armed: nothing to do");
+    assert!(poll_with(&mut hygienic, &second));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    tokio::task::yield_now().await;
+    assert!(second.woken() > 0, "the idle timer wakes the latest poller");
+    assert!(poll_with(&mut hygienic, &second), "closing");
+    assert_eq!(peer.recv().await, Msg::Close(4408));
+
+    // The plane and hygiene under it: the close request.
+    let (sock, mut peer) = socket();
+    let conn = connection(Extensions::new());
+    let handle = conn.scope().close_handle();
+    let mut guarded = GuardedSocket::new(Hygiene::new().wrap(sock), conn, Admit);
+    let (first, second) = (Arc::default(), Arc::default());
+    assert!(poll_with(&mut guarded, &first));
+    assert!(poll_with(&mut guarded, &second));
+    assert!(handle.close(Rejection::new(Reason::Forbidden)));
+    assert_eq!(first.woken(), 0, "the first task is no longer registered");
+    assert_eq!(second.woken(), 1, "the close request wakes the latest poller");
+    assert!(poll_with(&mut guarded, &second), "closing");
+    assert_eq!(peer.recv().await, Msg::Close(4403));
+
+    // Armed with one waker, a request still wakes it and is obeyed.
+    let (sock, mut peer) = socket();
+    let conn = connection(Extensions::new());
+    let handle = conn.scope().close_handle();
+    let mut guarded = GuardedSocket::new(sock, conn, Admit);
+    let only = Arc::default();
+    for _ in 0..3 {
+        assert!(poll_with(&mut guarded, &only));
+    }
+    assert!(handle.close(Rejection::new(Reason::Forbidden)));
+    assert_eq!(only.woken(), 1);
+    assert!(poll_with(&mut guarded, &only), "closing");
+    assert_eq!(peer.recv().await, Msg::Close(4403));
+}
