@@ -183,8 +183,23 @@ fn the_grafana_dashboard_is_a_dashboard_of_described_metrics() {
     ))
     .unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
-    // What Grafana needs to import a dashboard (its JSON model): a title, a schema version,
-    // panels with a type, a title, a grid position and targets.
+    // Grafana's own schema of its dashboard JSON model (tests/fixtures/grafana).
+    let schema: serde_json::Value = serde_json::from_str(include_str!(
+        "fixtures/grafana/dashboard.jsonschema.json"
+    ))
+    .unwrap();
+    let validator = jsonschema::draft7::new(&schema).expect("Grafana's schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&dashboard)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the dashboard breaks Grafana's schema:\n{}",
+        errors.join("\n")
+    );
+    // And what the schema leaves optional but an importable, useful dashboard needs: a
+    // title, a schema version, panels with a type, a title, a grid position and targets.
     assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 30));
     assert!(dashboard["uid"]
