@@ -12,7 +12,6 @@ use std::{
 
 use axum::{body::Body, response::Response, routing::get, Router};
 use http::{Request, StatusCode};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower::ServiceBuilder;
 use tracing::Level;
@@ -25,6 +24,7 @@ use wsguard_test_kit::{
     client::{self, Client, Refusal},
     handoff::{Echo, SocketHandler},
     logs::Logs,
+    metrics::Metrics,
     server,
 };
 
@@ -90,38 +90,35 @@ async fn until_active(layer: &ConnLimitLayer, name: &str, n: u64) {
     );
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-fn refusals(reason: &str, mode: &str) -> String {
-    format!(
-        r#"wsguard_conn_limit_refusals_total{{limit="principal",reason="{reason}",mode="{mode}"}}"#
-    )
-}
-
-fn rejections(reason: &str, mode: &str) -> String {
-    format!(r#"wsguard_rejections_total{{layer="conn_limit",reason="{reason}",mode="{mode}"}}"#)
+/// The lines of `logs` about a dry run, each checked to carry the mode and neither the
+/// address nor the user.
+fn dry_run_lines(logs: &Logs) -> Vec<String> {
+    let lines = logs.lines_containing("dry run");
+    for line in &lines {
+        assert!(line.contains("dry_run"), "{line}");
+        assert!(!line.contains("192.0.2.1"), "{line}");
+        assert!(!line.contains("alice"), "{line}");
+    }
+    lines
 }
 
 // A current-thread runtime: the server, the clients and the thread-local recorder and log
 // subscriber share one thread, so no other test's events reach them.
 #[tokio::test]
 async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_logs_them() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
+    // `wsguard_conn_limit_refusals_total` of the per-principal limit, and the layer's
+    // refusals in the shared `wsguard_rejections_total`.
+    let refusals = |reason, mode| {
+        metrics.counter(
+            "wsguard_conn_limit_refusals_total",
+            &[("limit", "principal"), ("reason", reason), ("mode", mode)],
+        )
+    };
+    let rejections = |reason, mode| metrics.rejections("conn_limit", reason, mode);
 
     // Enforced: alice's third socket is refused.
     let enforcing = ConnLimitLayer::builder().per_principal(2).build().unwrap();
@@ -131,17 +128,8 @@ async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_lo
     let (status, _) = connect(addr, "alice").await.err().unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     drop((a1, a2));
-    let text = metrics.render();
-    assert_eq!(
-        value(&text, &refusals("too_many_connections", "enforce")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        value(&text, &refusals("too_many_connections", "dry_run")),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(refusals("too_many_connections", "enforce"), 1, "{metrics}");
+    assert_eq!(refusals("too_many_connections", "dry_run"), 0, "{metrics}");
 
     // Dry run: all four of alice's sockets are served; two hold slots, the two over the
     // limit hold none, and each of those is counted and logged once.
@@ -156,22 +144,13 @@ async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_lo
     let mut over1 = connect(addr, "alice").await.unwrap();
     let mut over2 = connect(addr, "alice").await.unwrap();
     assert_eq!(dry.active("principal"), Some(2));
-    let text = metrics.render();
+    assert_eq!(refusals("too_many_connections", "dry_run"), 2, "{metrics}");
     assert_eq!(
-        value(&text, &refusals("too_many_connections", "dry_run")),
-        2.0,
-        "{text}"
+        rejections("too_many_connections", "dry_run"),
+        2,
+        "{metrics}"
     );
-    assert_eq!(
-        value(&text, &rejections("too_many_connections", "dry_run")),
-        2.0,
-        "{text}"
-    );
-    assert_eq!(
-        value(&text, &refusals("too_many_connections", "enforce")),
-        1.0,
-        "{text}"
-    );
+    assert_eq!(refusals("too_many_connections", "enforce"), 1, "{metrics}");
 
     // The counted sockets close: their slots come back, while the uncounted ones stay open
     // and keep nobody out. Two new sockets are admitted and counted, with no refusal.
@@ -188,24 +167,14 @@ async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_lo
     client::close(over2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(dry.active("principal"), Some(2));
-    let text = metrics.render();
-    assert_eq!(
-        value(&text, &refusals("too_many_connections", "dry_run")),
-        2.0,
-        "{text}"
-    );
+    assert_eq!(refusals("too_many_connections", "dry_run"), 2, "{metrics}");
 
     // A handshake without the limit's key (no principal: enforce answers 500) goes
     // through too, holding no slot, counted as a would-be `internal` refusal.
     let mut anonymous = connect(addr, "").await.unwrap();
     client::round_trip(&mut anonymous, "hello").await;
     assert_eq!(dry.active("principal"), Some(2));
-    let text = metrics.render();
-    assert_eq!(
-        value(&text, &rejections("internal", "dry_run")),
-        1.0,
-        "{text}"
-    );
+    assert_eq!(rejections("internal", "dry_run"), 1, "{metrics}");
 
     client::close(anonymous).await;
     client::close(counted3).await;
@@ -213,13 +182,9 @@ async fn a_dry_run_serves_over_limit_connections_without_slots_and_counts_and_lo
     until_active(&dry, "principal", 0).await;
     assert_eq!(dry.store().tracked_keys(), 0, "nothing leaked");
 
-    let lines = logs.text();
-    let dry_lines: Vec<_> = lines.lines().filter(|l| l.contains("dry run")).collect();
-    assert_eq!(dry_lines.len(), 3, "{lines}");
-    assert!(dry_lines.iter().all(|l| l.contains("dry_run")
-        && l.contains("principal")
-        && !l.contains("alice")
-        && !l.contains("192.0.2.1")));
+    let dry_lines = dry_run_lines(&logs);
+    assert_eq!(dry_lines.len(), 3, "{logs}");
+    assert!(dry_lines.iter().all(|l| l.contains("principal")), "{logs}");
 }
 
 /// An echo server behind a handshake rate `layer` (on a store of its own or shared).
@@ -246,41 +211,36 @@ async fn serve_penalty(penalty: FailurePenaltyLayer) -> SocketAddr {
     server::axum_without_connect_info(app).await
 }
 
-fn layer_rejections(layer: &str, reason: &str, mode: &str) -> String {
-    format!(r#"wsguard_rejections_total{{layer="{layer}",reason="{reason}",mode="{mode}"}}"#)
-}
-
-/// The lines of `logs` about a dry run, each checked to carry the mode and neither the
-/// address nor the user.
-fn dry_run_lines(logs: &Logs) -> Vec<String> {
-    let text = logs.text();
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains("dry run"))
-        .map(str::to_owned)
-        .collect();
-    for line in &lines {
-        assert!(line.contains("dry_run"), "{line}");
-        assert!(!line.contains("192.0.2.1"), "{line}");
-        assert!(!line.contains("alice"), "{line}");
+/// Asserts that `describe_metrics` registered `layer`'s would-be refusals for each of
+/// `reasons` at zero: the series is in the exposition before anything is counted (the kit's
+/// reads answer 0 for an absent series too, so they cannot tell).
+fn assert_registered_at_zero(metrics: &Metrics, layer: &str, reasons: &[&str]) {
+    let exposition = metrics.render();
+    for reason in reasons {
+        let line = format!(
+            r#"wsguard_rejections_total{{layer="{layer}",reason="{reason}",mode="dry_run"}} 0"#
+        );
+        assert!(
+            exposition.lines().any(|l| l == line),
+            "{line}: {exposition}"
+        );
     }
-    lines
 }
 
 #[tokio::test]
 async fn a_dry_run_handshake_rate_serves_handshakes_over_budget_and_spends_nothing_on_them() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
     wsguard_conn_limit::describe_metrics();
-    let text = metrics.render();
     // Every would-be refusal of the layer has its series from the start.
-    for reason in ["rate_exceeded", "at_capacity", "bad_request", "internal"] {
-        let series = layer_rejections("handshake_rate", reason, "dry_run");
-        assert!(text.contains(&format!("{series} 0")), "{series}: {text}");
-    }
+    assert_registered_at_zero(
+        &metrics,
+        "handshake_rate",
+        &["rate_exceeded", "at_capacity", "bad_request", "internal"],
+    );
+    let rejections = |mode| metrics.rejections("handshake_rate", "rate_exceeded", mode);
 
     // Enforced: a burst of 2, then 429.
     let budget = || rate(1).per(Duration::from_secs(60)).burst(2);
@@ -300,11 +260,9 @@ async fn a_dry_run_handshake_rate_serves_handshakes_over_budget_and_spends_nothi
     for _ in 0..5 {
         sockets.push(connect(addr, "alice").await.unwrap());
     }
-    let text = metrics.render();
-    let series = |mode| layer_rejections("handshake_rate", "rate_exceeded", mode);
-    assert_eq!(value(&text, &series("dry_run")), 3.0, "{text}");
-    assert_eq!(value(&text, &series("enforce")), 1.0, "{text}");
-    assert_eq!(dry_run_lines(&logs).len(), 3, "{}", logs.text());
+    assert_eq!(rejections("dry_run"), 3, "{metrics}");
+    assert_eq!(rejections("enforce"), 1, "{metrics}");
+    assert_eq!(dry_run_lines(&logs).len(), 3, "{logs}");
     for socket in sockets {
         client::close(socket).await;
     }
@@ -329,26 +287,24 @@ async fn a_dry_run_handshake_rate_serves_handshakes_over_budget_and_spends_nothi
     tokio::time::sleep(period + Duration::from_millis(100)).await;
     let next = connect(enforcing_addr, "alice").await;
     assert!(next.is_ok(), "over-budget dry-run handshakes were charged");
-    let text = metrics.render();
-    assert_eq!(value(&text, &series("dry_run")), 6.0, "{text}");
-    assert_eq!(value(&text, &series("enforce")), 2.0, "{text}");
+    assert_eq!(rejections("dry_run"), 6, "{metrics}");
+    assert_eq!(rejections("enforce"), 2, "{metrics}");
     client::close(admitted).await;
 }
 
 #[tokio::test]
 async fn a_dry_run_penalty_serves_a_penalised_address_and_still_records_its_failures() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let metrics = Metrics::new();
+    let _metrics = metrics.set_local();
     let logs = Logs::new();
-    let _logs = tracing::subscriber::set_default(logs.subscriber(Level::INFO));
+    let _logs = logs.set_local(Level::INFO);
     wsguard_conn_limit::describe_metrics();
-    let text = metrics.render();
-    for reason in ["rate_exceeded", "bad_request", "internal"] {
-        let series = layer_rejections("failure_penalty", reason, "dry_run");
-        assert!(text.contains(&format!("{series} 0")), "{series}: {text}");
-    }
-    let series = |mode| layer_rejections("failure_penalty", "rate_exceeded", mode);
+    assert_registered_at_zero(
+        &metrics,
+        "failure_penalty",
+        &["rate_exceeded", "bad_request", "internal"],
+    );
+    let rejections = |mode| metrics.rejections("failure_penalty", "rate_exceeded", mode);
     let backoff = Duration::from_millis(500);
     let penalty = || {
         FailurePenaltyLayer::per_ip()
@@ -368,7 +324,7 @@ async fn a_dry_run_penalty_serves_a_penalised_address_and_still_records_its_fail
     assert_eq!(enforcing.penalized(), 1);
     let (status, _) = connect(addr, "alice").await.err().unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(value(&metrics.render(), &series("enforce")), 1.0);
+    assert_eq!(rejections("enforce"), 1, "{metrics}");
 
     // Dry run: the same three failures start the same penalty, ...
     let dry = penalty().dry_run(true);
@@ -386,15 +342,14 @@ async fn a_dry_run_penalty_serves_a_penalised_address_and_still_records_its_fail
         let (status, _) = connect(addr, "").await.err().unwrap();
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let text = metrics.render();
-    assert_eq!(value(&text, &series("dry_run")), 4.0, "{text}");
-    assert_eq!(value(&text, &series("enforce")), 1.0, "{text}");
+    assert_eq!(rejections("dry_run"), 4, "{metrics}");
+    assert_eq!(rejections("enforce"), 1, "{metrics}");
     assert_eq!(
-        value(&text, r#"wsguard_store_keys_over_limit{store="penalties"}"#),
+        metrics.gauge("wsguard_store_keys_over_limit", &[("store", "penalties")]),
         2.0,
-        "both layers' penalties: {text}"
+        "both layers' penalties: {metrics}"
     );
-    assert_eq!(dry_run_lines(&logs).len(), 4, "{}", logs.text());
+    assert_eq!(dry_run_lines(&logs).len(), 4, "{logs}");
 
     // The failures let through were recorded: once the penalty is over, the next failure
     // starts the next penalty at once (enforce mode, having refused them, would need three
@@ -407,12 +362,7 @@ async fn a_dry_run_penalty_serves_a_penalised_address_and_still_records_its_fail
         1,
         "penalised again by the recorded failures"
     );
-    let starts: Vec<_> = logs
-        .text()
-        .lines()
-        .filter(|l| l.contains("penalty started"))
-        .map(str::to_owned)
-        .collect();
+    let starts = logs.lines_containing("penalty started");
     assert_eq!(starts.len(), 3, "{starts:?}");
     assert_eq!(
         starts.iter().filter(|l| l.contains("dry_run")).count(),
