@@ -280,6 +280,19 @@ async fn refused_handshakes_get_their_status() {
     running.stop(WAIT).await.ok();
 }
 
+/// A ping answered with a pong: the socket is open end to end.
+async fn ping_pong(socket: &mut Client) {
+    send(socket, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(recv(socket).await, serde_json::json!({"type": "pong"}));
+}
+
+/// The value of `series` in the chat's `/metrics`. The recorder is the process's, shared by
+/// every chat this binary starts: other tests only add to a series, so a test compares its
+/// own before and after.
+async fn metric_now(running: &server::Running, series: &str) -> f64 {
+    metric(&http_get(running, "/metrics").await, series)
+}
+
 #[tokio::test]
 async fn with_dry_run_nothing_is_refused_and_what_would_be_is_counted() {
     let series =
@@ -294,7 +307,7 @@ async fn with_dry_run_nothing_is_refused_and_what_would_be_is_counted() {
         "1",
     ])
     .await;
-    let before = metric(&http_get(&running, "/metrics").await, series);
+    let before = metric_now(&running, series).await;
     // Refused with 403 without --dry-run (refused_handshakes_get_their_status).
     let mut alice = connect(
         &running,
@@ -303,29 +316,28 @@ async fn with_dry_run_nothing_is_refused_and_what_would_be_is_counted() {
     )
     .await
     .expect("a dry run refuses no origin");
-    send(&mut alice, serde_json::json!({"type": "ping"})).await;
-    assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
-    let after = metric(&http_get(&running, "/metrics").await, series);
+    ping_pong(&mut alice).await;
+    let after = metric_now(&running, series).await;
     assert!(after >= before + 1.0, "{before} -> {after}");
 
     // Over the message budget (a burst of 5, cut with 4429 without --dry-run): every ping is
     // answered, and what the budget would have refused is counted.
     let budget =
         r#"wsguard_rejections_total{layer="msg_rate",reason="rate_exceeded",mode="dry_run"}"#;
-    let before = metric(&http_get(&running, "/metrics").await, budget);
+    let before = metric_now(&running, budget).await;
     for _ in 0..20 {
         send(&mut alice, serde_json::json!({"type": "ping"})).await;
     }
     for _ in 0..20 {
         assert_eq!(recv(&mut alice).await, serde_json::json!({"type": "pong"}));
     }
-    let after = metric(&http_get(&running, "/metrics").await, budget);
+    let after = metric_now(&running, budget).await;
     assert!(after >= before + 10.0, "{before} -> {after}");
 
     // A second socket of alice's, over --max-conns-per-user 1 (refused with 429 without
     // --dry-run): served, and counted.
     let over = r#"wsguard_conn_limit_refusals_total{limit="principal",reason="too_many_connections",mode="dry_run"}"#;
-    let before = metric(&http_get(&running, "/metrics").await, over);
+    let before = metric_now(&running, over).await;
     let mut again = connect(
         &running,
         Some(&token("alice", 3600)),
@@ -333,21 +345,108 @@ async fn with_dry_run_nothing_is_refused_and_what_would_be_is_counted() {
     )
     .await
     .expect("a dry run refuses no connection");
-    send(&mut again, serde_json::json!({"type": "ping"})).await;
-    assert_eq!(recv(&mut again).await, serde_json::json!({"type": "pong"}));
-    let after = metric(&http_get(&running, "/metrics").await, over);
+    ping_pong(&mut again).await;
+    let after = metric_now(&running, over).await;
     assert!(after >= before + 1.0, "{before} -> {after}");
 
     // An unknown command (answered with an invalid_message frame without --dry-run): no
     // answer, it is ignored, the next ping gets its pong, and it is counted.
     let invalid =
         r#"wsguard_rejections_total{layer="schema",reason="invalid_message",mode="dry_run"}"#;
-    let before = metric(&http_get(&running, "/metrics").await, invalid);
+    let before = metric_now(&running, invalid).await;
     send(&mut again, serde_json::json!({"type": "no_such_command"})).await;
-    send(&mut again, serde_json::json!({"type": "ping"})).await;
-    assert_eq!(recv(&mut again).await, serde_json::json!({"type": "pong"}));
-    let after = metric(&http_get(&running, "/metrics").await, invalid);
+    ping_pong(&mut again).await;
+    let after = metric_now(&running, invalid).await;
     assert!(after >= before + 1.0, "{before} -> {after}");
+    running.stop(WAIT).await.ok();
+}
+
+#[tokio::test]
+async fn with_dry_run_a_handshake_over_its_rate_is_served_and_counted() {
+    let dry_run =
+        r#"wsguard_rejections_total{layer="handshake_rate",reason="rate_exceeded",mode="dry_run"}"#;
+    // One handshake per second per IP, no burst above it: the second handshake within the
+    // second is over the rate.
+    let limits = ["--handshake-rate", "1", "--handshake-burst", "1"];
+    let alice = token("alice", 3600);
+
+    // Without --dry-run: the second handshake is refused with 429.
+    let running = start(&limits).await;
+    let origin = own_origin(&running);
+    let mut first = connect(&running, Some(&alice), Some(&origin))
+        .await
+        .unwrap_or_else(|res| panic!("the first handshake: {}", res.status()));
+    let refused = connect(&running, Some(&alice), Some(&origin))
+        .await
+        .expect_err("over the handshake rate");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    first.close(None).await.ok();
+    running.stop(WAIT).await.ok();
+
+    // With --dry-run: the same handshakes, and one more, upgrade and are served; each over
+    // the rate is counted.
+    let running = start(&[&limits[..], &["--dry-run"]].concat()).await;
+    let origin = own_origin(&running);
+    let before = metric_now(&running, dry_run).await;
+    for i in 0..3 {
+        let mut socket = connect(&running, Some(&alice), Some(&origin))
+            .await
+            .unwrap_or_else(|res| panic!("handshake {i}: {}", res.status()));
+        ping_pong(&mut socket).await;
+        socket.close(None).await.ok();
+    }
+    let after = metric_now(&running, dry_run).await;
+    assert!(after >= before + 2.0, "{before} -> {after}");
+    running.stop(WAIT).await.ok();
+}
+
+/// Three handshakes with the forged token `forged`, each refused with 401.
+async fn fail_three_times(running: &server::Running, forged: &str) {
+    let origin = own_origin(running);
+    for i in 0..3 {
+        let refused = connect(running, Some(forged), Some(&origin))
+            .await
+            .expect_err("a forged token");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+}
+
+#[tokio::test]
+async fn with_dry_run_a_penalised_address_is_served_and_counted() {
+    let dry_run = r#"wsguard_rejections_total{layer="failure_penalty",reason="rate_exceeded",mode="dry_run"}"#;
+    // Three failed handshakes earn the address a penalty; the handshake rate stays out of
+    // the way.
+    let limits = ["--auth-failure-limit", "3", "--handshake-burst", "100000"];
+    let forged = format!("{}x", token("mallory", 3600));
+    let alice = token("alice", 3600);
+
+    // Without --dry-run: the penalised address is refused with 429, even with a valid token.
+    let running = start(&limits).await;
+    fail_three_times(&running, &forged).await;
+    let refused = connect(&running, Some(&alice), Some(&own_origin(&running)))
+        .await
+        .expect_err("a penalised address");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    running.stop(WAIT).await.ok();
+
+    // With --dry-run: the same failures start the same penalty, but the address is served:
+    // the valid token upgrades, a forged one reaches the token check (401, not 429). Both
+    // are counted.
+    let running = start(&[&limits[..], &["--dry-run"]].concat()).await;
+    let origin = own_origin(&running);
+    let before = metric_now(&running, dry_run).await;
+    fail_three_times(&running, &forged).await;
+    let mut served = connect(&running, Some(&alice), Some(&origin))
+        .await
+        .unwrap_or_else(|res| panic!("a dry run refuses no address: {}", res.status()));
+    ping_pong(&mut served).await;
+    let refused = connect(&running, Some(&forged), Some(&origin))
+        .await
+        .expect_err("a forged token");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let after = metric_now(&running, dry_run).await;
+    assert!(after >= before + 2.0, "{before} -> {after}");
+    served.close(None).await.ok();
     running.stop(WAIT).await.ok();
 }
 
@@ -486,13 +585,7 @@ async fn a_reconnect_loop_gets_429_after_its_handshake_burst() {
 async fn forged_tokens_earn_a_penalty_that_refuses_even_a_valid_token() {
     let running = start(&["--auth-failure-limit", "3"]).await;
     let origin = own_origin(&running);
-    let forged = format!("{}x", token("mallory", 3600));
-    for i in 0..3 {
-        let refused = connect(&running, Some(&forged), Some(&origin))
-            .await
-            .expect_err("a forged token");
-        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
-    }
+    fail_three_times(&running, &format!("{}x", token("mallory", 3600))).await;
     // The address is penalised: refused before its (valid) token is even checked.
     let refused = connect(&running, Some(&token("alice", 3600)), Some(&origin))
         .await
