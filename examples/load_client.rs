@@ -104,6 +104,9 @@ struct Run {
     secs: f64,
     /// Latency percentiles in µs (p50, p90, p99) of the operations.
     latency: [f64; 3],
+    /// Server CPU per operation in user space and in the kernel, µs (`handshakes` and
+    /// `echo` without callgrind; `NaN` otherwise).
+    split: [f64; 2],
 }
 
 struct Server {
@@ -205,15 +208,25 @@ impl Drop for Server {
 
 /// utime + stime of a process, in seconds (`/proc/PID/stat`, fields 14 and 15).
 fn cpu_seconds(pid: u32) -> f64 {
+    let [user, system] = cpu_split(pid);
+    user + system
+}
+
+/// utime and stime of a process, in seconds (`/proc/PID/stat`, fields 14 and 15).
+fn cpu_split(pid: u32) -> [f64; 2] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
-    ticks as f64 / 100.0
+    [ticks(11) as f64 / 100.0, ticks(12) as f64 / 100.0]
 }
 
 /// Resident set size of a process, in bytes (`VmRSS` of `/proc/PID/status`).
@@ -279,22 +292,30 @@ fn percentiles(mut samples: Vec<u32>) -> [f64; 3] {
 }
 
 /// The server's CPU seconds now, or, under callgrind, zeroes its instruction counters.
-fn start_counting(args: &Args, server: &Server) -> f64 {
+fn start_counting(args: &Args, server: &Server) -> [f64; 2] {
     match &args.callgrind {
         Some(_) => {
             callgrind_zero(server.pid());
-            0.0
+            [0.0; 2]
         }
-        None => cpu_seconds(server.pid()),
+        None => cpu_split(server.pid()),
     }
 }
 
 /// What the server spent since `start_counting`: CPU seconds, or millions of instructions
-/// under callgrind (so that "per op, µs" reads "per op, instructions" once multiplied).
-fn counted(args: &Args, server: &Server, cpu0: f64) -> f64 {
+/// under callgrind (so that "per op, µs" reads "per op, instructions" once multiplied); and
+/// the CPU seconds in user space and in the kernel (`NaN` under callgrind).
+fn counted(args: &Args, server: &Server, cpu0: [f64; 2]) -> (f64, [f64; 2]) {
     match &args.callgrind {
-        Some(dir) => callgrind_instructions(dir, server.pid()) / 1e6,
-        None => cpu_seconds(server.pid()) - cpu0,
+        Some(dir) => (
+            callgrind_instructions(dir, server.pid()) / 1e6,
+            [f64::NAN; 2],
+        ),
+        None => {
+            let [user, system] = cpu_split(server.pid());
+            let split = [user - cpu0[0], system - cpu0[1]];
+            (split[0] + split[1], split)
+        }
     }
 }
 
@@ -341,13 +362,14 @@ async fn handshakes(args: &Args, server: &Server, secs: f64) -> Run {
     let secs = start.elapsed().as_secs_f64();
     // Let the server finish the last closes before reading its CPU time.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu = counted(args, server, cpu0);
+    let (cpu, split) = counted(args, server, cpu0);
     let ops = latencies.len() as u64;
     Run {
         per_op: cpu / ops.max(1) as f64 * 1e6,
         ops,
         secs,
         latency: percentiles(latencies),
+        split: split.map(|s| s / ops.max(1) as f64 * 1e6),
     }
 }
 
@@ -398,7 +420,7 @@ async fn echo(args: &Args, server: &Server, secs: f64) -> Run {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = counted(args, server, cpu0);
+    let (cpu, split) = counted(args, server, cpu0);
     for ws in sockets {
         close(ws).await;
     }
@@ -408,6 +430,7 @@ async fn echo(args: &Args, server: &Server, secs: f64) -> Run {
         ops,
         secs,
         latency: percentiles(latencies),
+        split: split.map(|s| s / ops.max(1) as f64 * 1e6),
     }
 }
 
@@ -454,6 +477,7 @@ async fn idle(args: &Args, server: &Server) -> Run {
         ops,
         secs,
         latency: [0.0; 3],
+        split: [f64::NAN; 2],
     }
 }
 
@@ -543,17 +567,24 @@ fn table(args: &Args, runs: &[Vec<Run>]) -> String {
         args.variants[0],
     );
     let latency = args.mode != Mode::Idle;
+    let split = latency && args.callgrind.is_none();
     let _ = writeln!(
         out,
-        "| variant | {unit}, median (min-max) | vs `{}`, ratio | vs `{}`, difference | ops per run{} |",
+        "| variant | {unit}, median (min-max) | vs `{}`, ratio | vs `{}`, difference | ops per run{}{} |",
         args.variants[0],
         args.variants[0],
-        if latency { " | latency p50 / p90 / p99 (µs)" } else { "" }
+        if latency { " | latency p50 / p90 / p99 (µs)" } else { "" },
+        if split {
+            " | user / kernel CPU per op, µs, median (paired ratio, median)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|{}",
-        if latency { "---|" } else { "" }
+        "|---|---|---|---|---|{}{}",
+        if latency { "---|" } else { "" },
+        if split { "---|" } else { "" }
     );
     for (v, name) in args.variants.iter().enumerate() {
         let per = sorted(runs[v].iter().map(|r| r.per_op).collect());
@@ -596,6 +627,30 @@ fn table(args: &Args, runs: &[Vec<Run>]) -> String {
         );
         if latency {
             let _ = write!(out, " {:.0} / {:.0} / {:.0} |", lat(0), lat(1), lat(2));
+        }
+        if split {
+            let part =
+                |i: usize| quantile(&sorted(runs[v].iter().map(|r| r.split[i]).collect()), 0.5);
+            let ratio = |i: usize| {
+                quantile(
+                    &sorted(
+                        runs[v]
+                            .iter()
+                            .zip(&runs[0])
+                            .map(|(r, b)| r.split[i] / b.split[i])
+                            .collect(),
+                    ),
+                    0.5,
+                )
+            };
+            let _ = write!(
+                out,
+                " {:.1} / {:.1} ({:.3}x / {:.3}x) |",
+                part(0),
+                part(1),
+                ratio(0),
+                ratio(1)
+            );
         }
         out.push('\n');
     }
