@@ -208,11 +208,16 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `rust-crypto` (default) | signature verification with the pure-Rust RustCrypto crates |
-//! | `aws-lc-rs` | signature verification with aws-lc-rs (used when both are enabled) |
+//! | `aws-lc-rs` | signature verification with aws-lc-rs for the public-key algorithms (used when both are enabled) |
 //! | `jwks` | [`jwks::Jwks`]: keys from a JWKS URL or an OpenID Connect issuer (discovery), cached and refreshed (reqwest + rustls) |
 //! | `axum` | [`Claims<C>`] and [`VerifiedToken`] as axum extractors |
 //! | `site-token` | [`site_claim`](JwtAuthLayer::site_claim): site/widget tokens bound to `Origin` domains |
 //! | `metrics` | rejection counters through the `metrics` facade |
+//!
+//! HMAC keys (`HS256`, `HS384`, `HS512`) are checked with RustCrypto's `hmac` under either
+//! feature: the HMAC state keyed with the secret is computed once, when the
+//! [`VerifyingKey`] is built, and each token's tag is compared with it in constant time and at
+//! full length.
 //!
 //! The layer names its `jsonwebtoken` backend explicitly, so it works with either feature or
 //! both. Your own calls to `jsonwebtoken::encode` or `decode` use jsonwebtoken's process-wide
