@@ -156,12 +156,11 @@ where
             may_refresh,
         )?;
 
-        // Verified: the payload may be read now.
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| Failure::BadClaims)?;
+        // Verified: the payload may be read now, from the stack when it fits.
+        let (mut stack, mut heap) = ([0; STACK_PAYLOAD], Vec::new());
+        let payload = decode_payload(payload, &mut stack, &mut heap)?;
         let registered =
-            Registered::parse(&payload, &self.rules.names).map_err(|_| Failure::BadClaims)?;
+            Registered::parse(payload, &self.rules.names).map_err(|_| Failure::BadClaims)?;
         let now_secs = to_secs(now);
         self.rules.check(&registered, now_secs)?;
         // A key of an OpenID Connect source vouches for its own issuer's tokens only.
@@ -179,7 +178,7 @@ where
                 return Err(Failure::SiteNotAllowed.into());
             }
         }
-        let claims: C = serde_json::from_slice(&payload).map_err(|_| Failure::BadClaims)?;
+        let claims: C = serde_json::from_slice(payload).map_err(|_| Failure::BadClaims)?;
         if let Some(predicate) = &self.predicate {
             if !predicate(&claims) {
                 return Err(Failure::Denied.into());
@@ -197,7 +196,7 @@ where
             expires_at,
             issued_at: registered.iat.and_then(to_system_time),
             jti: registered.jti.as_deref().map(Arc::from),
-            kid: key.kid().map(Arc::from),
+            kid: key.shared_kid().cloned(),
             algorithm: key.algorithm(),
             source,
         };
@@ -300,6 +299,33 @@ impl<C> Verifier<C> {
     }
 }
 
+/// The payload's stack buffer: most claim sets are a few hundred bytes.
+const STACK_PAYLOAD: usize = 1024;
+
+/// Decodes the base64url `encoded` payload into `stack` when it fits, else into `heap`.
+///
+/// # Errors
+///
+/// [`Failure::BadClaims`] for a payload that is not base64url (trailing bits set included).
+fn decode_payload<'b>(
+    encoded: &str,
+    stack: &'b mut [u8; STACK_PAYLOAD],
+    heap: &'b mut Vec<u8>,
+) -> Result<&'b [u8], Failure> {
+    if encoded.len() <= STACK_PAYLOAD / 3 * 4 {
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(encoded, stack)
+            .map_err(|_| Failure::BadClaims)?;
+        stack.get(..len).ok_or(Failure::BadClaims)
+    } else {
+        heap.clear();
+        URL_SAFE_NO_PAD
+            .decode_vec(encoded, heap)
+            .map_err(|_| Failure::BadClaims)?;
+        Ok(heap)
+    }
+}
+
 /// Why verification stopped.
 enum Step {
     Failed(Failure),
@@ -346,6 +372,32 @@ fn site_allows(_: &[std::borrow::Cow<'_, str>], _: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The payload decodes the same on both sides of the stack buffer's size, and what is
+    /// not base64url is refused on both.
+    #[test]
+    fn payload_decoding() {
+        let (mut stack, mut heap) = ([0; STACK_PAYLOAD], Vec::new());
+        // 1023 and 1024 bytes: encoded in 1364 and 1366 characters, on either side of the
+        // stack's limit (1365).
+        for len in [0, 1, 767, 768, 769, 1022, 1023, 1024, 1025, 5000] {
+            let json = "x".repeat(len);
+            let encoded = URL_SAFE_NO_PAD.encode(&json);
+            assert_eq!(
+                decode_payload(&encoded, &mut stack, &mut heap),
+                Ok(json.as_bytes()),
+                "{len}"
+            );
+        }
+        let long_bad = format!("{}e31", "A".repeat(2000));
+        for bad in ["e30=", "e30+", "e31", "x", &long_bad] {
+            assert_eq!(
+                decode_payload(bad, &mut stack, &mut heap),
+                Err(Failure::BadClaims),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn typ_comparison() {
