@@ -206,12 +206,6 @@ impl Drop for Server {
     }
 }
 
-/// utime + stime of a process, in seconds (`/proc/PID/stat`, fields 14 and 15).
-fn cpu_seconds(pid: u32) -> f64 {
-    let [user, system] = cpu_split(pid);
-    user + system
-}
-
 /// utime and stime of a process, in seconds (`/proc/PID/stat`, fields 14 and 15).
 fn cpu_split(pid: u32) -> [f64; 2] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -184,10 +184,8 @@ fn the_grafana_dashboard_is_a_dashboard_of_described_metrics() {
     .unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     // Grafana's own schema of its dashboard JSON model (tests/fixtures/grafana).
-    let schema: serde_json::Value = serde_json::from_str(include_str!(
-        "fixtures/grafana/dashboard.jsonschema.json"
-    ))
-    .unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/grafana/dashboard.jsonschema.json")).unwrap();
     let validator = jsonschema::draft7::new(&schema).expect("Grafana's schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(&dashboard)

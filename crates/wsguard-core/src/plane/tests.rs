@@ -733,7 +733,11 @@ async fn wake_ups_follow_the_waker_of_the_latest_poll() {
     assert!(poll_with(&mut guarded, &second));
     assert!(handle.close(Rejection::new(Reason::Forbidden)));
     assert_eq!(first.woken(), 0, "the first task is no longer registered");
-    assert_eq!(second.woken(), 1, "the close request wakes the latest poller");
+    assert_eq!(
+        second.woken(),
+        1,
+        "the close request wakes the latest poller"
+    );
     assert!(poll_with(&mut guarded, &second), "closing");
     assert_eq!(peer.recv().await, Msg::Close(4403));
 
