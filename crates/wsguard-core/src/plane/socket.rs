@@ -189,6 +189,42 @@ where
     plane: Box<Plane<S, Svc>>,
 }
 
+/// The service's future for the message being decided, in a box of its own: the box is
+/// allocated by the first message and reused for every later one (no allocation per message,
+/// none for a socket that stays idle), and the plane's state can move (out of
+/// [`GuardedSocket::into_parts`]) whatever the future is.
+struct InFlight<F>(Option<Pin<Box<Option<F>>>>);
+
+impl<F> Default for InFlight<F> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<F: Future> InFlight<F> {
+    fn start(&mut self, future: F) {
+        match &mut self.0 {
+            Some(slot) => slot.set(Some(future)),
+            None => self.0 = Some(Box::pin(Some(future))),
+        }
+    }
+
+    /// Drops the future being polled, if any (the box stays for the next message).
+    fn clear(&mut self) {
+        if let Some(slot) = &mut self.0 {
+            slot.set(None);
+        }
+    }
+
+    fn get(&mut self) -> Option<Pin<&mut F>> {
+        self.0.as_mut().and_then(|slot| slot.as_mut().as_pin_mut())
+    }
+
+    fn is_deciding(&self) -> bool {
+        self.0.as_ref().is_some_and(|slot| slot.is_some())
+    }
+}
+
 /// The state of a [`GuardedSocket`].
 struct Plane<S, Svc>
 where
@@ -197,10 +233,7 @@ where
 {
     socket: S,
     service: Svc,
-    // Allocated by the first message and reused for every later one: no allocation per
-    // message, none for a socket that stays idle, and the adapter stays `Unpin` whatever the
-    // service's future is.
-    in_flight: Option<Pin<Box<Option<Svc::Future>>>>,
+    in_flight: InFlight<Svc::Future>,
     outbox: Option<S::Message>,
     needs_flush: bool,
     /// The token's expiry.
@@ -224,15 +257,6 @@ where
     armed: Armed,
 }
 
-// No field is ever pinned in place (the service's future lives in its own box), so the
-// adapter is `Unpin` whatever the service and its future are.
-impl<S, Svc> Unpin for GuardedSocket<S, Svc>
-where
-    S: WsSocket,
-    Svc: Service<Inbound<S::Message>>,
-{
-}
-
 impl<S, Svc> fmt::Debug for GuardedSocket<S, Svc>
 where
     S: WsSocket,
@@ -243,10 +267,7 @@ where
         f.debug_struct("GuardedSocket")
             .field("closing", &plane.closing)
             .field("done", &plane.done)
-            .field(
-                "deciding",
-                &plane.in_flight.as_ref().is_some_and(|f| f.is_some()),
-            )
+            .field("deciding", &plane.in_flight.is_deciding())
             .field("rejection", &plane.rejection)
             .field("connection", &plane.info)
             .finish_non_exhaustive()
@@ -295,7 +316,7 @@ where
         let mut plane = Plane {
             socket,
             service,
-            in_flight: None,
+            in_flight: InFlight::default(),
             outbox: None,
             needs_flush: false,
             timer: None,
@@ -450,9 +471,7 @@ where
         if self.closing.is_some() || self.done {
             return;
         }
-        if let Some(in_flight) = &mut self.in_flight {
-            in_flight.set(None);
-        }
+        self.in_flight.clear();
         self.timer = None;
         let closing = Closing::new(&rejection)
             .timeout(self.close_timeout)
@@ -524,15 +543,9 @@ where
                 }
             }
 
-            if let Some(future) = self
-                .in_flight
-                .as_mut()
-                .and_then(|f| f.as_mut().as_pin_mut())
-            {
+            if let Some(future) = self.in_flight.get() {
                 let verdict = ready!(future.poll(cx));
-                if let Some(in_flight) = &mut self.in_flight {
-                    in_flight.set(None);
-                }
+                self.in_flight.clear();
                 match verdict {
                     Ok(Verdict::Admit(inbound)) => {
                         telemetry::message_admitted();
@@ -586,10 +599,7 @@ where
                 }
                 Some(Ok(msg)) => {
                     let future = self.service.call(Inbound::new(msg, self.info.clone()));
-                    match &mut self.in_flight {
-                        Some(in_flight) => in_flight.set(Some(future)),
-                        None => self.in_flight = Some(Box::pin(Some(future))),
-                    }
+                    self.in_flight.start(future);
                 }
             }
         }
