@@ -319,12 +319,11 @@ where
                 return ResponseFuture::calling(self.inner.call(req), &self.config);
             }
             Err(error) => {
-                let reason = key_error(error, config.mode());
-                if config.dry_run {
-                    would_refuse(reason, "no usable key for its handshake rate");
-                    return ResponseFuture::calling(self.inner.call(req), &self.config);
-                }
-                return ResponseFuture::rejected(Rejection::new(reason), &self.config);
+                let reason = key_error(error);
+                return match refusal(config, reason, "no usable key for its handshake rate") {
+                    Some(rejection) => ResponseFuture::rejected(rejection, &self.config),
+                    None => ResponseFuture::calling(self.inner.call(req), &self.config),
+                };
             }
         };
         let prepared = config.store.prepare(key);
@@ -366,55 +365,39 @@ where
     S: Service<Request<ReqBody>>,
     K: KeyStore,
 {
-    let rejection = match decision {
+    let (reason, why, retry_after) = match decision {
         Decision::Allow => {
             return State::Calling {
                 future: inner.call(req),
                 pending: None,
             }
         }
-        Decision::Unavailable => {
-            // A shared store that cannot answer and fails closed (it logs the outage once
-            // per transition): the handshake may be fine, so 503 and a retry, not 429.
-            const WHY: &str = "the handshake rate's store cannot answer";
-            record_rejection_as(LAYER, Reason::AtCapacity, config.mode());
-            if config.dry_run {
-                would_refuse(Reason::AtCapacity, WHY);
-                return State::Calling {
-                    future: inner.call(req),
-                    pending: None,
-                };
-            }
-            tracing::debug!(
-                reason = Reason::AtCapacity.as_str(),
-                "handshake refused: {WHY}"
-            );
-            Rejection::new(Reason::AtCapacity).with_retry_after(UNAVAILABLE_RETRY_AFTER)
-        }
-        // `Deny`, and `TooLarge`, which a handshake (a cost of no bytes) cannot get.
-        decision => {
-            let retry_after = match decision {
+        // A shared store that cannot answer and fails closed (it logs the outage once per
+        // transition): the handshake may be fine, so 503 and a retry, not 429.
+        Decision::Unavailable => (
+            Reason::AtCapacity,
+            "the handshake rate's store cannot answer",
+            UNAVAILABLE_RETRY_AFTER,
+        ),
+        // `Deny`, and `TooLarge`, which a handshake (a cost of no bytes) cannot get. In dry
+        // run the store spent nothing on it (a `Deny` never does): the budget stays what
+        // enforce mode makes it.
+        decision => (
+            Reason::RateExceeded,
+            "over its key's handshake rate",
+            match decision {
                 Decision::Deny { retry_after } => retry_after,
                 _ => std::time::Duration::ZERO,
-            };
-            const WHY: &str = "over its key's handshake rate";
-            record_rejection_as(LAYER, Reason::RateExceeded, config.mode());
-            if config.dry_run {
-                // The store spent nothing on it (a `Deny` never does): the budget stays
-                // what enforce mode makes it.
-                would_refuse(Reason::RateExceeded, WHY);
-                return State::Calling {
-                    future: inner.call(req),
-                    pending: None,
-                };
-            }
-            tracing::debug!(
-                reason = Reason::RateExceeded.as_str(),
-                "handshake refused: {WHY}"
-            );
-            Rejection::new(Reason::RateExceeded).with_retry_after(retry_after)
-        }
+            },
+        ),
     };
+    let Some(rejection) = refusal(config, reason, why) else {
+        return State::Calling {
+            future: inner.call(req),
+            pending: None,
+        };
+    };
+    let rejection = rejection.with_retry_after(retry_after);
     if config.close_mode && is_websocket_upgrade(&req) {
         if let Some(pending) = PendingRejection::defer(req.extensions_mut(), rejection) {
             return State::Calling {
@@ -428,38 +411,41 @@ where
     }
 }
 
-/// Logs a handshake let through in dry-run mode that enforce mode would refuse for `reason`
-/// (`why`); never the key or the address.
-fn would_refuse(reason: Reason, why: &str) {
-    tracing::info!(
-        reason = reason.as_str(),
-        mode = Mode::DryRun.as_str(),
-        "dry run: handshake let through that would be refused: {why}"
-    );
+/// Counts a refusal for `reason` in the layer's mode and logs it (`why`; never the key or
+/// the address): the rejection to answer, or, in dry-run mode, `None`: the handshake goes
+/// through.
+fn refusal<K, P>(config: &Config<K, P>, reason: Reason, why: &str) -> Option<Rejection> {
+    record_rejection_as(LAYER, reason, config.mode());
+    if config.dry_run {
+        tracing::info!(
+            reason = reason.as_str(),
+            mode = Mode::DryRun.as_str(),
+            "dry run: handshake let through that would be refused: {why}"
+        );
+        return None;
+    }
+    tracing::debug!(reason = reason.as_str(), "handshake refused: {why}");
+    Some(Rejection::new(reason))
 }
 
-/// Logs and counts (in `mode`) a request without a usable key; its reason.
-fn key_error(error: KeyError, mode: Mode) -> Reason {
-    let reason = match error {
+/// The reason to refuse a request without a usable key; logs what is wrong with it (a
+/// missing key is a misconfiguration, logged as an error in either mode).
+fn key_error(error: KeyError) -> Reason {
+    match error {
         KeyError::Invalid(what) => {
-            tracing::debug!(
-                unusable = what,
-                "handshake refused: no usable key for its rate"
-            );
+            tracing::debug!(unusable = what, "no usable key for the handshake rate");
             Reason::BadRequest
         }
         KeyError::Missing(what) => {
             tracing::error!(
                 missing = what,
-                "handshake refused: the request has no key for the handshake rate; is the layer \
-                 that provides it (client-ip, jwt-auth) in front of it?"
+                "the request has no key for the handshake rate; is the layer that provides it \
+                 (client-ip, jwt-auth) in front of it?"
             );
             Reason::Internal
         }
         _ => Reason::Internal,
-    };
-    record_rejection_as(LAYER, reason, mode);
-    reason
+    }
 }
 
 pin_project! {
