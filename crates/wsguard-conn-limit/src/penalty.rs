@@ -412,7 +412,7 @@ impl Drop for RecordMap {
     /// The records leave the gauges with the layer.
     fn drop(&mut self) {
         keys_changed(self.map.len(), 0);
-        telemetry::keys_over_limit(PENALTIES_STORE, -(self.penalized as i64));
+        PENALTIES_STORE.over_limit(-(self.penalized as i64));
     }
 }
 
@@ -511,14 +511,14 @@ impl Records {
             mode = config.mode().as_str(),
             "penalty started: too many failed handshakes"
         );
-        telemetry::keys_over_limit(PENALTIES_STORE, 1);
+        PENALTIES_STORE.over_limit(1);
     }
 }
 
 /// Moves the gauge of tracked records by the change from `before` to `after`.
 fn keys_changed(before: usize, after: usize) {
     if before != after {
-        telemetry::store_keys(PENALTIES_STORE, after as i64 - before as i64);
+        PENALTIES_STORE.keys(after as i64 - before as i64);
     }
 }
 
@@ -567,7 +567,7 @@ fn evict(map: &mut RecordMap, n: usize) {
 
 fn penalty_ended(key: &Key) {
     tracing::info!(key = key.class(), "penalty ended");
-    telemetry::keys_over_limit(PENALTIES_STORE, -1);
+    PENALTIES_STORE.over_limit(-1);
 }
 
 impl<S, P> Layer<S> for FailurePenaltyLayer<P> {

@@ -28,7 +28,7 @@ use std::{
 use hashbrown::HashTable;
 use wsguard_core::Key;
 
-use crate::telemetry::{self, CONNECTIONS_STORE};
+use crate::telemetry::CONNECTIONS_STORE;
 
 /// One slot a connection asks for: a key counted under one limit, and that limit's maximum.
 #[derive(Clone, PartialEq, Eq)]
@@ -272,8 +272,8 @@ impl Changed {
 
     /// Moves the gauges (a change of zero moves nothing).
     fn record(self) {
-        telemetry::store_keys(CONNECTIONS_STORE, self.keys);
-        telemetry::keys_over_limit(CONNECTIONS_STORE, self.over_limit);
+        CONNECTIONS_STORE.keys(self.keys);
+        CONNECTIONS_STORE.over_limit(self.over_limit);
     }
 }
 

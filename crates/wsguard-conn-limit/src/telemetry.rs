@@ -3,17 +3,21 @@
 //! docs ([Metrics](crate#metrics)).
 //!
 //! Labels come from fixed sets only: a limit's name (fixed when the layer is built), a
-//! [`Reason::as_str`], a [`Mode::as_str`], a store name. Never a key, an address or a user. The store gauges are wsguard-core's
-//! (`wsguard_store_keys`, `wsguard_store_keys_over_limit`).
+//! [`Reason::as_str`], a [`Mode::as_str`], a store name. Never a key, an address or a user.
+//! The store gauges (`wsguard_store_keys`, `wsguard_store_keys_over_limit`) are
+//! wsguard-core's [`StoreGauges`].
 //!
 //! The calls made for every connection (a limit's gauge up and down, a store's key counts)
-//! use metric keys built once, a limit's when the layer is built and a store's as statics,
-//! so that a connection allocates nothing and hashes no key for its metrics: with no
+//! use metric keys built once, a limit's when the layer is built and a store's at its first
+//! use, so that a connection allocates nothing and hashes no key for its metrics: with no
 //! recorder installed such a call costs a thread-local read and a call that does nothing.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::LazyLock};
 
-use wsguard_core::{guard::Mode, Reason};
+use wsguard_core::{
+    guard::{Mode, StoreGauges},
+    Reason,
+};
 
 /// `wsguard_connections_active{limit}`.
 #[cfg(feature = "metrics")]
@@ -25,75 +29,17 @@ const REFUSALS_TOTAL: &str = "wsguard_conn_limit_refusals_total";
 #[cfg(feature = "metrics")]
 const UNCLAIMED_UPGRADES_TOTAL: &str = "wsguard_conn_limit_unclaimed_upgrades_total";
 
-/// wsguard-core's `wsguard_store_keys{store}` (its `record_store_keys`), spelled here so that
-/// this crate's keys can be static; `describe_store` registers the same series, which a
-/// test checks.
-#[cfg(feature = "metrics")]
-const STORE_KEYS: &str = "wsguard_store_keys";
-/// wsguard-core's `wsguard_store_keys_over_limit{store}` (its `record_keys_over_limit`).
-#[cfg(feature = "metrics")]
-const STORE_KEYS_OVER_LIMIT: &str = "wsguard_store_keys_over_limit";
-
 /// What the `metrics` macros give a registration as metadata, built once.
 #[cfg(feature = "metrics")]
 static METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// A store of this crate, with the metric keys of its gauges (static: no allocation and no
-/// hashing per call).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Store {
-    /// The in-memory connection store: `store="connections"`.
-    Connections,
-    /// The failure penalty's records: `store="penalties"`.
-    Penalties,
-}
-
-/// The `store` label of the in-memory connection store.
-pub(crate) const CONNECTIONS_STORE: Store = Store::Connections;
-/// The `store` label of the failure penalty's records.
-pub(crate) const PENALTIES_STORE: Store = Store::Penalties;
-
-#[cfg(feature = "metrics")]
-mod store_keys {
-    use metrics::{Key, Label};
-
-    static CONNECTIONS: [Label; 1] = [Label::from_static_parts("store", "connections")];
-    static PENALTIES: [Label; 1] = [Label::from_static_parts("store", "penalties")];
-    pub(super) static KEYS_CONNECTIONS: Key =
-        Key::from_static_parts(super::STORE_KEYS, &CONNECTIONS);
-    pub(super) static KEYS_PENALTIES: Key = Key::from_static_parts(super::STORE_KEYS, &PENALTIES);
-    pub(super) static OVER_CONNECTIONS: Key =
-        Key::from_static_parts(super::STORE_KEYS_OVER_LIMIT, &CONNECTIONS);
-    pub(super) static OVER_PENALTIES: Key =
-        Key::from_static_parts(super::STORE_KEYS_OVER_LIMIT, &PENALTIES);
-}
-
-impl Store {
-    /// The `store` label.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            Self::Connections => "connections",
-            Self::Penalties => "penalties",
-        }
-    }
-
-    #[cfg(feature = "metrics")]
-    const fn keys(self) -> &'static metrics::Key {
-        match self {
-            Self::Connections => &store_keys::KEYS_CONNECTIONS,
-            Self::Penalties => &store_keys::KEYS_PENALTIES,
-        }
-    }
-
-    #[cfg(feature = "metrics")]
-    const fn over_limit(self) -> &'static metrics::Key {
-        match self {
-            Self::Connections => &store_keys::OVER_CONNECTIONS,
-            Self::Penalties => &store_keys::OVER_PENALTIES,
-        }
-    }
-}
+/// The gauges of the in-memory connection store: `store="connections"`.
+pub(crate) static CONNECTIONS_STORE: LazyLock<StoreGauges> =
+    LazyLock::new(|| StoreGauges::new("connections"));
+/// The gauges of the failure penalty's records: `store="penalties"`.
+pub(crate) static PENALTIES_STORE: LazyLock<StoreGauges> =
+    LazyLock::new(|| StoreGauges::new("penalties"));
 
 /// The gauge `wsguard_connections_active{limit}` of one limit, its key built once when the
 /// layer is built.
@@ -215,8 +161,8 @@ pub fn describe_metrics() {
         );
         metrics::counter!(UNCLAIMED_UPGRADES_TOTAL).increment(0);
     }
-    wsguard_core::guard::describe_store(CONNECTIONS_STORE.name(), true);
-    wsguard_core::guard::describe_store(PENALTIES_STORE.name(), true);
+    CONNECTIONS_STORE.describe(true);
+    PENALTIES_STORE.describe(true);
 }
 
 /// Registers the series of one limit at zero (when a layer is built).
@@ -259,82 +205,4 @@ pub(crate) fn unclaimed_upgrade() {
     wsguard_core::guard::record_rejection(CONN_LIMIT, Reason::Internal);
     #[cfg(feature = "metrics")]
     metrics::counter!(UNCLAIMED_UPGRADES_TOTAL).increment(1);
-}
-
-/// `store` tracks `delta` more keys (or fewer): what wsguard-core's `record_store_keys`
-/// does, with a static key.
-#[inline]
-pub(crate) fn store_keys(store: Store, delta: i64) {
-    #[cfg(feature = "metrics")]
-    if delta != 0 {
-        metrics::with_recorder(|r| {
-            r.register_gauge(store.keys(), &METADATA)
-                .increment(delta as f64);
-        });
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (store, delta);
-}
-
-/// `store` has `delta` more keys at or over their limit (or fewer): what wsguard-core's
-/// `record_keys_over_limit` does, with a static key.
-#[inline]
-pub(crate) fn keys_over_limit(store: Store, delta: i64) {
-    #[cfg(feature = "metrics")]
-    if delta != 0 {
-        metrics::with_recorder(|r| {
-            r.register_gauge(store.over_limit(), &METADATA)
-                .increment(delta as f64);
-        });
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (store, delta);
-}
-
-#[cfg(all(test, feature = "metrics"))]
-mod tests {
-    use std::{
-        net::{IpAddr, Ipv4Addr},
-        num::NonZeroU32,
-    };
-
-    use metrics_exporter_prometheus::PrometheusBuilder;
-    use wsguard_core::Key;
-
-    use crate::{InMemoryConnectionStore, Slot};
-
-    /// The static keys name the series that wsguard-core's `describe_store` registers, and
-    /// the gauges move: a typo would make a second series and leave these at zero.
-    #[test]
-    fn the_static_store_keys_are_wsguard_cores_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            super::describe_metrics();
-            let store = InMemoryConnectionStore::new();
-            let key = Key::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
-            let slot = [Slot::new(0, key, NonZeroU32::MIN)];
-            let lease = store.try_acquire(&slot).unwrap();
-            let text = handle.render();
-            for series in [
-                r#"wsguard_store_keys{store="connections"} 1"#,
-                r#"wsguard_store_keys_over_limit{store="connections"} 1"#,
-                r#"wsguard_store_keys{store="penalties"} 0"#,
-            ] {
-                assert!(text.lines().any(|l| l == series), "{series}: {text}");
-            }
-            drop(lease);
-            let text = handle.render();
-            assert!(
-                text.lines()
-                    .any(|l| l == r#"wsguard_store_keys{store="connections"} 0"#),
-                "{text}"
-            );
-            assert_eq!(
-                text.matches("# TYPE wsguard_store_keys gauge").count(),
-                1,
-                "{text}"
-            );
-        });
-    }
 }

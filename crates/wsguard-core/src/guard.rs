@@ -10,8 +10,8 @@
 //! |---|---|
 //! | [`respond`] | a handshake refusal through the layer's [`OnRejection`](crate::OnRejection) policy |
 //! | [`record_rejection`], [`record_rejection_as`], [`Mode`] | counting a refusal (enforced or dry-run) in `wsguard_rejections_total` (feature `metrics`) |
-//! | [`record_store_keys`], [`record_keys_over_limit`] | the gauges of a key store (feature `metrics`) |
-//! | [`describe_metrics`], [`describe_rejections`], [`describe_store`] | describing the metrics and registering their series at zero (feature `metrics`) |
+//! | [`StoreGauges`] | the gauges of a key store (feature `metrics`) |
+//! | [`describe_metrics`], [`describe_rejections`], [`StoreGauges::describe`] | describing the metrics and registering their series at zero (feature `metrics`) |
 //! | [`PendingRejection`], [`finish_deferred`] | close mode: a refusal decided on the handshake, delivered as a close frame after the upgrade |
 //! | [`ConnectionBinding`], [`foreign_connection`] | a plane service built for one connection that refuses another's messages (feature `plane`) |
 //! | [`Closing`], [`close`], [`close_with`], [`MAX_DISCARD_BYTES`] | the closing handshake of a socket adapter of your own (feature `close`) |
@@ -58,8 +58,8 @@
 //! | `wsguard_messages_admitted_total` | counter | count | none | messages a `GuardedSocket` admitted to the application |
 //! | `wsguard_close_codes_total` | counter | count | `code` (the close code, `1008` when the reason has none), `reason` | close frames the server sent (the plane's closes, the hygiene's, close-mode refusals) |
 //! | `wsguard_connection_duration_seconds` | histogram | seconds | none | the life of an upgraded connection, from the upgrade to the end of the handler |
-//! | `wsguard_store_keys` | gauge | count | `store` | keys a store tracks now ([`record_store_keys`]; registered by [`describe_store`]) |
-//! | `wsguard_store_keys_over_limit` | gauge | count | `store` | keys of a store at or over their limit now ([`record_keys_over_limit`]) |
+//! | `wsguard_store_keys` | gauge | count | `store` | keys a store tracks now ([`StoreGauges::keys`]; registered by [`StoreGauges::describe`]) |
+//! | `wsguard_store_keys_over_limit` | gauge | count | `store` | keys of a store at or over their limit now ([`StoreGauges::over_limit`]) |
 //!
 //! The other crates add their own (connections active, store keys, the Redis fallbacks),
 //! each listed in its crate docs; the `wsguard` facade's `wsguard::metrics::describe()`
@@ -68,8 +68,7 @@
 pub use crate::close_mode::{finish_deferred, PendingRejection};
 pub use crate::reject::respond;
 pub use crate::telemetry::{
-    describe_metrics, describe_rejections, describe_store, record_keys_over_limit,
-    record_rejection, record_rejection_as, record_store_keys, Mode,
+    describe_metrics, describe_rejections, record_rejection, record_rejection_as, Mode, StoreGauges,
 };
 
 #[cfg(feature = "close")]

@@ -138,64 +138,123 @@ fn describe_rejection_counter() {
     );
 }
 
-/// Moves `wsguard_store_keys{store}`, the keys a store tracks now, by `delta` (feature
-/// `metrics`).
+/// The gauges of one key store: `wsguard_store_keys{store}`, the keys it tracks now, and
+/// `wsguard_store_keys_over_limit{store}`, its keys at or over their limit now (feature
+/// `metrics`). Counts, never the keys.
 ///
 /// `store` is a fixed name for the kind of store (the wsguard stores use `connections`,
-/// `key_store` and `penalties`); stores of one kind add up. A count, never the keys.
-/// Without the `metrics` feature this does nothing.
-#[inline]
-pub fn record_store_keys(store: &'static str, delta: i64) {
+/// `key_store` and `penalties`); stores of one kind add up. The two metric keys are built
+/// once, by [`new`](Self::new): moving a gauge allocates nothing and builds no key, so a
+/// store whose key count moves with every connection can call it each time. Each call goes
+/// to the recorder installed at that moment (the process's, or the thread's local one), as
+/// the `metrics` macros do. Without the `metrics` feature every method does nothing.
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use wsguard_core::guard::StoreGauges;
+///
+/// static GAUGES: LazyLock<StoreGauges> = LazyLock::new(|| StoreGauges::new("sessions"));
+///
+/// // At start, after installing the recorder: describe both series, register them at zero.
+/// GAUGES.describe(true);
+/// // A key is tracked, and is at its limit; later it goes.
+/// GAUGES.keys(1);
+/// GAUGES.over_limit(1);
+/// GAUGES.over_limit(-1);
+/// GAUGES.keys(-1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct StoreGauges {
     #[cfg(feature = "metrics")]
-    if delta != 0 {
-        metrics::gauge!(STORE_KEYS, "store" => store).increment(delta as f64);
-    }
+    keys: metrics::Key,
+    #[cfg(feature = "metrics")]
+    over_limit: metrics::Key,
     #[cfg(not(feature = "metrics"))]
-    let _ = (store, delta);
+    _store: &'static str,
 }
 
-/// Moves `wsguard_store_keys_over_limit{store}`, the keys of a store that are at or over
-/// their limit now, by `delta` (feature `metrics`). A count, never the keys.
-///
-/// Without the `metrics` feature this does nothing.
-#[inline]
-pub fn record_keys_over_limit(store: &'static str, delta: i64) {
-    #[cfg(feature = "metrics")]
-    if delta != 0 {
-        metrics::gauge!(STORE_KEYS_OVER_LIMIT, "store" => store).increment(delta as f64);
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (store, delta);
-}
+/// What the `metrics` macros give a registration as metadata, built once.
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// Describes `wsguard_store_keys` and `wsguard_store_keys_over_limit` and registers
-/// `wsguard_store_keys{store}` at zero (see [`record_store_keys`]), and
-/// `wsguard_store_keys_over_limit{store}` too when the store `counts_over_limit` (calls
-/// [`record_keys_over_limit`]).
-///
-/// Without the `metrics` feature this does nothing.
-pub fn describe_store(store: &'static str, counts_over_limit: bool) {
-    #[cfg(feature = "metrics")]
-    {
-        metrics::describe_gauge!(
-            STORE_KEYS,
-            metrics::Unit::Count,
-            "Keys a store tracks now, by kind of store (a count, never the keys)"
-        );
-        metrics::describe_gauge!(
-            STORE_KEYS_OVER_LIMIT,
-            metrics::Unit::Count,
-            "Keys of a store at or over their limit now, by kind of store: keys whose \
-             connection count is at its maximum, addresses under a failure penalty (a count, \
-             never the keys)"
-        );
-        metrics::gauge!(STORE_KEYS, "store" => store).increment(0.0);
-        if counts_over_limit {
-            metrics::gauge!(STORE_KEYS_OVER_LIMIT, "store" => store).increment(0.0);
+impl StoreGauges {
+    /// The gauges of the store named `store` (a fixed name: a label value).
+    pub fn new(store: &'static str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let key = |name: &'static str| {
+                metrics::Key::from_parts(
+                    name,
+                    vec![metrics::Label::from_static_parts("store", store)],
+                )
+            };
+            Self {
+                keys: key(STORE_KEYS),
+                over_limit: key(STORE_KEYS_OVER_LIMIT),
+            }
         }
+        #[cfg(not(feature = "metrics"))]
+        Self { _store: store }
     }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (store, counts_over_limit);
+
+    /// Moves `wsguard_store_keys{store}` by `delta` keys (a `delta` of zero does nothing).
+    #[inline]
+    pub fn keys(&self, delta: i64) {
+        #[cfg(feature = "metrics")]
+        move_gauge(&self.keys, delta);
+        #[cfg(not(feature = "metrics"))]
+        let _ = delta;
+    }
+
+    /// Moves `wsguard_store_keys_over_limit{store}` by `delta` keys (a `delta` of zero does
+    /// nothing).
+    #[inline]
+    pub fn over_limit(&self, delta: i64) {
+        #[cfg(feature = "metrics")]
+        move_gauge(&self.over_limit, delta);
+        #[cfg(not(feature = "metrics"))]
+        let _ = delta;
+    }
+
+    /// Describes `wsguard_store_keys` and `wsguard_store_keys_over_limit` (help text, unit)
+    /// and registers this store's `wsguard_store_keys` at zero, and its
+    /// `wsguard_store_keys_over_limit` too when the store `counts_over_limit` (moves
+    /// [`over_limit`](Self::over_limit)). Call it at start, after installing the recorder.
+    pub fn describe(&self, counts_over_limit: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            metrics::describe_gauge!(
+                STORE_KEYS,
+                metrics::Unit::Count,
+                "Keys a store tracks now, by kind of store (a count, never the keys)"
+            );
+            metrics::describe_gauge!(
+                STORE_KEYS_OVER_LIMIT,
+                metrics::Unit::Count,
+                "Keys of a store at or over their limit now, by kind of store: keys whose \
+                 connection count is at its maximum, addresses under a failure penalty (a \
+                 count, never the keys)"
+            );
+            metrics::with_recorder(|r| {
+                r.register_gauge(&self.keys, &METADATA).increment(0.0);
+                if counts_over_limit {
+                    r.register_gauge(&self.over_limit, &METADATA).increment(0.0);
+                }
+            });
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = counts_over_limit;
+    }
+}
+
+/// Moves the gauge `key` by `delta`, through the recorder installed now.
+#[cfg(feature = "metrics")]
+#[inline]
+fn move_gauge(key: &metrics::Key, delta: i64) {
+    if delta != 0 {
+        metrics::with_recorder(|r| r.register_gauge(key, &METADATA).increment(delta as f64));
+    }
 }
 
 /// Describes the metrics of wsguard-core (help text, unit) and registers each of their
@@ -308,6 +367,8 @@ const fn close_code_label(reason: Reason) -> &'static str {
 
 #[cfg(all(test, feature = "metrics"))]
 mod tests {
+    use wsguard_test_kit::metrics::Metrics;
+
     use super::*;
 
     #[test]
@@ -316,5 +377,60 @@ mod tests {
             let code = reason.close_code().unwrap_or(1008);
             assert_eq!(close_code_label(reason), code.to_string(), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn store_gauges_move_the_series_describe_registers() {
+        let metrics = Metrics::new();
+        let _local = metrics.set_local();
+        let (counting, plain) = (StoreGauges::new("penalties"), StoreGauges::new("key_store"));
+        counting.describe(true);
+        plain.describe(false);
+        for (name, store, registered) in [
+            (STORE_KEYS, "penalties", true),
+            (STORE_KEYS_OVER_LIMIT, "penalties", true),
+            (STORE_KEYS, "key_store", true),
+            (STORE_KEYS_OVER_LIMIT, "key_store", false),
+        ] {
+            let labels = [("store", store)];
+            assert_eq!(
+                metrics.has_series(name, &labels),
+                registered,
+                "{name}{labels:?}: {metrics}"
+            );
+            assert_eq!(metrics.gauge(name, &labels), 0.0, "{metrics}");
+        }
+        let render = metrics.render();
+        for name in [STORE_KEYS, STORE_KEYS_OVER_LIMIT] {
+            assert_eq!(
+                render.matches(&format!("# TYPE {name} gauge")).count(),
+                1,
+                "{render}"
+            );
+            assert_eq!(
+                render.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{render}"
+            );
+        }
+
+        counting.keys(3);
+        counting.over_limit(1);
+        counting.keys(-1);
+        counting.over_limit(0);
+        plain.keys(2);
+        assert_eq!(
+            metrics.gauge(STORE_KEYS, &[("store", "penalties")]),
+            2.0,
+            "{metrics}"
+        );
+        assert_eq!(
+            metrics.gauge(STORE_KEYS_OVER_LIMIT, &[("store", "penalties")]),
+            1.0
+        );
+        assert_eq!(metrics.gauge(STORE_KEYS, &[("store", "key_store")]), 2.0);
+        // A clone moves the same series.
+        counting.clone().keys(-2);
+        assert_eq!(metrics.gauge(STORE_KEYS, &[("store", "penalties")]), 0.0);
     }
 }

@@ -21,7 +21,7 @@ use wsguard_core::Key;
 use crate::{
     clock::{read_once, PlaneClock},
     rate::{Budget, ConfigError, Quotas},
-    telemetry::{self, KEY_STORE},
+    telemetry::KEY_STORE,
 };
 
 /// What one message costs: one message and its payload bytes.
@@ -544,7 +544,7 @@ impl Table {
             cell: cell.clone(),
         };
         shard.map.insert_unique(hash, entry, rehash);
-        telemetry::store_keys(KEY_STORE, 1);
+        KEY_STORE.keys(1);
         cell
     }
 }
@@ -562,7 +562,7 @@ impl Drop for Table {
                     .len()
             })
             .sum();
-        telemetry::store_keys(KEY_STORE, -(keys as i64));
+        KEY_STORE.keys(-(keys as i64));
     }
 }
 
@@ -575,7 +575,7 @@ impl Shard {
         self.map
             .retain(|e| e.is_held() || e.cell.latest() > horizon);
         let len = self.map.len();
-        telemetry::store_keys(KEY_STORE, len as i64 - before as i64);
+        KEY_STORE.keys(len as i64 - before as i64);
         if self.map.capacity() > 4 * len.max(64) {
             self.map.shrink_to(2 * len, rehash);
         }
@@ -616,7 +616,7 @@ impl Shard {
                 true
             }
         });
-        telemetry::store_keys(KEY_STORE, self.map.len() as i64 - before as i64);
+        KEY_STORE.keys(self.map.len() as i64 - before as i64);
     }
 }
 

@@ -2,14 +2,20 @@
 //! labels this crate counts under, and what it registers at start; without the feature these
 //! do nothing. The table is in the crate docs ([Metrics](crate#metrics)).
 
-use wsguard_core::{guard, guard::Mode, Reason};
+use std::sync::LazyLock;
+
+use wsguard_core::{
+    guard::{self, Mode, StoreGauges},
+    Reason,
+};
 
 /// The `layer` label of this crate's refusals in `wsguard_rejections_total`.
 pub(crate) const LAYER: &str = "msg_rate";
 
-/// The `store` label of [`InMemoryKeyStore`](crate::InMemoryKeyStore) in
+/// The gauges of [`InMemoryKeyStore`](crate::InMemoryKeyStore): `store="key_store"` in
 /// `wsguard_store_keys`.
-pub(crate) const KEY_STORE: &str = "key_store";
+pub(crate) static KEY_STORE: LazyLock<StoreGauges> =
+    LazyLock::new(|| StoreGauges::new("key_store"));
 
 /// Describes the metrics this crate counts in and registers their series at zero:
 /// `wsguard_rejections_total{layer="msg_rate"}` for each reason it can refuse with, in both
@@ -35,10 +41,5 @@ pub fn describe_metrics() {
         ],
         Mode::ALL,
     );
-    guard::describe_store(KEY_STORE, false);
-}
-
-/// The key store tracks `delta` more keys (or fewer).
-pub(crate) fn store_keys(store: &'static str, delta: i64) {
-    guard::record_store_keys(store, delta);
+    KEY_STORE.describe(false);
 }

@@ -41,6 +41,11 @@
 //!     2
 //! );
 //! assert_eq!(metrics.rejections("origin", "origin_not_allowed", "enforce"), 0);
+//! // Absent, where a series registered at zero is present.
+//! assert!(!metrics.has_series(
+//!     "wsguard_rejections_total",
+//!     &[("layer", "origin"), ("reason", "origin_not_allowed"), ("mode", "enforce")],
+//! ));
 //! ```
 
 use std::{
@@ -133,6 +138,18 @@ impl Metrics {
                 .parse()
                 .unwrap_or_else(|_| panic!("{name}{labels:?} is {:?}, not a gauge", sample.value)),
         }
+    }
+
+    /// Whether the series `name` with exactly the labels `labels` (in any order) is in the
+    /// exposition: registered (at zero, say), where [`counter`](Self::counter) and
+    /// [`gauge`](Self::gauge) answer 0 for a series that is absent too.
+    ///
+    /// # Panics
+    ///
+    /// As [`counter`](Self::counter), when `name` has series but none with these label
+    /// names.
+    pub fn has_series(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.find(name, labels).is_some()
     }
 
     /// `wsguard_rejections_total{layer, reason, mode}`: the refusals of `layer` for `reason`
