@@ -4,14 +4,8 @@
 //!
 //! `cargo bench -p wsguard-jwt-auth --bench handshake -- --warm-up-time 1 --measurement-time 3`
 
-use std::{
-    convert::Infallible,
-    fmt::Debug,
-    hint::black_box,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{convert::Infallible, fmt::Debug, hint::black_box, time::Instant};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use criterion::{
     criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
 };
@@ -22,39 +16,10 @@ use tower::{Service, ServiceBuilder};
 use wsguard_core::{Access, RequestHead};
 use wsguard_jwt_auth::{Claims, InMemoryRevocations, JwtAuthLayer, LiveSessions, VerifyingKey};
 
-#[derive(Clone, serde::Deserialize)]
-#[allow(dead_code)]
-struct ChatClaims {
-    sub: String,
-    exp: u64,
-    room: String,
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn provider() -> &'static jsonwebtoken::crypto::CryptoProvider {
-    #[cfg(feature = "aws-lc-rs")]
-    return &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-    #[cfg(not(feature = "aws-lc-rs"))]
-    return &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-}
-
-fn token(alg: Algorithm, key: &EncodingKey) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"typ":"JWT","alg":"{alg:?}"}}"#));
-    let claims = URL_SAFE_NO_PAD.encode(format!(
-        r#"{{"sub":"user-42","exp":{exp},"iat":{},"room":"lobby","roles":["reader","writer"]}}"#,
-        exp - 3600
-    ));
-    let message = format!("{header}.{claims}");
-    let signature = (provider().signer_factory)(&alg, key)
-        .unwrap()
-        .try_sign(message.as_bytes())
-        .unwrap();
-    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
+use common::{chat_token as token, provider, ChatClaims};
 
 /// A handshake request bearing `authorization`.
 fn request(authorization: &str) -> Request<()> {

@@ -28,13 +28,8 @@
 //! allocation and growth). Valgrind hides the SHA extensions: SHA-256 weighs more here than in
 //! time.
 
-use std::{
-    convert::Infallible,
-    hint::black_box,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{convert::Infallible, hint::black_box, time::Instant};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -44,41 +39,10 @@ use wsguard_jwt_auth::{Claims, JwtAuthLayer, VerifyingKey};
 /// Handshakes per function.
 const ROUNDS: u32 = 10_000;
 
-#[derive(Clone, serde::Deserialize)]
-#[allow(dead_code)]
-struct ChatClaims {
-    sub: String,
-    exp: u64,
-    room: String,
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn provider() -> &'static jsonwebtoken::crypto::CryptoProvider {
-    #[cfg(feature = "aws-lc-rs")]
-    return &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-    #[cfg(not(feature = "aws-lc-rs"))]
-    return &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-}
-
-/// An HS256 token for `user-42`, valid for an hour, signed by jsonwebtoken.
-fn token(secret: &[u8]) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"HS256"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(format!(
-        r#"{{"sub":"user-42","exp":{exp},"iat":{},"room":"lobby","roles":["reader","writer"]}}"#,
-        exp - 3600
-    ));
-    let message = format!("{header}.{claims}");
-    let signature =
-        (provider().signer_factory)(&Algorithm::HS256, &EncodingKey::from_secret(secret))
-            .unwrap()
-            .try_sign(message.as_bytes())
-            .unwrap();
-    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
+use common::{chat_token, ChatClaims};
 
 /// A WebSocket handshake request bearing `authorization`.
 fn request(authorization: &str) -> Request<()> {
@@ -126,7 +90,10 @@ where
 
 fn main() {
     let secret = [7u8; 32];
-    let authorization = format!("Bearer {}", token(&secret));
+    let authorization = format!(
+        "Bearer {}",
+        chat_token(Algorithm::HS256, &EncodingKey::from_secret(&secret))
+    );
     let key = VerifyingKey::hmac(Algorithm::HS256, &secret).unwrap();
     let handler = |req: Request<()>| async move {
         // The same work in both: the claims are looked up (absent without the layer).

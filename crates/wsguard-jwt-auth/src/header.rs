@@ -8,7 +8,6 @@
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::Algorithm;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -22,30 +21,9 @@ pub(crate) struct JoseHeader<'a> {
     pub(crate) typ: Option<Cow<'a, str>>,
 }
 
-/// Headers of up to this many bytes of JSON (256 base64url characters) are decoded on the
-/// stack.
+/// Headers of up to this many bytes of JSON are decoded on the stack (a typical header is
+/// 20 to 100 bytes).
 pub(crate) const STACK_HEADER: usize = 192;
-
-/// Decodes the base64url `encoded` header into `stack` when it fits, else into `heap` (it
-/// almost always fits: a typical header is 20 to 100 bytes).
-pub(crate) fn decode_header<'b>(
-    encoded: &str,
-    stack: &'b mut [u8; STACK_HEADER],
-    heap: &'b mut Vec<u8>,
-) -> Result<&'b [u8], Failure> {
-    if encoded.len() <= STACK_HEADER / 3 * 4 {
-        let len = URL_SAFE_NO_PAD
-            .decode_slice(encoded, stack)
-            .map_err(|_| Failure::BadHeader)?;
-        stack.get(..len).ok_or(Failure::BadHeader)
-    } else {
-        heap.clear();
-        URL_SAFE_NO_PAD
-            .decode_vec(encoded, heap)
-            .map_err(|_| Failure::BadHeader)?;
-        Ok(heap)
-    }
-}
 
 impl<'a> JoseHeader<'a> {
     /// Reads a decoded JOSE header.
@@ -316,28 +294,6 @@ mod tests {
             parse(br#"{"alg":"EdDSA"}"#),
             Ok((Algorithm::EdDSA, None, None))
         );
-    }
-
-    #[test]
-    fn base64url_decoding_on_the_stack_and_on_the_heap() {
-        let (mut stack, mut heap) = ([0; STACK_HEADER], Vec::new());
-        for len in [1, 191, 192, 193, 1000] {
-            let json = "x".repeat(len);
-            let encoded = URL_SAFE_NO_PAD.encode(&json);
-            assert_eq!(
-                decode_header(&encoded, &mut stack, &mut heap),
-                Ok(json.as_bytes()),
-                "{len}"
-            );
-        }
-        // Not base64url, or with trailing bits set (a second spelling of the same bytes).
-        for bad in ["e30=", "e30+", "e31", "x"] {
-            assert_eq!(
-                decode_header(bad, &mut stack, &mut heap),
-                Err(Failure::BadHeader),
-                "{bad}"
-            );
-        }
     }
 
     /// Names, some spelled with a JSON escape, and how the parser must classify them.

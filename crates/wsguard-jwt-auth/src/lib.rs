@@ -269,6 +269,7 @@ mod keys;
 mod layer;
 mod predicate;
 mod revocation;
+mod segment;
 mod service;
 mod sessions;
 mod source;

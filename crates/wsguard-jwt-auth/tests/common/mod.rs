@@ -1,4 +1,5 @@
-//! Shared helpers: signing test tokens with any header, keys, and a service to drive.
+//! Shared helpers: signing test tokens with any header, keys, and a service to drive. The
+//! benches use them too (`#[path = "../tests/common/mod.rs"]`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
@@ -26,7 +27,8 @@ pub const ED25519_PUBLIC: &[u8] = include_bytes!("../keys/ed25519_public.pem");
 /// A 32-byte HS256 secret.
 pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-fn provider() -> &'static CryptoProvider {
+/// The jsonwebtoken backend of the build's feature (what the layer signs and verifies with).
+pub fn provider() -> &'static CryptoProvider {
     #[cfg(feature = "aws-lc-rs")]
     return &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
     #[cfg(not(feature = "aws-lc-rs"))]
@@ -53,6 +55,29 @@ pub fn hs256(claims: &str) -> String {
         claims,
         Algorithm::HS256,
         &EncodingKey::from_secret(SECRET),
+    )
+}
+
+/// The claims of the chat example's tokens (the benches' claim type).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ChatClaims {
+    pub sub: String,
+    pub exp: u64,
+    pub room: String,
+}
+
+/// A token of the chat's kind for `user-42`, valid for an hour, with header
+/// `{"typ":"JWT","alg":ALG}`, signed with `key` for `alg`: what the benches verify.
+pub fn chat_token(alg: Algorithm, key: &EncodingKey) -> String {
+    let exp = unix_now() + 3600;
+    sign(
+        &format!(r#"{{"typ":"JWT","alg":"{alg:?}"}}"#),
+        &format!(
+            r#"{{"sub":"user-42","exp":{exp},"iat":{},"room":"lobby","roles":["reader","writer"]}}"#,
+            exp - 3600
+        ),
+        alg,
+        key,
     )
 }
 
