@@ -4,15 +4,14 @@
 
 use std::net::SocketAddr;
 
-use axum::{routing::get, Router};
+use axum::Router;
 use http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tracing::Level;
-use wsguard_core::axum::GuardedUpgrade;
 use wsguard_origin::{AllowList, OriginGuardLayer};
 use wsguard_test_kit::{
     client,
-    handoff::{Echo, SocketHandler},
+    handoff::{self, Echo, Upgrade},
     logs::Logs,
     metrics::Metrics,
     server,
@@ -20,12 +19,7 @@ use wsguard_test_kit::{
 
 async fn serve(layer: OriginGuardLayer) -> SocketAddr {
     let app = Router::new()
-        .route(
-            "/ws",
-            get(|upgrade: GuardedUpgrade| async move {
-                upgrade.on_upgrade(|socket, conn| Echo.handle(socket, conn))
-            }),
-        )
+        .route("/ws", handoff::route(Upgrade::default(), Echo))
         .layer(layer);
     server::axum(app).await
 }
