@@ -23,10 +23,12 @@
 //! Measured (2026-12-01, issue 16; bare 1,299 instructions per handshake): through the layer
 //! 40,289 with jsonwebtoken's HMAC (38,990 net, the verification 35,066), 32,702 with the HMAC
 //! state keyed once per key (31,403 net, the verification 27,498), 32,461 with the payload
-//! decoded on the stack (31,162 net, the verification 27,257). Of those, `ResponseFuture::new`
-//! is 1,551, nearly all of it `admit`'s four `Extensions::insert` (a box each, and the map's
-//! allocation and growth). Valgrind hides the SHA extensions: SHA-256 weighs more here than in
-//! time.
+//! decoded on the stack (31,162 net, the verification 27,257), 32,422 with one segment decoder
+//! for header and payload and no tag-length pre-check (31,123 net). All with the default
+//! features (RustCrypto; under `aws-lc-rs` the HMAC is RustCrypto's too, not measured here).
+//! Of those, `ResponseFuture::new` is 1,551, nearly all of it `admit`'s four
+//! `Extensions::insert` (a box each, and the map's allocation and growth). Valgrind hides the
+//! SHA extensions: SHA-256 weighs more here than in time.
 
 use std::{convert::Infallible, hint::black_box, time::Instant};
 
