@@ -285,7 +285,7 @@ impl<L, St, P> Held<L, St, P> {
         for limit in limits(&config, counted) {
             limit.active.fetch_add(1, Ordering::AcqRel);
         }
-        telemetry::opened(limits(&config, counted).map(|limit| &limit.gauge));
+        telemetry::connections_moved(limits(&config, counted).map(|limit| &limit.gauge), 1.0);
         Self {
             lease: Some(lease),
             config,
@@ -301,7 +301,10 @@ impl<L, St, P> Drop for Held<L, St, P> {
         for limit in limits(&self.config, self.counted) {
             limit.active.fetch_sub(1, Ordering::AcqRel);
         }
-        telemetry::closed(limits(&self.config, self.counted).map(|limit| &limit.gauge));
+        telemetry::connections_moved(
+            limits(&self.config, self.counted).map(|limit| &limit.gauge),
+            -1.0,
+        );
     }
 }
 

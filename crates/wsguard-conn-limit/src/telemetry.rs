@@ -65,29 +65,17 @@ impl ActiveGauge {
     }
 }
 
-/// One more connection holds a slot of each limit of `gauges` (one look-up of the recorder
-/// for all of them).
-pub(crate) fn opened<'a>(gauges: impl Iterator<Item = &'a ActiveGauge>) {
+/// `delta` connections more (`1.0`: one opened) or fewer (`-1.0`: one closed) hold a slot
+/// of each limit of `gauges` (one look-up of the recorder for all of them).
+pub(crate) fn connections_moved<'a>(gauges: impl Iterator<Item = &'a ActiveGauge>, delta: f64) {
     #[cfg(feature = "metrics")]
     metrics::with_recorder(|r| {
         for gauge in gauges {
-            r.register_gauge(&gauge.key, &METADATA).increment(1.0);
+            r.register_gauge(&gauge.key, &METADATA).increment(delta);
         }
     });
     #[cfg(not(feature = "metrics"))]
-    let _ = gauges;
-}
-
-/// One connection fewer holds a slot of each limit of `gauges`.
-pub(crate) fn closed<'a>(gauges: impl Iterator<Item = &'a ActiveGauge>) {
-    #[cfg(feature = "metrics")]
-    metrics::with_recorder(|r| {
-        for gauge in gauges {
-            r.register_gauge(&gauge.key, &METADATA).decrement(1.0);
-        }
-    });
-    #[cfg(not(feature = "metrics"))]
-    let _ = gauges;
+    let _ = (gauges, delta);
 }
 
 /// The layer labels of this crate's refusals in `wsguard_rejections_total`.
