@@ -282,6 +282,16 @@ impl<St, P> Config<St, P> {
         Mode::from_dry_run(self.dry_run)
     }
 
+    /// What happens to a connection a limit refuses, for the logs: `refused`, or in dry-run
+    /// mode `let through in dry-run mode`.
+    const fn outcome(&self) -> &'static str {
+        if self.dry_run {
+            "let through in dry-run mode"
+        } else {
+            "refused"
+        }
+    }
+
     /// The slots `req` takes, one per limit with a key, and the bit set of the limits it is
     /// counted under; or, when a limit has no usable key (logged and counted), the
     /// rejection, or in dry-run mode `None`: the request goes through holding no slot.
@@ -305,14 +315,22 @@ impl<St, P> Config<St, P> {
                 Err(error) => {
                     let reason = match error {
                         KeyError::Invalid(what) => {
-                            tracing::debug!(limit = %limit.name, unusable = what, "connection refused: no usable key");
+                            tracing::debug!(
+                                limit = %limit.name,
+                                unusable = what,
+                                "connection {}: no usable key",
+                                self.outcome()
+                            );
                             Reason::BadRequest
                         }
                         _ => {
                             tracing::error!(
                                 limit = %limit.name,
                                 missing = what_of(&error),
-                                "connection refused: the request has no key for this limit; is the layer that provides it (client-ip, jwt-auth) in front of the connection limit?"
+                                "connection {}: the request has no key for this limit; is the \
+                                 layer that provides it (client-ip, jwt-auth) in front of the \
+                                 connection limit?",
+                                self.outcome()
                             );
                             Reason::Internal
                         }
@@ -361,7 +379,8 @@ impl<St, P> Config<St, P> {
                 tracing::debug!(
                     limit = &*name,
                     key_class = class,
-                    "connection refused: limit reached"
+                    "connection {}: limit reached",
+                    self.outcome()
                 );
                 limit.map_or(Reason::TooManyConnections, |l| l.reason)
             }
@@ -369,12 +388,16 @@ impl<St, P> Config<St, P> {
                 tracing::warn!(
                     limit = &*name,
                     key_class = class,
-                    "connection refused: the store tracks as many keys as it may"
+                    "connection {}: the store tracks as many keys as it may",
+                    self.outcome()
                 );
                 Reason::AtCapacity
             }
             _ => {
-                tracing::error!("connection refused: the connection store is unavailable");
+                tracing::error!(
+                    "connection {}: the connection store is unavailable",
+                    self.outcome()
+                );
                 Reason::AtCapacity
             }
         };
